@@ -1,0 +1,1 @@
+"""avatar API packages generated from protos/ (see protos/generate.py)."""

@@ -1,0 +1,86 @@
+from avatar.v1 import media_pb2 as _media_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RenderConfig(_message.Message):
+    __slots__ = ("session_id", "avatar", "width", "height", "fps", "sample_rate_hz", "pixel_format")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    AVATAR_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FPS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_HZ_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    avatar: str
+    width: int
+    height: int
+    fps: int
+    sample_rate_hz: int
+    pixel_format: _media_pb2.PixelFormat
+    def __init__(self, session_id: _Optional[str] = ..., avatar: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[int] = ..., sample_rate_hz: _Optional[int] = ..., pixel_format: _Optional[_Union[_media_pb2.PixelFormat, str]] = ...) -> None: ...
+
+class FrameDrive(_message.Message):
+    __slots__ = ("frame_index", "utterance_id", "pcm_s16le", "phonemes", "epoch")
+    FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
+    UTTERANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    PCM_S16LE_FIELD_NUMBER: _ClassVar[int]
+    PHONEMES_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    frame_index: int
+    utterance_id: str
+    pcm_s16le: bytes
+    phonemes: _containers.RepeatedCompositeFieldContainer[_media_pb2.PhonemeMark]
+    epoch: int
+    def __init__(self, frame_index: _Optional[int] = ..., utterance_id: _Optional[str] = ..., pcm_s16le: _Optional[bytes] = ..., phonemes: _Optional[_Iterable[_Union[_media_pb2.PhonemeMark, _Mapping]]] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class ResetTimeline(_message.Message):
+    __slots__ = ("from_frame_index", "epoch")
+    FROM_FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    from_frame_index: int
+    epoch: int
+    def __init__(self, from_frame_index: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class RenderRequest(_message.Message):
+    __slots__ = ("config", "frame", "reset")
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    RESET_FIELD_NUMBER: _ClassVar[int]
+    config: RenderConfig
+    frame: FrameDrive
+    reset: ResetTimeline
+    def __init__(self, config: _Optional[_Union[RenderConfig, _Mapping]] = ..., frame: _Optional[_Union[FrameDrive, _Mapping]] = ..., reset: _Optional[_Union[ResetTimeline, _Mapping]] = ...) -> None: ...
+
+class RenderResponse(_message.Message):
+    __slots__ = ("frame",)
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    frame: _media_pb2.VideoFrame
+    def __init__(self, frame: _Optional[_Union[_media_pb2.VideoFrame, _Mapping]] = ...) -> None: ...
+
+class Avatar(_message.Message):
+    __slots__ = ("name", "description", "backend")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    backend: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
+
+class ListAvatarsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListAvatarsResponse(_message.Message):
+    __slots__ = ("avatars", "default_avatar")
+    AVATARS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_AVATAR_FIELD_NUMBER: _ClassVar[int]
+    avatars: _containers.RepeatedCompositeFieldContainer[Avatar]
+    default_avatar: str
+    def __init__(self, avatars: _Optional[_Iterable[_Union[Avatar, _Mapping]]] = ..., default_avatar: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""InfiniteTalk Live backend services: one sub-package per process, plus `common` shared by all."""
