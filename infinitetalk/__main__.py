@@ -1,0 +1,5 @@
+import sys
+
+from infinitetalk.cli import main
+
+sys.exit(main())

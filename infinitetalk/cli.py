@@ -1,0 +1,147 @@
+"""`infinitetalk up | say | render`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from avatar.v1 import session_pb2
+from infinitetalk.client import SessionClient, playlist_url
+from infinitetalk.hls import PlaylistFollower
+from infinitetalk.stack import SERVICE_ORDER, StackPorts, Supervisor
+
+DEFAULT_ADDR = os.environ.get("INFINITETALK_ADDR", "127.0.0.1:50051")
+REASONS = {v: k.removeprefix("FINISH_REASON_").lower() for k, v in session_pb2.FinishReason.items()}
+
+
+async def _up(args: argparse.Namespace) -> int:
+    ports = StackPorts.free() if args.free_ports else StackPorts.defaults()
+    log_dir = Path(args.log_dir) if args.log_dir else None
+    supervisor = Supervisor(ports, log_dir=log_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await supervisor.start()
+    try:
+        await supervisor.wait_healthy(timeout_s=120)
+        print("InfiniteTalk Live is up (offline defaults).", flush=True)
+        for name in SERVICE_ORDER:
+            print(f"  {name:9s} grpc://{ports.addr(name)}  metrics http://{ports.host}:{ports.metrics[name]}/metrics")
+        print(f"session: {ports.addr('session')}")
+        print(f"hls: {ports.hls_base_url}/hls/<session_id>/index.m3u8")
+        if log_dir:
+            print(f"logs: {log_dir}/<service>.log")
+        print(f'try: infinitetalk say "Hello there." --addr {ports.addr("session")}', flush=True)
+        await stop.wait()
+    finally:
+        await supervisor.stop()
+    return 0
+
+
+async def _say(args: argparse.Namespace) -> int:
+    client = SessionClient(args.addr)
+    try:
+        session = await client.create(avatar=args.avatar, voice=args.voice)
+        url = playlist_url(session, args.hls)
+        print(f"playlist: {url}", flush=True)
+        follower = PlaylistFollower(url)
+        result = await client.speak(
+            session,
+            args.text,
+            chat=args.chat,
+            hls_url=url,
+            follower=follower,
+            on_word=lambda word: print(word.word, end=" ", flush=True),
+            on_error=lambda error: print(f"\nerror ({error.component}): {error.message}", file=sys.stderr),
+        )
+        print(flush=True)
+        if args.record:
+            follower.save_mp4(Path(args.record))
+            print(f"recorded: {args.record}")
+        await client.end(session)
+        print(f"finished: {REASONS.get(result.reason, 'unknown')}")
+        if result.first_speech_ms is None:
+            print("first-speech-ms: none (no speech reached the playlist)")
+            return 1
+        print(f"first-speech-ms: {result.first_speech_ms:.0f}")
+        return 0
+    finally:
+        await client.close()
+
+
+async def render(text: str, out: Path, chat: bool = False, avatar: str = "", voice: str = "") -> session_pb2.Session:
+    """Starts a private stack on free loopback ports, renders `text` as fast as it can, writes `out` (MP4)."""
+    ports = StackPorts.free()
+    with tempfile.TemporaryDirectory(prefix="infinitetalk-render-") as logs:
+        supervisor = Supervisor(ports, log_dir=Path(logs), report=False)
+        await supervisor.start()
+        try:
+            await supervisor.wait_healthy(timeout_s=120)
+            client = SessionClient(ports.addr("session"))
+            try:
+                session = await client.create(avatar=avatar, voice=voice, pacing=session_pb2.PACING_OFFLINE)
+                result = await client.speak(session, text, chat=chat)
+                if result.errors:
+                    raise RuntimeError("; ".join(e.message for e in result.errors))
+                await client.end(session)
+                follower = PlaylistFollower(ports.hls_base_url + session.playlist_path)
+                playlist = await asyncio.to_thread(follower.poll)
+                if playlist is None or not playlist.ended:
+                    raise RuntimeError("the playlist did not end")
+                await asyncio.to_thread(follower.save_mp4, out)
+                return session
+            finally:
+                await client.close()
+        finally:
+            await supervisor.stop()
+
+
+async def _render(args: argparse.Namespace) -> int:
+    await render(args.text, Path(args.out), chat=args.chat, avatar=args.avatar, voice=args.voice)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="infinitetalk", description="InfiniteTalk Live: talking-avatar streaming")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run all services locally (offline defaults) until Ctrl-C")
+    up.add_argument("--free-ports", action="store_true", help="pick free ports instead of the defaults")
+    up.add_argument("--log-dir", default=".run/logs", help="where each service writes its JSON log ('' = terminal)")
+
+    say = commands.add_parser("say", help="speak TEXT through a running stack and follow it on the playlist")
+    say.add_argument("text")
+    say.add_argument("--chat", action="store_true", help="answer TEXT through the LLM instead of speaking it")
+    say.add_argument("--addr", default=DEFAULT_ADDR, help="session service host:port")
+    say.add_argument("--hls", default=None, help="HLS base URL, if the server does not know its public one")
+    say.add_argument("--record", metavar="OUT.mp4", help="save what the stream showed until the answer was spoken")
+    say.add_argument("--avatar", default="")
+    say.add_argument("--voice", default="")
+
+    rend = commands.add_parser("render", help="render TEXT to an MP4 file (no running stack needed)")
+    rend.add_argument("text")
+    rend.add_argument("--out", required=True, metavar="OUT.mp4")
+    rend.add_argument("--chat", action="store_true")
+    rend.add_argument("--avatar", default="")
+    rend.add_argument("--voice", default="")
+
+    args = parser.parse_args(argv)
+    handler = {"up": _up, "say": _say, "render": _render}[args.command]
+    try:
+        return asyncio.run(handler(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # a person reads this: one line, not a traceback
+        print(f"infinitetalk {args.command}: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""`python -m services.llm`: the llm service (LLM_PROVIDER selects who writes the replies; default `offline`)."""
+
+from __future__ import annotations
+
+import logging
+
+from avatar.v1 import llm_pb2, llm_pb2_grpc
+from services.common.config import ConfigError, ServerConfig
+from services.common.server import run, serve
+from services.llm.config import LlmConfig, build_provider
+from services.llm.service import LlmServicer
+
+log = logging.getLogger("services.llm")
+
+DEFAULT_PORT = 50052
+DEFAULT_METRICS_PORT = 9102
+
+
+async def main() -> None:
+    try:
+        server_config = ServerConfig.from_env(DEFAULT_PORT, DEFAULT_METRICS_PORT)
+        config = LlmConfig.from_env()
+        provider = build_provider(config)
+    except ConfigError as error:
+        log.error("bad configuration: %s", error)
+        raise SystemExit(2) from None
+    servicer = LlmServicer(
+        provider,
+        history_chars=config.history_chars,
+        max_reply_chars=config.max_reply_chars,
+        turn_timeout_s=config.turn_timeout_s,
+    )
+    log.info("provider ready", extra={"provider": provider.name})
+    service_name = llm_pb2.DESCRIPTOR.services_by_name["LlmService"].full_name
+    await serve(
+        "llm",
+        server_config,
+        lambda server: llm_pb2_grpc.add_LlmServiceServicer_to_server(servicer, server),
+        [service_name],
+        on_shutdown=provider.aclose,
+    )
+
+
+if __name__ == "__main__":
+    run("llm", main)

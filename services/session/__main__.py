@@ -1,0 +1,61 @@
+"""`python -m services.session`: the hub service."""
+
+from __future__ import annotations
+
+import grpc
+
+from avatar.v1 import llm_pb2_grpc, packager_pb2_grpc, session_pb2, session_pb2_grpc, tts_pb2_grpc, video_pb2_grpc
+from services.common.server import MAX_MESSAGE_BYTES, run, serve
+from services.session.config import SessionConfig, server_config
+from services.session.live import PeerStubs
+from services.session.service import SessionServicer
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+]
+
+
+def open_stubs(config: SessionConfig) -> tuple[PeerStubs, list[grpc.aio.Channel]]:
+    channels = {
+        name: grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS)
+        for name, addr in (
+            ("llm", config.llm_addr),
+            ("tts", config.tts_addr),
+            ("video", config.video_addr),
+            ("packager", config.packager_addr),
+        )
+    }
+    stubs = PeerStubs(
+        llm=llm_pb2_grpc.LlmServiceStub(channels["llm"]),
+        tts=tts_pb2_grpc.TtsServiceStub(channels["tts"]),
+        video=video_pb2_grpc.VideoServiceStub(channels["video"]),
+        packager=packager_pb2_grpc.PackagerServiceStub(channels["packager"]),
+    )
+    return stubs, list(channels.values())
+
+
+async def main() -> None:
+    config = SessionConfig.from_env()
+    stubs, channels = open_stubs(config)
+    servicer = SessionServicer(config, stubs)
+    servicer.start()
+    service_name = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
+    try:
+        await serve(
+            "session",
+            server_config(),
+            lambda server: session_pb2_grpc.add_SessionServiceServicer_to_server(servicer, server),
+            [service_name],
+            on_shutdown=servicer.shutdown,
+        )
+    finally:
+        for channel in channels:
+            await channel.close()
+
+
+if __name__ == "__main__":
+    run("session", main)

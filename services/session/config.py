@@ -1,0 +1,54 @@
+"""Session service configuration, from environment variables (fail fast on missing peers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.common.config import ServerConfig, env_float, env_int, env_str
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Peers, limits and playout tuning.
+
+    LLM_ADDR, TTS_ADDR, VIDEO_ADDR, PACKAGER_ADDR (host:port, required); PUBLIC_HLS_URL (e.g.
+    http://127.0.0.1:8088, used to give absolute playlist URLs; optional); MAX_SESSIONS; MAX_TEXT_CHARS;
+    MAX_WATCHERS_PER_SESSION; REQUESTS_PER_SECOND / REQUEST_BURST (per session: Say, Chat, Interrupt);
+    SESSION_IDLE_TIMEOUT_S (a session nobody uses or watches ends); SEGMENT_DURATION_MS; LOOKAHEAD_FRAMES.
+    """
+
+    llm_addr: str
+    tts_addr: str
+    video_addr: str
+    packager_addr: str
+    public_hls_url: str = ""
+    max_sessions: int = 16
+    max_text_chars: int = 5000
+    max_watchers_per_session: int = 8
+    requests_per_second: float = 5.0
+    request_burst: int = 10
+    idle_timeout_s: float = 900.0
+    segment_duration_ms: int = 1000
+    lookahead_frames: int = 10
+
+    @classmethod
+    def from_env(cls) -> SessionConfig:
+        return cls(
+            llm_addr=env_str("LLM_ADDR"),
+            tts_addr=env_str("TTS_ADDR"),
+            video_addr=env_str("VIDEO_ADDR"),
+            packager_addr=env_str("PACKAGER_ADDR"),
+            public_hls_url=env_str("PUBLIC_HLS_URL", "").rstrip("/"),
+            max_sessions=env_int("MAX_SESSIONS", 16, minimum=1),
+            max_text_chars=env_int("MAX_TEXT_CHARS", 5000, minimum=1),
+            max_watchers_per_session=env_int("MAX_WATCHERS_PER_SESSION", 8, minimum=1),
+            requests_per_second=env_float("REQUESTS_PER_SECOND", 5.0),
+            request_burst=env_int("REQUEST_BURST", 10, minimum=1),
+            idle_timeout_s=env_float("SESSION_IDLE_TIMEOUT_S", 900.0),
+            segment_duration_ms=env_int("SEGMENT_DURATION_MS", 1000, minimum=40),
+            lookahead_frames=env_int("LOOKAHEAD_FRAMES", 10, minimum=3),
+        )
+
+
+def server_config() -> ServerConfig:
+    return ServerConfig.from_env(default_port=50051, default_metrics_port=9101)

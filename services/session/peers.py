@@ -1,0 +1,125 @@
+"""A session's long-lived bidirectional stream to one peer service, kept open across utterances.
+
+If the peer goes away (crash, restart), the link reports it, reconnects with backoff, sends its config message
+again, and carries on; messages sent while it is down wait in a bounded outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from services.common.interceptors import SESSION_ID_METADATA_KEY
+
+log = logging.getLogger(__name__)
+
+OUTBOX_LIMIT = 4096
+BACKOFF_START_S = 0.1
+BACKOFF_MAX_S = 2.0
+
+
+class OutboxFull(Exception):
+    """The peer is not keeping up (or is down for long): the message was not queued."""
+
+
+class PeerLink:
+    def __init__(
+        self,
+        component: str,
+        open_call: Callable[..., grpc.aio.StreamStreamCall],
+        config_message: Message,
+        session_id: str,
+        on_response: Callable[[Any], Awaitable[None] | None],
+        on_down: Callable[[grpc.aio.AioRpcError | Exception], None],
+        on_up: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.component = component
+        self._open_call = open_call
+        self._config = config_message
+        self._session_id = session_id
+        self._on_response = on_response
+        self._on_down = on_down
+        self._on_up = on_up
+        self._outbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._call: grpc.aio.StreamStreamCall | None = None
+        self.connected = asyncio.Event()
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"peer-{self.component}")
+
+    def send(self, message: Message) -> None:
+        if self._outbox.qsize() >= OUTBOX_LIMIT:
+            raise OutboxFull(f"{self.component} is not keeping up")
+        self._outbox.put_nowait(message)
+
+    def clear_outbox(self) -> None:
+        while not self._outbox.empty():
+            self._outbox.get_nowait()
+
+    async def close(self, end_message: Message | None = None, grace_s: float = 0.0) -> None:
+        """Sends `end_message` (if any), waits up to grace_s for the peer to finish, then cancels the stream."""
+        self._closing = True
+        if end_message is not None:
+            self._outbox.put_nowait(end_message)
+        if self._task is not None:
+            if grace_s > 0:
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(self._task), grace_s)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_START_S
+        first = True
+        while not self._closing:
+            call = self._open_call(metadata=((SESSION_ID_METADATA_KEY, self._session_id),), wait_for_ready=True)
+            self._call = call
+            writer = asyncio.create_task(self._write(call), name=f"peer-{self.component}-writer")
+            try:
+                async for response in call:
+                    if not self.connected.is_set():
+                        self.connected.set()
+                        backoff = BACKOFF_START_S
+                        if self._on_up is not None:
+                            self._on_up(first)
+                        first = False
+                    result = self._on_response(response)
+                    if result is not None:
+                        await result
+                if self._closing:
+                    return
+                error: Exception = RuntimeError(f"{self.component} closed the stream")
+            except asyncio.CancelledError:
+                call.cancel()
+                raise
+            except grpc.aio.AioRpcError as rpc_error:
+                error = rpc_error
+            finally:
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await writer
+            self.connected.clear()
+            if self._closing:
+                return
+            log.warning("peer stream lost", extra={"component": self.component, "error": str(error)[:300]})
+            self._on_down(error)
+            await asyncio.sleep(backoff)
+            backoff = min(BACKOFF_MAX_S, backoff * 2)
+
+    async def _write(self, call: grpc.aio.StreamStreamCall) -> None:
+        await call.write(self._config)
+        while True:
+            message = await self._outbox.get()
+            await call.write(message)
+            if message.WhichOneof("request") == "end":
+                await call.done_writing()
+                return

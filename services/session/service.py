@@ -1,0 +1,206 @@
+"""SessionService: the public API. Validates every request, owns the registry of live sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+
+import grpc
+
+from avatar.v1 import session_pb2, session_pb2_grpc, tts_pb2, video_pb2
+from services.common.errors import abort_invalid_argument, abort_not_found, abort_resource_exhausted
+from services.common.logs import session_id_var
+from services.session.config import SessionConfig
+from services.session.events import WatcherTooSlow
+from services.session.limits import TokenBucket
+from services.session.live import LiveSession, PeerStubs, new_id
+
+log = logging.getLogger(__name__)
+
+SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
+NAME_LIMIT = 64
+PERSONA_LIMIT = 4000
+ENDED_MEMORY = 4096
+CATALOGUE_TTL_S = 30.0
+
+
+class SessionServicer(session_pb2_grpc.SessionServiceServicer):
+    def __init__(self, config: SessionConfig, stubs: PeerStubs) -> None:
+        self.config = config
+        self.stubs = stubs
+        self.sessions: dict[str, LiveSession] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+        self._ended: OrderedDict[str, None] = OrderedDict()
+        self._catalogue: tuple[float, list[str], str, list[str], str] | None = None
+        self._janitor: asyncio.Task[None] | None = None
+        self._expiring: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._janitor = asyncio.create_task(self._expire_idle_sessions(), name="session-janitor")
+
+    async def shutdown(self) -> None:
+        if self._janitor is not None:
+            self._janitor.cancel()
+        await asyncio.gather(*(s.end() for s in list(self.sessions.values())), return_exceptions=True)
+
+    async def _expire_idle_sessions(self) -> None:
+        while True:
+            await asyncio.sleep(min(5.0, self.config.idle_timeout_s / 2))
+            now = time.monotonic()
+            for session in list(self.sessions.values()):
+                if session.bus.watcher_count == 0 and now - session.last_activity > self.config.idle_timeout_s:
+                    log.info("ending idle session", extra={"session_id": session.session_id})
+                    self._expiring.add(asyncio.create_task(session.end()))
+                    self._expiring = {t for t in self._expiring if not t.done()}
+
+    def _forget(self, session: LiveSession) -> None:
+        self.sessions.pop(session.session_id, None)
+        self._buckets.pop(session.session_id, None)
+        self._ended[session.session_id] = None
+        while len(self._ended) > ENDED_MEMORY:
+            self._ended.popitem(last=False)
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+    async def _session(self, session_id: str, context: grpc.aio.ServicerContext) -> LiveSession:
+        if not session_id:
+            await abort_invalid_argument(context, "session_id", "session_id is required")
+        if not SESSION_ID_PATTERN.match(session_id):
+            await abort_invalid_argument(
+                context, "session_id", "session_id is malformed: expected the 22-character id CreateSession returned"
+            )
+        session_id_var.set(session_id)
+        session = self.sessions.get(session_id)
+        if session is None:
+            if session_id in self._ended:
+                await abort_not_found(context, "session", session_id, "session has ended; create a new one")
+            await abort_not_found(context, "session", session_id, "no such session (it may have expired)")
+        session.touch()
+        return session
+
+    async def _check_rate(self, session: LiveSession, context: grpc.aio.ServicerContext) -> None:
+        bucket = self._buckets.setdefault(
+            session.session_id, TokenBucket(self.config.requests_per_second, self.config.request_burst)
+        )
+        if not bucket.take():
+            await abort_resource_exhausted(
+                context,
+                f"session:{session.session_id}",
+                f"too many requests: at most {self.config.requests_per_second:g} per second per session",
+            )
+
+    async def _check_text(self, text: str, context: grpc.aio.ServicerContext) -> str:
+        cleaned = "".join(ch if ch.isprintable() or ch in "\n\t" else " " for ch in text).strip()
+        if not cleaned:
+            await abort_invalid_argument(context, "text", "text is empty: say something")
+        if len(text) > self.config.max_text_chars:
+            await abort_invalid_argument(
+                context,
+                "text",
+                f"text is {len(text)} characters long; the limit is {self.config.max_text_chars} characters",
+            )
+        return cleaned
+
+    async def _choices(self) -> tuple[list[str], str, list[str], str]:
+        cached = self._catalogue
+        if cached is not None and time.monotonic() - cached[0] < CATALOGUE_TTL_S:
+            return cached[1], cached[2], cached[3], cached[4]
+        avatars = await self.stubs.video.ListAvatars(video_pb2.ListAvatarsRequest(), timeout=10)
+        voices = await self.stubs.tts.ListVoices(tts_pb2.ListVoicesRequest(), timeout=10)
+        result = (
+            [a.name for a in avatars.avatars],
+            avatars.default_avatar,
+            [v.name for v in voices.voices],
+            voices.default_voice,
+        )
+        self._catalogue = (time.monotonic(), *result)
+        return result
+
+    # -- RPCs --------------------------------------------------------------------------------------------------
+    async def CreateSession(self, request, context):
+        if len(self.sessions) >= self.config.max_sessions:
+            await abort_resource_exhausted(
+                context, "sessions", f"the server is full: at most {self.config.max_sessions} sessions at once"
+            )
+        if len(request.avatar) > NAME_LIMIT or len(request.voice) > NAME_LIMIT:
+            await abort_invalid_argument(
+                context, "avatar", f"avatar and voice names are at most {NAME_LIMIT} characters"
+            )
+        if len(request.options.persona) > PERSONA_LIMIT:
+            await abort_invalid_argument(context, "options.persona", f"persona is at most {PERSONA_LIMIT} characters")
+        try:
+            avatars, default_avatar, voices, default_voice = await self._choices()
+        except grpc.aio.AioRpcError as error:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"the avatar or voice service is unavailable ({error.details()})"
+            )
+        avatar = request.avatar or default_avatar
+        voice = request.voice or default_voice
+        if avatar not in avatars:
+            await abort_invalid_argument(context, "avatar", f"unknown avatar {avatar!r}; choose one of {avatars}")
+        if voice not in voices:
+            await abort_invalid_argument(context, "voice", f"unknown voice {voice!r}; choose one of {voices}")
+        session_id = new_id()
+        session_id_var.set(session_id)
+        session = LiveSession(session_id, avatar, voice, request.options, self.stubs, self.config, self._forget)
+        self.sessions[session_id] = session
+        session.start()
+        log.info("session created", extra={"avatar": avatar, "voice": voice, "realtime": session.realtime})
+        playlist_url = f"{self.config.public_hls_url}{session.playlist_path}" if self.config.public_hls_url else ""
+        return session_pb2.CreateSessionResponse(
+            session=session_pb2.Session(
+                session_id=session_id,
+                playlist_path=session.playlist_path,
+                playlist_url=playlist_url,
+                avatar=avatar,
+                voice=voice,
+                width=session.width,
+                height=session.height,
+                fps=session.fps,
+                media_epoch=session.media_epoch_timestamp(),
+            )
+        )
+
+    async def Say(self, request, context):
+        session = await self._session(request.session_id, context)
+        text = await self._check_text(request.text, context)
+        await self._check_rate(session, context)
+        return session_pb2.SayResponse(utterance_id=session.say(text))
+
+    async def Chat(self, request, context):
+        session = await self._session(request.session_id, context)
+        text = await self._check_text(request.text, context)
+        await self._check_rate(session, context)
+        return session_pb2.ChatResponse(utterance_id=session.chat(text))
+
+    async def Interrupt(self, request, context):
+        session = await self._session(request.session_id, context)
+        await self._check_rate(session, context)
+        utterance_id, cut_at_us = session.interrupt()
+        return session_pb2.InterruptResponse(utterance_id=utterance_id, cut_at_us=cut_at_us)
+
+    async def EndSession(self, request, context):
+        session = await self._session(request.session_id, context)
+        await session.end()
+        return session_pb2.EndSessionResponse()
+
+    async def WatchSession(self, request, context) -> AsyncIterator[session_pb2.WatchSessionResponse]:
+        session = await self._session(request.session_id, context)
+        if session.bus.full():
+            await abort_resource_exhausted(
+                context,
+                f"session:{session.session_id}",
+                f"too many watchers: at most {self.config.max_watchers_per_session} per session",
+            )
+        try:
+            async for event in session.watch():
+                session.touch()
+                yield event
+        except WatcherTooSlow:
+            await abort_resource_exhausted(context, "watcher", "this watcher fell too far behind; watch again")
+        finally:
+            session.touch()
