@@ -72,6 +72,10 @@ REASON_NAMES = {
 }
 
 
+class SessionStartError(Exception):
+    """The session's streams could not be brought up."""
+
+
 def new_id() -> str:
     """128 random bits, URL-safe (22 characters)."""
     return secrets.token_urlsafe(16)
@@ -150,6 +154,7 @@ class LiveSession:
         self.media_epoch = time.time()
         self._t0 = time.monotonic()
         self._playout_task: asyncio.Task[None] | None = None
+        self._fatal: asyncio.Task[None] | None = None
         self._links = {
             "llm": PeerLink(
                 "llm",
@@ -196,7 +201,8 @@ class LiveSession:
                 packager_pb2.PublishRequest(config=self._publish_config()),
                 session_id,
                 self._on_packager,
-                self._down_handler("packager"),
+                self._on_packager_down,
+                reconnect=False,  # a playlist cannot be resumed mid-stream: losing it ends the session
             ),
         }
 
@@ -221,10 +227,29 @@ class LiveSession:
             media_epoch=self.media_epoch_timestamp(),
         )
 
-    def start(self) -> None:
+    async def start(self, first_frame_timeout_s: float = 10.0) -> None:
+        """Opens the peer streams and starts the clock once the first frame is rendered, so the stream's first
+        frame is the avatar (not a placeholder) and media time 0 is when it plays."""
         LIVE_SESSIONS.inc()
-        for link in self._links.values():
-            link.start()
+        for name in ("llm", "tts", "video"):
+            self._links[name].start()
+        self._fill()
+        try:
+            async with asyncio.timeout(first_frame_timeout_s):
+                while 0 not in self._rendered:
+                    self._frame_arrived.clear()
+                    await self._frame_arrived.wait()
+        except TimeoutError:
+            await self._close_links()
+            LIVE_SESSIONS.dec()
+            raise SessionStartError(
+                f"the video service rendered no frame within {first_frame_timeout_s:g} s; try again later"
+            ) from None
+        self._t0 = time.monotonic()
+        self.media_epoch = time.time()
+        packager = self._links["packager"]
+        packager.config = packager_pb2.PublishRequest(config=self._publish_config())
+        packager.start()
         self._playout_task = asyncio.create_task(self._playout(), name=f"playout-{self.session_id[:6]}")
 
     async def end(self) -> None:
@@ -499,11 +524,26 @@ class LiveSession:
             )
         )
 
+    def _on_packager_down(self, error: Exception) -> None:
+        self._down_handler("packager")(error)
+        if not self._ending:
+            self._emit(
+                error=session_pb2.SessionError(
+                    code=grpc.StatusCode.UNAVAILABLE.value[0],
+                    message="the stream's playlist was lost with the packager; the session ends, create a new one",
+                    component="session",
+                )
+            )
+            self._playlist_ended.set()
+            self._fatal = asyncio.create_task(self.end())
+
     def _down_handler(self, component: str) -> Callable[[Exception], None]:
         def on_down(error: Exception) -> None:
             detail = error.details() if isinstance(error, grpc.aio.AioRpcError) else str(error)
             code = error.code() if isinstance(error, grpc.aio.AioRpcError) else grpc.StatusCode.UNAVAILABLE
-            message = f"the {component} service is unavailable ({detail}); reconnecting"
+            message = f"the {component} service is unavailable ({detail})" + (
+                "" if component == "packager" else "; reconnecting"
+            )
             utterance = self.utterance
             if utterance is not None and not utterance.finished and self._waits_on(utterance, component):
                 self._fail(utterance, component, code, message)

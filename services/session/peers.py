@@ -38,14 +38,16 @@ class PeerLink:
         on_response: Callable[[Any], Awaitable[None] | None],
         on_down: Callable[[grpc.aio.AioRpcError | Exception], None],
         on_up: Callable[[bool], None] | None = None,
+        reconnect: bool = True,
     ) -> None:
         self.component = component
         self._open_call = open_call
-        self._config = config_message
+        self.config = config_message  # sent first on every (re)connection
         self._session_id = session_id
         self._on_response = on_response
         self._on_down = on_down
         self._on_up = on_up
+        self._reconnect = reconnect
         self._outbox: asyncio.Queue[Message] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._call: grpc.aio.StreamStreamCall | None = None
@@ -112,11 +114,13 @@ class PeerLink:
                 return
             log.warning("peer stream lost", extra={"component": self.component, "error": str(error)[:300]})
             self._on_down(error)
+            if not self._reconnect:
+                return
             await asyncio.sleep(backoff)
             backoff = min(BACKOFF_MAX_S, backoff * 2)
 
     async def _write(self, call: grpc.aio.StreamStreamCall) -> None:
-        await call.write(self._config)
+        await call.write(self.config)
         while True:
             message = await self._outbox.get()
             await call.write(message)

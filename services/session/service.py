@@ -17,7 +17,7 @@ from services.common.logs import session_id_var
 from services.session.config import SessionConfig
 from services.session.events import WatcherTooSlow
 from services.session.limits import TokenBucket
-from services.session.live import LiveSession, PeerStubs, new_id
+from services.session.live import LiveSession, PeerStubs, SessionStartError, new_id
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,11 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         session_id_var.set(session_id)
         session = LiveSession(session_id, avatar, voice, request.options, self.stubs, self.config, self._forget)
         self.sessions[session_id] = session
-        session.start()
+        try:
+            await session.start()
+        except SessionStartError as error:
+            self.sessions.pop(session_id, None)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
         log.info("session created", extra={"avatar": avatar, "voice": voice, "realtime": session.realtime})
         playlist_url = f"{self.config.public_hls_url}{session.playlist_path}" if self.config.public_hls_url else ""
         return session_pb2.CreateSessionResponse(

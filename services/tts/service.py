@@ -1,0 +1,405 @@
+"""The TtsService: one long-lived Synthesize stream per session turns clauses into audio with phoneme and word marks.
+
+Per stream, a reader task takes requests as they come (so a cancel is seen at once, even while audio is being made)
+and one worker task speaks the queued clauses strictly in arrival order. Audio goes out in pieces of at most 200 ms,
+with each mark in the piece where it starts; after a cancel is read, nothing more of that utterance is sent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+from prometheus_client import Counter, Gauge, Histogram
+
+from avatar.v1 import media_pb2, tts_pb2, tts_pb2_grpc
+from services.common.errors import abort_invalid_argument, abort_resource_exhausted
+from services.common.logs import session_id_var
+from services.common.media import SAMPLE_RATE_HZ
+from services.tts.engine import EngineAudio, SpeechEngine, VoiceInfo
+from services.tts.resample import MAX_RATE_HZ, MIN_RATE_HZ, resample
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = tts_pb2.DESCRIPTOR.services_by_name["TtsService"].full_name
+
+MAX_CLAUSE_CHARS = 2000
+MAX_QUEUED_CLAUSES = 64
+MAX_ID_CHARS = 128
+PIECE_MS = 200
+# Audio pieces made but not yet taken by the client: the worker waits beyond this (about 13 s of audio).
+MAX_BUFFERED_PIECES = 64
+# Error responses the client has not read: beyond this the client is not reading and the stream is ended.
+MAX_UNREAD_RESPONSES = 1024
+# How many cancelled or failed utterance ids a stream remembers (their late clauses are ignored).
+DROPPED_MEMORY = 4096
+
+CLAUSES = Counter("tts_clauses_total", "Clauses handled, by engine and outcome", ["engine", "outcome"])
+REAL_TIME_FACTOR = Histogram(
+    "tts_synthesis_real_time_factor",
+    "Time spent synthesising a clause divided by the duration of its audio",
+    ["engine"],
+    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0),
+)
+FIRST_AUDIO_SECONDS = Histogram(
+    "tts_first_audio_seconds",
+    "From the start of a clause's synthesis to its first audio piece",
+    ["engine"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0),
+)
+QUEUE_WAIT_SECONDS = Histogram(
+    "tts_clause_queue_seconds",
+    "How long a clause waited behind earlier clauses of its stream",
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+STREAMS = Gauge("tts_streams_active", "Open Synthesize streams")
+
+
+@dataclass(frozen=True)
+class _Abort:
+    """Ends the whole stream with a status (raised by the response loop, which owns the RPC context)."""
+
+    code: grpc.StatusCode
+    field: str
+    message: str
+
+
+@dataclass(frozen=True)
+class _Raise:
+    error: BaseException
+
+
+_END = object()
+
+
+@dataclass
+class _Queued:
+    clause: media_pb2.TextClause
+    arrived: float
+
+
+class TtsServicer(tts_pb2_grpc.TtsServiceServicer):
+    """Serves Synthesize and ListVoices over the given engines; the first engine's first voice is the default."""
+
+    def __init__(
+        self,
+        engines: Sequence[SpeechEngine],
+        default_voice: str | None = None,
+        *,
+        max_clause_chars: int = MAX_CLAUSE_CHARS,
+        max_queued_clauses: int = MAX_QUEUED_CLAUSES,
+    ) -> None:
+        self._voices: dict[str, tuple[VoiceInfo, SpeechEngine]] = {}
+        for engine in engines:
+            for info in engine.voices():
+                self._voices.setdefault(info.name, (info, engine))
+        if not self._voices:
+            raise ValueError("no speech engine with a voice is available")
+        self.default_voice = default_voice or next(iter(self._voices))
+        if self.default_voice not in self._voices:
+            raise ValueError(f"default voice {self.default_voice!r} is not one of: {', '.join(self._voices)}")
+        self.max_clause_chars = max_clause_chars
+        self.max_queued_clauses = max_queued_clauses
+
+    @property
+    def voice_names(self) -> list[str]:
+        return list(self._voices)
+
+    async def ListVoices(
+        self, request: tts_pb2.ListVoicesRequest, context: grpc.aio.ServicerContext
+    ) -> tts_pb2.ListVoicesResponse:
+        voices = [
+            tts_pb2.Voice(name=info.name, language=info.language, engine=info.engine, description=info.description)
+            for info, _ in self._voices.values()
+        ]
+        return tts_pb2.ListVoicesResponse(voices=voices, default_voice=self.default_voice)
+
+    async def Synthesize(
+        self, request_iterator: AsyncIterator[tts_pb2.SynthesizeRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
+        requests = request_iterator.__aiter__()
+        try:
+            first = await anext(requests)
+        except StopAsyncIteration:
+            return
+        if first.WhichOneof("request") != "config":
+            await abort_invalid_argument(
+                context, "config", "the first message of a Synthesize stream must be `config` (voice, sample rate)"
+            )
+        config = first.config
+        voice = config.voice or self.default_voice
+        if voice not in self._voices:
+            await abort_invalid_argument(
+                context, "config.voice", f"unknown voice {voice!r}; available voices: {', '.join(self._voices)}"
+            )
+        rate = config.sample_rate_hz or SAMPLE_RATE_HZ
+        if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
+            await abort_invalid_argument(
+                context,
+                "config.sample_rate_hz",
+                f"sample_rate_hz {rate} is out of range: use {MIN_RATE_HZ}..{MAX_RATE_HZ} (0 means {SAMPLE_RATE_HZ})",
+            )
+        if config.session_id and not session_id_var.get():
+            session_id_var.set(config.session_id[:64])
+        info, engine = self._voices[voice]
+        stream = _Stream(self, info, engine, rate)
+        STREAMS.inc()
+        log.info("synthesize stream opened", extra={"voice": voice, "sample_rate_hz": rate})
+        try:
+            async for response in stream.run(requests, context):
+                yield response
+        finally:
+            STREAMS.dec()
+            log.info("synthesize stream closed", extra={"voice": voice})
+
+
+class _Stream:
+    """State of one Synthesize stream: the clause queue, the utterances to drop, and the two tasks."""
+
+    def __init__(self, servicer: TtsServicer, info: VoiceInfo, engine: SpeechEngine, rate: int) -> None:
+        self.servicer = servicer
+        self.info = info
+        self.engine = engine
+        self.rate = rate
+        self.piece_samples = max(1, rate * PIECE_MS // 1000)
+        self.pending: deque[_Queued] = deque()
+        self.wakeup = asyncio.Event()
+        self.closed = False
+        self.out: asyncio.Queue = asyncio.Queue()
+        self.credits = asyncio.Semaphore(MAX_BUFFERED_PIECES)
+        self.dropped: OrderedDict[str, None] = OrderedDict()
+
+    async def run(
+        self, requests: AsyncIterator[tts_pb2.SynthesizeRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
+        reader = asyncio.create_task(self._read(requests), name="tts-reader")
+        worker = asyncio.create_task(self._work(), name="tts-worker")
+        try:
+            while True:
+                item = await self.out.get()
+                if item is _END:
+                    return
+                if isinstance(item, _Abort):
+                    if item.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        await abort_resource_exhausted(context, item.field, item.message)
+                    await abort_invalid_argument(context, item.field, item.message)
+                if isinstance(item, _Raise):
+                    raise item.error
+                response, is_audio = item
+                if is_audio:
+                    self.credits.release()
+                kind = response.WhichOneof("response")
+                if kind == "audio" and self.is_dropped(response.audio.utterance_id):
+                    continue
+                if kind == "clause_done" and self.is_dropped(response.clause_done.utterance_id):
+                    continue
+                yield response
+        finally:
+            reader.cancel()
+            worker.cancel()
+            await asyncio.gather(reader, worker, return_exceptions=True)
+
+    # --- requests -------------------------------------------------------------------------------------------------
+
+    async def _read(self, requests: AsyncIterator[tts_pb2.SynthesizeRequest]) -> None:
+        try:
+            async for request in requests:
+                kind = request.WhichOneof("request")
+                if kind == "clause":
+                    self._accept(request.clause)
+                elif kind == "cancel":
+                    self._cancel(request.cancel.utterance_id)
+                elif kind == "config":
+                    self.out.put_nowait(
+                        _Abort(grpc.StatusCode.INVALID_ARGUMENT, "config", "config may be sent only once, first")
+                    )
+                    return
+                else:
+                    self.out.put_nowait(
+                        _Abort(grpc.StatusCode.INVALID_ARGUMENT, "request", "empty request: set clause or cancel")
+                    )
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # e.g. an unparseable message: the interceptor turns it into INVALID_ARGUMENT
+            self.out.put_nowait(_Raise(error))
+            return
+        self.closed = True
+        self.wakeup.set()
+
+    def _accept(self, clause: media_pb2.TextClause) -> None:
+        uid = clause.utterance_id
+        limit = self.servicer.max_clause_chars
+        if not uid:
+            self._fail("", grpc.StatusCode.INVALID_ARGUMENT, "clause.utterance_id is required")
+        elif len(uid) > MAX_ID_CHARS:
+            self._fail(uid, grpc.StatusCode.INVALID_ARGUMENT, f"utterance_id is longer than {MAX_ID_CHARS} characters")
+        elif self.is_dropped(uid):
+            log.debug("clause of a cancelled or failed utterance ignored", extra={"utterance_id": uid})
+        elif clause.clause_index < 0:
+            self._fail(uid, grpc.StatusCode.INVALID_ARGUMENT, f"clause_index {clause.clause_index} is negative")
+        elif not clause.text.strip():
+            self._fail(uid, grpc.StatusCode.INVALID_ARGUMENT, f"clause {clause.clause_index} has no text to speak")
+        elif len(clause.text) > limit:
+            self._fail(
+                uid,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"clause {clause.clause_index} has {len(clause.text)} characters; the limit is {limit} per clause",
+            )
+        elif len(self.pending) >= self.servicer.max_queued_clauses:
+            self._fail(
+                uid,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many clauses waiting: at most {self.servicer.max_queued_clauses} may be queued per stream",
+            )
+        else:
+            self.pending.append(_Queued(clause, time.perf_counter()))
+            self.wakeup.set()
+
+    def _cancel(self, uid: str) -> None:
+        if not uid:
+            return
+        self._drop(uid)
+        log.info("utterance cancelled", extra={"utterance_id": uid})
+
+    def _fail(self, uid: str, code: grpc.StatusCode, message: str) -> None:
+        """Ends one utterance with an UtteranceError; the stream goes on."""
+        if self.out.qsize() > MAX_UNREAD_RESPONSES:
+            self.out.put_nowait(
+                _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "responses", "the client is not reading responses")
+            )
+            return
+        error = media_pb2.UtteranceError(utterance_id=uid, code=code.value[0], message=message)
+        self.out.put_nowait((tts_pb2.SynthesizeResponse(error=error), False))
+        CLAUSES.labels(self.engine.name, "rejected" if code != grpc.StatusCode.INTERNAL else "error").inc()
+        log.info("utterance failed", extra={"utterance_id": uid, "code": code.name, "reason": message})
+        if uid:
+            self._drop(uid)
+
+    def _drop(self, uid: str) -> None:
+        self.dropped[uid] = None
+        self.dropped.move_to_end(uid)
+        while len(self.dropped) > DROPPED_MEMORY:
+            self.dropped.popitem(last=False)
+        if any(q.clause.utterance_id == uid for q in self.pending):
+            self.pending = deque(q for q in self.pending if q.clause.utterance_id != uid)
+
+    def is_dropped(self, uid: str) -> bool:
+        return uid in self.dropped
+
+    # --- synthesis ------------------------------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        while True:
+            while not self.pending:
+                if self.closed:
+                    self.out.put_nowait(_END)
+                    return
+                self.wakeup.clear()
+                await self.wakeup.wait()
+            queued = self.pending.popleft()
+            QUEUE_WAIT_SECONDS.observe(time.perf_counter() - queued.arrived)
+            await self._speak(queued.clause)
+
+    async def _speak(self, clause: media_pb2.TextClause) -> None:
+        uid, index = clause.utterance_id, clause.clause_index
+        started = time.perf_counter()
+        busy = 0.0  # time spent synthesising and resampling, not waiting for the client
+        first_audio: float | None = None
+        offset = 0
+        word_index = 0
+        outcome = "ok"
+        chunks = self.engine.synthesize(clause.text, self.info.name)
+        try:
+            while True:
+                if self.is_dropped(uid):
+                    outcome = "cancelled"
+                    break
+                t0 = time.perf_counter()
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
+                pcm = await asyncio.to_thread(resample, chunk.pcm, chunk.sample_rate_hz, self.rate)
+                busy += time.perf_counter() - t0
+                for response in self._pieces(clause, chunk, pcm, offset, word_index):
+                    await self.credits.acquire()
+                    if first_audio is None:
+                        first_audio = time.perf_counter() - started
+                        FIRST_AUDIO_SECONDS.labels(self.engine.name).observe(first_audio)
+                    self.out.put_nowait((response, True))
+                    if self.is_dropped(uid):
+                        break
+                offset += len(pcm)
+                word_index += len(chunk.words)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.exception("synthesis failed", extra={"utterance_id": uid, "clause_index": index})
+            self._fail(uid, grpc.StatusCode.INTERNAL, f"speech synthesis failed ({self.info.label}): {error}")
+            return
+        finally:
+            with contextlib.suppress(Exception):
+                await chunks.aclose()
+        if outcome == "ok":
+            done = tts_pb2.ClauseSynthesized(
+                utterance_id=uid, clause_index=index, sample_count=offset, engine=self.info.label
+            )
+            self.out.put_nowait((tts_pb2.SynthesizeResponse(clause_done=done), False))
+            if offset:
+                REAL_TIME_FACTOR.labels(self.engine.name).observe(busy / (offset / self.rate))
+        CLAUSES.labels(self.engine.name, outcome).inc()
+        log.debug(
+            "clause synthesised",
+            extra={
+                "utterance_id": uid,
+                "clause_index": index,
+                "outcome": outcome,
+                "audio_s": round(offset / self.rate, 3),
+                "busy_s": round(busy, 3),
+                "first_audio_s": None if first_audio is None else round(first_audio, 3),
+            },
+        )
+
+    def _pieces(
+        self, clause: media_pb2.TextClause, chunk: EngineAudio, pcm: np.ndarray, offset: int, word_index: int
+    ) -> list[tts_pb2.SynthesizeResponse]:
+        """Splits one chunk's audio into pieces of at most PIECE_MS; marks go with the piece where they start."""
+        size = self.piece_samples
+        count = -(-len(pcm) // size)
+        if count == 0:
+            return []
+        duration = len(pcm) / self.rate
+        base_us = offset * 1_000_000 / self.rate
+        pieces = [
+            tts_pb2.SynthesizedAudio(
+                utterance_id=clause.utterance_id,
+                clause_index=clause.clause_index,
+                pcm_s16le=pcm[k * size : (k + 1) * size].astype("<i2").tobytes(),
+                sample_rate_hz=self.rate,
+                offset_samples=offset + k * size,
+            )
+            for k in range(count)
+        ]
+
+        def place(start_s: float, end_s: float) -> tuple[int, int, int]:
+            start_s = min(max(start_s, 0.0), duration)
+            end_s = min(max(end_s, start_s), duration)
+            piece = min(int(start_s * self.rate) // size, count - 1)
+            return piece, round(base_us + start_s * 1e6), round(base_us + end_s * 1e6)
+
+        for symbol, start_s, end_s in chunk.phonemes:
+            piece, start_us, end_us = place(start_s, end_s)
+            pieces[piece].phonemes.append(media_pb2.PhonemeMark(phoneme=symbol, start_us=start_us, end_us=end_us))
+        for i, (word, start_s, end_s) in enumerate(chunk.words):
+            piece, start_us, end_us = place(start_s, end_s)
+            pieces[piece].words.append(
+                media_pb2.WordMark(word=word, start_us=start_us, end_us=end_us, word_index=word_index + i)
+            )
+        return [tts_pb2.SynthesizeResponse(audio=piece) for piece in pieces]
