@@ -15,7 +15,9 @@ import argparse
 import asyncio
 import os
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -198,7 +200,7 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     ports = StackPorts.free()
-    supervisor = Supervisor(ports, report=False)
+    supervisor = Supervisor(ports, log_dir=Path(tempfile.mkdtemp(prefix="infinitetalk-bench-")), report=False)
     await supervisor.start()
     try:
         await supervisor.wait_healthy(timeout_s=120)

@@ -54,7 +54,7 @@ async def test_say_prints_words_and_first_speech_and_records(stack, tmp_path):
     lines = stdout.decode().splitlines()
     assert process.returncode == 0, stdout.decode() + stderr.decode()
     assert lines[0].startswith("playlist: http://127.0.0.1:") and lines[0].endswith("/index.m3u8")
-    assert "Good morning how are you today" in stdout.decode()
+    assert "Good morning, how are you today?" in stdout.decode()
     assert lines[-1].startswith("first-speech-ms: ") and int(lines[-1].split()[-1]) > 0
     check_mp4_with_speech(out, 1.0)
 

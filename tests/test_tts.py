@@ -20,7 +20,7 @@ from services.tts.service import SERVICE_NAME, TtsServicer
 from services.tts.words import align_sequences, tokenize
 
 HELLO = "Hello there. This is a live avatar speaking."
-HELLO_WORDS = ["Hello", "there", "This", "is", "a", "live", "avatar", "speaking"]
+HELLO_WORDS = ["Hello", "there.", "This", "is", "a", "live", "avatar", "speaking."]  # as written, punctuation kept
 METADATA = (("x-session-id", "test-session"),)
 
 
@@ -201,7 +201,7 @@ async def test_written_words_get_times_when_speech_differs_from_text() -> None:
         responses = await run_stream(stub, [config("joe"), clause("u1", 0, text), clause("u2", 0, text)])
     for uid in ("u1", "u2"):
         _audio, words, _ = check_clause_audio(responses, uid, 24000, "piper:joe-us")
-        assert [w.word for w in words] == ["It", "costs", "3.5", "million", "in", "the", "end"]
+        assert [w.word for w in words] == ["It", "costs", "3.5", "million,", "in", "the", "end."]
         durations = {w.word: w.end_us - w.start_us for w in words}
         assert durations["3.5"] > 2 * durations["It"]
 
@@ -228,7 +228,7 @@ async def test_cancel_stops_an_utterance_and_later_utterances_still_come() -> No
     spoken = [w for piece in of_kind(responses, "audio", "long") for w in piece.words]
     assert len(spoken) < len(tokenize(long_text)), "audio stopped before the end of the cancelled clause"
     _, words, _ = check_clause_audio(responses, "next", 24000, "piper:joe-us")
-    assert [w.word for w in words] == ["A", "new", "answer"]
+    assert [w.word for w in words] == ["A", "new", "answer."]
     kinds = [(r.WhichOneof("response"), getattr(r, r.WhichOneof("response")).utterance_id) for r in responses]
     first_next = kinds.index(("audio", "next"))
     assert ("audio", "long") not in kinds[first_next:], "nothing of the cancelled utterance after the next one"
@@ -326,7 +326,7 @@ async def test_bad_clauses_fail_their_utterance_and_the_stream_goes_on() -> None
     assert "2000" in errors["huge"].message and "2500" in errors["huge"].message
     assert not of_kind(responses, "audio", "huge")
     _, words, _ = check_clause_audio(responses, "ok", 24000, "espeak:en-us")
-    assert [w.word for w in words] == ["Still", "speaking"]
+    assert [w.word for w in words] == ["Still", "speaking."]
 
 
 async def test_queue_limit_and_engine_errors_are_utterance_errors() -> None:

@@ -215,11 +215,11 @@ def capture_to_audio(capture: _Capture, rate: int, tokens: list[Token], offset: 
         if placed is not None:
             for token, (lo, hi) in zip(written, placed, strict=True):
                 start = axis_time(lo, spans, is_end=False)
-                words.append((token.word, start, max(start, axis_time(hi, spans, is_end=True))))
+                words.append((token.raw, start, max(start, axis_time(hi, spans, is_end=True))))
         else:
             speech = [(s, e) for name, s, e in phonemes if name] or [(0, total)]
             region = proportional_ranges([len(t.word) for t in written], speech[0][0] / rate, speech[-1][1] / rate)
-            words = [(t.word, lo, hi) for t, (lo, hi) in zip(written, region, strict=True)]
+            words = [(t.raw, lo, hi) for t, (lo, hi) in zip(written, region, strict=True)]
     marks: list[PhonemeSpan] = [(name, start / rate, end / rate) for name, start, end in phonemes]
     return EngineAudio(pcm=pcm, sample_rate_hz=rate, phonemes=marks, words=words)
 

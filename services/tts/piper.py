@@ -139,7 +139,7 @@ class PiperEngine(SpeechEngine):
         actual = [word for words in per_sentence for word in words]
         tokens = tokenize(text)
         ranges = token_ranges([self._isolated(t.raw) for t in tokens], actual)
-        written = [(t.word, r) for t, r in zip(tokens, ranges, strict=True) if t.is_word]
+        written = [(t.raw, r) for t, r in zip(tokens, ranges, strict=True) if t.is_word]
         placed = fill_gaps([r for _, r in written], [len(w) for w, _ in written])
         words: list[list[tuple[str, float, float]]] = [[] for _ in sentences]
         if placed is None:
