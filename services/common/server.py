@@ -14,7 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
-from services.common.config import ServerConfig
+from services.common.config import ConfigError, ServerConfig
 from services.common.interceptors import ServiceContextInterceptor
 from services.common.logs import configure_logging
 
@@ -83,7 +83,11 @@ async def serve(
 
 
 def run(service: str, main: Callable[[], Awaitable[None]]) -> None:
-    """Process entry point: JSON logs, then the service's main coroutine."""
+    """Process entry point: JSON logs, then the service's main coroutine; bad configuration exits with code 2."""
     configure_logging(service)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(main())
+    except ConfigError as error:  # fail fast, naming the variable
+        log.error("bad configuration: %s", error)
+        raise SystemExit(2) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from avatar.v1 import llm_pb2, llm_pb2_grpc
-from services.common.config import ConfigError, ServerConfig
+from services.common.config import ServerConfig
 from services.common.server import run, serve
 from services.llm.config import LlmConfig, build_provider
 from services.llm.service import LlmServicer
@@ -17,13 +17,9 @@ DEFAULT_METRICS_PORT = 9102
 
 
 async def main() -> None:
-    try:
-        server_config = ServerConfig.from_env(DEFAULT_PORT, DEFAULT_METRICS_PORT)
-        config = LlmConfig.from_env()
-        provider = build_provider(config)
-    except ConfigError as error:
-        log.error("bad configuration: %s", error)
-        raise SystemExit(2) from None
+    server_config = ServerConfig.from_env(DEFAULT_PORT, DEFAULT_METRICS_PORT)
+    config = LlmConfig.from_env()
+    provider = build_provider(config)
     servicer = LlmServicer(
         provider,
         history_chars=config.history_chars,

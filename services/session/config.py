@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.common.config import ServerConfig, env_float, env_int, env_str
+from services.common.config import ConfigError, ServerConfig, env_float, env_int, env_str
+from services.common.media import FPS
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,16 @@ class SessionConfig:
     requests_per_second: float = 5.0
     request_burst: int = 10
     idle_timeout_s: float = 900.0
-    segment_duration_ms: int = 1000
+    segment_duration_ms: int = 480
     lookahead_frames: int = 10
+
+    def __post_init__(self) -> None:
+        frame_ms = 1000 // FPS
+        if self.segment_duration_ms % frame_ms or not 200 <= self.segment_duration_ms <= 1000:
+            raise ConfigError(
+                f"SEGMENT_DURATION_MS={self.segment_duration_ms} must be a whole number of {frame_ms} ms frames "
+                "between 200 and 1000"
+            )
 
     @classmethod
     def from_env(cls) -> SessionConfig:
@@ -45,7 +54,7 @@ class SessionConfig:
             requests_per_second=env_float("REQUESTS_PER_SECOND", 5.0),
             request_burst=env_int("REQUEST_BURST", 10, minimum=1),
             idle_timeout_s=env_float("SESSION_IDLE_TIMEOUT_S", 900.0),
-            segment_duration_ms=env_int("SEGMENT_DURATION_MS", 1000, minimum=40),
+            segment_duration_ms=env_int("SEGMENT_DURATION_MS", 480, minimum=40),
             lookahead_frames=env_int("LOOKAHEAD_FRAMES", 10, minimum=3),
         )
 

@@ -155,6 +155,7 @@ class LiveSession:
         self._t0 = time.monotonic()
         self._playout_task: asyncio.Task[None] | None = None
         self._fatal: asyncio.Task[None] | None = None
+        self._packager_accepted: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._links = {
             "llm": PeerLink(
                 "llm",
@@ -249,7 +250,16 @@ class LiveSession:
         self.media_epoch = time.time()
         packager = self._links["packager"]
         packager.config = packager_pb2.PublishRequest(config=self._publish_config())
+        self._packager_accepted = asyncio.get_running_loop().create_future()
         packager.start()
+        try:
+            refusal = await asyncio.wait_for(self._packager_accepted, first_frame_timeout_s)
+        except TimeoutError:
+            refusal = f"no answer within {first_frame_timeout_s:g} s"
+        if refusal is not None:
+            await self._close_links()
+            LIVE_SESSIONS.dec()
+            raise SessionStartError(f"the packager did not open the stream's playlist: {refusal}")
         self._playout_task = asyncio.create_task(self._playout(), name=f"playout-{self.session_id[:6]}")
 
     async def end(self) -> None:
@@ -506,6 +516,9 @@ class LiveSession:
                     continue
                 utterance.latency_reported = True
                 self._report_latency(utterance, time.monotonic())
+        elif kind == "ready":
+            if not self._packager_accepted.done():
+                self._packager_accepted.set_result(None)
         elif kind == "ended":
             self._playlist_ended.set()
 
@@ -525,6 +538,10 @@ class LiveSession:
         )
 
     def _on_packager_down(self, error: Exception) -> None:
+        if not self._packager_accepted.done():  # refused at start: CreateSession reports it
+            detail = error.details() if isinstance(error, grpc.aio.AioRpcError) else str(error)
+            self._packager_accepted.set_result(detail or "stream closed")
+            return
         self._down_handler("packager")(error)
         if not self._ending:
             self._emit(
