@@ -3,6 +3,7 @@ INVALID_ARGUMENT (instead of INTERNAL) when a request cannot be parsed, e.g. a s
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -64,59 +65,25 @@ class ServiceContextInterceptor(grpc.aio.ServerInterceptor):
                 session_id = str(value)[:64]
 
         def wrap(behavior: Callable, request_streaming: bool, response_streaming: bool) -> Callable:
-            async def check_stream(requests):
-                async for request in requests:
-                    if isinstance(request, UnparseableRequest):
-                        raise _UnparseableInStream()
-                    yield request
+            def checked(request_or_iterator):
+                if request_streaming:
+                    return _check_stream(request_or_iterator)
+                if isinstance(request_or_iterator, UnparseableRequest):
+                    raise _UnparseableInStream()
+                return request_or_iterator
 
             if response_streaming:
 
                 async def streaming_behavior(request_or_iterator, context):
-                    token = session_id_var.set(session_id)
-                    RPC_STARTED.labels(method).inc()
-                    code = "OK"
-                    try:
-                        if not request_streaming and isinstance(request_or_iterator, UnparseableRequest):
-                            code = "INVALID_ARGUMENT"
-                            await _reject(context, method)
-                        arg = check_stream(request_or_iterator) if request_streaming else request_or_iterator
-                        async for response in behavior(arg, context):
+                    async with _rpc_scope(method, session_id, context, timed=False):
+                        async for response in behavior(checked(request_or_iterator), context):
                             yield response
-                    except _UnparseableInStream:
-                        code = "INVALID_ARGUMENT"
-                        await _reject(context, method)
-                    except BaseException:
-                        code = _code_name(context, "UNKNOWN")
-                        raise
-                    finally:
-                        RPC_HANDLED.labels(method, _code_name(context, code)).inc()
-                        session_id_var.reset(token)
 
                 return streaming_behavior
 
             async def unary_behavior(request_or_iterator, context):
-                token = session_id_var.set(session_id)
-                RPC_STARTED.labels(method).inc()
-                started = time.perf_counter()
-                code = "OK"
-                try:
-                    if not request_streaming and isinstance(request_or_iterator, UnparseableRequest):
-                        code = "INVALID_ARGUMENT"
-                        await _reject(context, method)
-                    arg = check_stream(request_or_iterator) if request_streaming else request_or_iterator
-                    try:
-                        return await behavior(arg, context)
-                    except _UnparseableInStream:
-                        code = "INVALID_ARGUMENT"
-                        await _reject(context, method)
-                except BaseException:
-                    code = _code_name(context, "UNKNOWN")
-                    raise
-                finally:
-                    RPC_SECONDS.labels(method).observe(time.perf_counter() - started)
-                    RPC_HANDLED.labels(method, _code_name(context, code)).inc()
-                    session_id_var.reset(token)
+                async with _rpc_scope(method, session_id, context, timed=True):
+                    return await behavior(checked(request_or_iterator), context)
 
             return unary_behavior
 
@@ -131,6 +98,37 @@ class ServiceContextInterceptor(grpc.aio.ServerInterceptor):
 
 class _UnparseableInStream(Exception):
     pass
+
+
+async def _check_stream(requests):
+    async for request in requests:
+        if isinstance(request, UnparseableRequest):
+            raise _UnparseableInStream()
+        yield request
+
+
+@contextlib.asynccontextmanager
+async def _rpc_scope(method: str, session_id: str, context: grpc.aio.ServicerContext, timed: bool):
+    """Binds the caller's session id for logs, counts the RPC, and turns unparseable requests into
+    INVALID_ARGUMENT."""
+    token = session_id_var.set(session_id)
+    RPC_STARTED.labels(method).inc()
+    started = time.perf_counter()
+    code = "OK"
+    try:
+        try:
+            yield
+        except _UnparseableInStream:
+            code = "INVALID_ARGUMENT"
+            await _reject(context, method)
+    except BaseException:
+        code = _code_name(context, "UNKNOWN")
+        raise
+    finally:
+        if timed:
+            RPC_SECONDS.labels(method).observe(time.perf_counter() - started)
+        RPC_HANDLED.labels(method, _code_name(context, code)).inc()
+        session_id_var.reset(token)
 
 
 def _code_name(context: grpc.aio.ServicerContext, fallback: str) -> str:
