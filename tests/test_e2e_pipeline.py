@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from avatar.v1 import media_pb2, session_pb2, tts_pb2, tts_pb2_grpc
 from infinitetalk.client import SessionClient, media_time, playlist_url
-from infinitetalk.hls import PlaylistFollower, fetch_playlist
+from infinitetalk.hls import PlaylistFollower, fetch, fetch_playlist
 from infinitetalk.stack import SERVICE_ORDER, check_health
 from services.common.clauses import split_clauses
 from services.common.media import FPS, SAMPLE_RATE_HZ
@@ -91,6 +91,25 @@ async def test_all_services_are_separate_processes_and_serving(stack):
             for service in ("", SERVICE_NAMES[name]):
                 reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
                 assert reply.status == health_pb2.HealthCheckResponse.SERVING, (name, service)
+        metrics = await asyncio.to_thread(fetch, f"http://127.0.0.1:{stack.ports.metrics[name]}/metrics")
+        assert b"grpc_server_started_total" in metrics and f"{name}_".encode() in metrics, name
+
+
+async def test_chat_answers_through_the_llm_and_remembers(stack):
+    client = await client_for(stack)
+    try:
+        session = await client.create()
+        url = hls_url(stack, session)
+        first = await client.speak(session, "Hello! My name is Ada.", chat=True, hls_url=url)
+        assert first.reason == session_pb2.FINISH_REASON_COMPLETED and first.words
+        assert first.latency is not None and first.latency.first_clause_us > 0
+        assert first.first_speech_ms is not None
+        second = await client.speak(session, "What is my name?", chat=True, hls_url=url)
+        assert second.reason == session_pb2.FINISH_REASON_COMPLETED
+        assert "Ada" in second.spoken_text, second.spoken_text
+        await client.end(session)
+    finally:
+        await client.close()
 
 
 async def test_say_streams_speech_with_moving_mouth_in_sync(stack, artifacts):
