@@ -654,3 +654,28 @@ def test_encode_speed_512_with_audio() -> None:
     assert [s.frame_count for s in segments] == [25, 25, 25, 25]
     # Ending right after a segment boundary loses the audio the AAC encoder still held (< 3 AAC frames).
     assert 100 * SPF - 3 * 1024 <= sum(s.audio_samples for s in segments) <= 100 * SPF
+
+
+def test_burned_clock_survives_encoding():
+    """The glass-to-glass clock reads back exactly after H.264 encoding and decoding."""
+    import io
+
+    import av
+    import numpy as np
+
+    from services.packager.clock_burn import burn_clock, read_clock
+    from services.packager.encoder import EncoderSettings, SessionEncoder
+
+    settings = EncoderSettings(width=256, height=256, fps=25, sample_rate=24000, frames_per_segment=25)
+    encoder = SessionEncoder(settings)
+    rng = np.random.default_rng(1)
+    stamps = [1_764_000_000_000 + 40 * i + int(rng.integers(0, 1000)) for i in range(30)]
+    data = [encoder.init_segment]
+    for stamp in stamps:
+        frame = rng.integers(0, 255, 256 * 256 * 3 // 2, dtype=np.uint8).tobytes()
+        for segment in encoder.add_frame(burn_clock(frame, 256, 256, stamp), bytes(2 * 960)):
+            data.append(segment.data)
+    data.extend(segment.data for segment in encoder.finish())
+    with av.open(io.BytesIO(b"".join(data)), format="mp4") as container:
+        read = [read_clock(frame.to_ndarray(format="gray")) for frame in container.decode(video=0)]
+    assert read == [stamp % (1 << 32) for stamp in stamps]

@@ -28,6 +28,7 @@ class PackagerConfig:
     max_kbps: int = 3000
     audio_bit_rate: int = 64_000
     encoder_threads: int = 1
+    burn_clock: bool = False
 
     @classmethod
     def from_env(cls) -> PackagerConfig:
@@ -41,6 +42,7 @@ class PackagerConfig:
             max_kbps=env_int("PACKAGER_MAX_KBPS", 3000, minimum=0),
             audio_bit_rate=env_int("PACKAGER_AUDIO_BITRATE", 64_000, minimum=8_000),
             encoder_threads=env_int("PACKAGER_ENCODER_THREADS", 1, minimum=0),
+            burn_clock=env_int("PACKAGER_BURN_CLOCK", 0, minimum=0) > 0,
         )
 
 

@@ -24,6 +24,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from avatar.v1 import media_pb2, packager_pb2, packager_pb2_grpc
 from services.common.errors import abort_invalid_argument, abort_resource_exhausted
 from services.common.interceptors import SESSION_ID_METADATA_KEY
+from services.packager.clock_burn import burn_clock
 from services.packager.config import PackagerConfig
 from services.packager.encoder import AAC_SAMPLE_RATES, EncodedSegment, EncoderSettings, SessionEncoder
 from services.packager.playlist import segment_uri
@@ -182,6 +183,8 @@ class _Publication:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"packager-{stream.session_id[:8]}")
         self._encoder: SessionEncoder | None = None
         self._failed = False
+        self._frames = 0
+        self.clock_epoch_us: int | None = None  # set: burn each frame's live wall-clock time into it
 
     # -- loop side ------------------------------------------------------------------------------------------------
 
@@ -266,6 +269,11 @@ class _Publication:
         if self._encoder is None or self._failed:
             return []
         started = time.perf_counter()
+        if self.clock_epoch_us is not None and not rgb24:
+            settings = self.settings
+            live_us = self.clock_epoch_us + self._frames * 1_000_000 // settings.fps
+            video = burn_clock(video, settings.width, settings.height, live_us // 1000)
+        self._frames += 1
         segments = self._encoder.add_frame(video, pcm, speech, rgb24)
         ENCODE_SECONDS.observe(time.perf_counter() - started)
         return segments
@@ -334,6 +342,8 @@ class PackagerServicer(packager_pb2_grpc.PackagerServiceServicer):
             )
 
         publication = _Publication(settings, stream, self.store, lambda: self._closed(publication))
+        if self.config.burn_clock:
+            publication.clock_epoch_us = epoch.seconds * 1_000_000 + epoch.nanos // 1000
         self._publications[session_id] = publication
         LIVE_STREAMS.inc()
         log.info(
