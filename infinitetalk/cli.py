@@ -34,10 +34,12 @@ async def _up(args: argparse.Namespace) -> int:
         for name in SERVICE_ORDER:
             print(f"  {name:9s} grpc://{ports.addr(name)}  metrics http://{ports.host}:{ports.metrics[name]}/metrics")
         print(f"session: {ports.addr('session')}")
-        print(f"hls: {ports.hls_base_url}/hls/<session_id>/index.m3u8")
+        print(f"hls: {ports.gateway_url}/hls/<session_id>/index.m3u8")
+        print(f"gateway admin: {supervisor.admin_url()} (loopback only)")
         if log_dir:
             print(f"logs: {log_dir}/<service>.log")
-        print(f'try: infinitetalk say "Hello there." --addr {ports.addr("session")}', flush=True)
+        print(f'try: infinitetalk say "Hello there." --addr {ports.addr("session")}')
+        print(f"page: {ports.gateway_url}/", flush=True)
         await stop.wait()
     finally:
         await supervisor.stop()
@@ -79,7 +81,7 @@ async def render(text: str, out: Path, chat: bool = False, avatar: str = "", voi
     """Starts a private stack on free loopback ports, renders `text` as fast as it can, writes `out` (MP4)."""
     ports = StackPorts.free()
     with tempfile.TemporaryDirectory(prefix="infinitetalk-render-") as logs:
-        supervisor = Supervisor(ports, log_dir=Path(logs), report=False)
+        supervisor = Supervisor(ports, log_dir=Path(logs), report=False, gateway=False)
         await supervisor.start()
         try:
             await supervisor.wait_healthy(timeout_s=120)

@@ -1,4 +1,4 @@
-"""Runs the five services as separate, supervised processes: a crashed one is restarted (and logged)."""
+"""Runs the five services and the Envoy gateway as separate, supervised processes: a crashed one is restarted."""
 
 from __future__ import annotations
 
@@ -6,20 +6,29 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway.process import envoy_argv
+from gateway.render import render_yaml
+from gateway.targets import DEFAULT_WEB_ROOT, describe, origins_from_env
+
 SERVICE_ORDER = ("llm", "tts", "video", "packager", "session")
 DEFAULT_PORTS = {"session": 50051, "llm": 50052, "tts": 50053, "video": 50054, "packager": 50055}
 DEFAULT_METRICS_PORTS = {"session": 9101, "llm": 9102, "tts": 9103, "video": 9104, "packager": 9105}
 DEFAULT_HTTP_PORT = 8088
+GATEWAY = "gateway"
+DEFAULT_GATEWAY_PORT = 8080
 RESTART_BACKOFF_MAX_S = 5.0
 STOP_GRACE_S = 5.0
 
@@ -36,10 +45,12 @@ class StackPorts:
     metrics: dict[str, int]
     http: int
     host: str = "127.0.0.1"
+    gateway: int = DEFAULT_GATEWAY_PORT
 
     @classmethod
     def defaults(cls) -> StackPorts:
-        return cls(dict(DEFAULT_PORTS), dict(DEFAULT_METRICS_PORTS), DEFAULT_HTTP_PORT)
+        gateway = int(os.environ.get("GATEWAY_PORT", DEFAULT_GATEWAY_PORT))
+        return cls(dict(DEFAULT_PORTS), dict(DEFAULT_METRICS_PORTS), DEFAULT_HTTP_PORT, gateway=gateway)
 
     @classmethod
     def free(cls) -> StackPorts:
@@ -47,6 +58,7 @@ class StackPorts:
             {name: free_port() for name in SERVICE_ORDER},
             {name: free_port() for name in SERVICE_ORDER},
             free_port(),
+            gateway=free_port(),
         )
 
     def addr(self, service: str) -> str:
@@ -56,8 +68,15 @@ class StackPorts:
     def hls_base_url(self) -> str:
         return f"http://{self.host}:{self.http}"
 
+    @property
+    def gateway_url(self) -> str:
+        """The page's origin; gRPC-Web and HLS go through it too."""
+        return f"http://{self.host}:{self.gateway}"
 
-def service_env(service: str, ports: StackPorts, extra: dict[str, str] | None = None) -> dict[str, str]:
+
+def service_env(
+    service: str, ports: StackPorts, extra: dict[str, str] | None = None, public_hls_url: str | None = None
+) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         {
@@ -76,7 +95,7 @@ def service_env(service: str, ports: StackPorts, extra: dict[str, str] | None = 
                 "TTS_ADDR": ports.addr("tts"),
                 "VIDEO_ADDR": ports.addr("video"),
                 "PACKAGER_ADDR": ports.addr("packager"),
-                "PUBLIC_HLS_URL": env.get("PUBLIC_HLS_URL", ports.hls_base_url),
+                "PUBLIC_HLS_URL": env.get("PUBLIC_HLS_URL", public_hls_url or ports.hls_base_url),
             }
         )
     env.update(extra or {})
@@ -95,7 +114,8 @@ class ManagedProcess:
 
 
 class Supervisor:
-    """Starts each service with `python -m services.<name>`, restarts it when it dies, stops all on request."""
+    """Starts each service with `python -m services.<name>` and (unless `gateway=False`) Envoy in front of them,
+    restarts any that dies, stops all on request. Envoy exits with its parent, so this long-lived process owns it."""
 
     def __init__(
         self,
@@ -103,13 +123,62 @@ class Supervisor:
         log_dir: Path | None = None,
         extra_env: dict[str, str] | None = None,
         report: bool = True,
+        gateway: bool = True,
+        web_root: Path | None = None,
+        cors_origins: tuple[str, ...] | None = None,
     ) -> None:
         self.ports = ports
         self.report = report
         self.log_dir = log_dir
-        self.processes = {name: ManagedProcess(name, service_env(name, ports, extra_env)) for name in SERVICE_ORDER}
+        self.web_root = web_root or Path(os.environ.get("GATEWAY_WEB_ROOT") or DEFAULT_WEB_ROOT)
+        self.cors_origins = cors_origins or origins_from_env()
+        public_hls_url = ports.gateway_url if gateway else None
+        self.processes = {
+            name: ManagedProcess(name, service_env(name, ports, extra_env, public_hls_url)) for name in SERVICE_ORDER
+        }
+        self._run_dir: Path | None = None  # the rendered Envoy config, while running
+        if gateway:
+            self.processes[GATEWAY] = ManagedProcess(GATEWAY, dict(os.environ))
         self._watchers: list[asyncio.Task[None]] = []
         self._stopping = False
+
+    @property
+    def admin_address_file(self) -> Path:
+        assert self._run_dir is not None, "this stack runs no gateway, or has not started it"
+        return self._run_dir / "admin-address"
+
+    def admin_url(self) -> str | None:
+        """Envoy's admin interface (127.0.0.1, a port Envoy picked), once Envoy has started."""
+        try:
+            address = self.admin_address_file.read_text().strip()
+        except FileNotFoundError:
+            return None
+        return f"http://{address}" if address else None
+
+    def _port(self, name: str) -> int:
+        return self.ports.gateway if name == GATEWAY else self.ports.grpc[name]
+
+    def _gateway_argv(self) -> list[str]:
+        """Renders the local config afresh (the page may have been rebuilt) and returns Envoy's command line."""
+        assert self._run_dir is not None
+        gateway = describe(
+            "local",
+            port=self.ports.gateway,
+            session=self.ports.addr("session"),
+            packager_http=f"{self.ports.host}:{self.ports.http}",
+            web_root=self.web_root,
+            cors_origins=self.cors_origins,
+            admin_port=int(os.environ.get("GATEWAY_ADMIN_PORT", "0")),
+        )
+        config = self._run_dir / "envoy.yaml"
+        config.write_text(render_yaml(gateway))
+        self.admin_address_file.unlink(missing_ok=True)
+        return envoy_argv(config, self.admin_address_file, log_level=os.environ.get("GATEWAY_LOG_LEVEL", "warn"))
+
+    def _argv(self, managed: ManagedProcess) -> list[str]:
+        if managed.name == GATEWAY:
+            return self._gateway_argv()
+        return [sys.executable, "-m", f"services.{managed.name}"]
 
     def _event(self, event: str, **fields: object) -> None:
         if not self.report:
@@ -128,18 +197,18 @@ class Supervisor:
         else:
             output = None
         managed.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            f"services.{managed.name}",
+            *self._argv(managed),
             env=managed.env,
             stdout=output,
             stderr=output,
             start_new_session=True,
         )
         managed.started_at = time.monotonic()
-        self._event("started", name=managed.name, pid=managed.process.pid, port=self.ports.grpc[managed.name])
+        self._event("started", name=managed.name, pid=managed.process.pid, port=self._port(managed.name))
 
     async def start(self) -> None:
+        if GATEWAY in self.processes:
+            self._run_dir = Path(tempfile.mkdtemp(prefix="infinitetalk-gateway-"))
         for managed in self.processes.values():
             await self._spawn(managed)
         self._watchers = [asyncio.create_task(self._watch(m)) for m in self.processes.values()]
@@ -160,11 +229,18 @@ class Supervisor:
             managed.restarts += 1
             await self._spawn(managed)
 
-    async def wait_healthy(self, timeout_s: float = 60.0, names: tuple[str, ...] = SERVICE_ORDER) -> None:
+    async def healthy(self, name: str) -> bool:
+        if name == GATEWAY:
+            admin = self.admin_url()
+            return admin is not None and await check_http(admin + "/ready")
+        return await check_health(self.ports.addr(name), timeout_s=1.0)
+
+    async def wait_healthy(self, timeout_s: float = 60.0, names: tuple[str, ...] | None = None) -> None:
+        """Waits for every managed process (or those named): gRPC health for services, /ready for Envoy."""
         deadline = time.monotonic() + timeout_s
-        for name in names:
+        for name in names or tuple(self.processes):
             while True:
-                if await check_health(self.ports.addr(name), timeout_s=1.0):
+                if await self.healthy(name):
                     break
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{name} did not become healthy within {timeout_s:.0f} s")
@@ -194,6 +270,8 @@ class Supervisor:
                 managed._log_handle.close()  # type: ignore[attr-defined]
         for watcher in self._watchers:
             watcher.cancel()
+        if self._run_dir is not None:
+            shutil.rmtree(self._run_dir, ignore_errors=True)
         self._event("stopped")
 
 
@@ -207,3 +285,16 @@ async def check_health(addr: str, service: str = "", timeout_s: float = 1.0) -> 
         except grpc.aio.AioRpcError:
             return False
     return response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def check_http(url: str, timeout_s: float = 1.0) -> bool:
+    """True when `url` answers 200 (Envoy's admin /ready says LIVE)."""
+
+    def get() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    return await asyncio.to_thread(get)

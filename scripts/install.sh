@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs everything the stack and its tests need into .venv at the repo root (idempotent).
+# Installs everything the stack needs: Python packages into .venv at the repo root, and the built page (idempotent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -8,3 +8,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[dev]"
+# The page: generated gRPC-Web client + Next.js static export into web/out (served by Envoy).
+(cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent)

@@ -1,4 +1,5 @@
-"""Fixtures that start the real stack: five service processes on free loopback ports, under the supervisor."""
+"""Fixtures that start the real stack: five service processes and the Envoy gateway on free loopback ports, under
+the supervisor."""
 
 from __future__ import annotations
 

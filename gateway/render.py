@@ -1,0 +1,265 @@
+"""Renders a gateway description as Envoy's static bootstrap configuration (v3 API, YAML)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from gateway.model import Address, File, Gateway, Proxy, Route, Upstream
+
+MIB = 1024 * 1024
+MIN_DIRECT_RESPONSE_BYTES = 8 * MIB
+CORS_ALLOW_HEADERS = "content-type,x-grpc-web,x-user-agent,grpc-timeout"
+CORS_EXPOSE_HEADERS = "grpc-status,grpc-message"
+CORS_MAX_AGE_S = 600
+ACCESS_LOG_FORMAT = {
+    "time": "%START_TIME%",
+    "service": "gateway",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "protocol": "%PROTOCOL%",
+    "status": "%RESPONSE_CODE%",
+    "grpc_status": "%RESP(GRPC-STATUS)%",  # set on errors (trailers-only); OK streams carry it in the body
+    "flags": "%RESPONSE_FLAGS%",
+    "upstream": "%UPSTREAM_CLUSTER%",
+    "bytes_in": "%BYTES_RECEIVED%",
+    "bytes_out": "%BYTES_SENT%",
+    "duration_ms": "%DURATION%",
+    "origin": "%REQ(ORIGIN)%",
+}
+
+
+def _type(name: str) -> str:
+    return f"type.googleapis.com/{name}"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+def _socket(address: Address) -> dict[str, Any]:
+    return {"socket_address": {"address": address.host, "port_value": address.port}}
+
+
+def _header(key: str, value: str) -> dict[str, Any]:
+    return {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+
+
+def _route(route: Route) -> dict[str, Any]:
+    match = {"prefix" if route.prefix else "path": route.path}
+    action = route.action
+    if isinstance(action, Proxy):
+        proxied: dict[str, Any] = {"cluster": action.upstream}
+        if action.timeout_s is None:
+            proxied["timeout"] = "0s"
+            proxied["idle_timeout"] = "0s"
+        else:
+            proxied["timeout"] = _seconds(action.timeout_s)
+        if action.grpc:
+            # Ignore the client's grpc-timeout as a cap on the stream (the service enforces deadlines itself).
+            proxied["max_stream_duration"] = {"grpc_timeout_header_max": "0s"}
+            proxied["retry_policy"] = {"retry_on": "connect-failure,refused-stream", "num_retries": 1}
+        return {"match": match, "route": proxied}
+    if isinstance(action, File):
+        body: dict[str, str] = {"filename": str(action.path)}
+    else:
+        body = {"inline_string": action.body}
+    return {
+        "match": match,
+        "direct_response": {"status": action.status, "body": body},
+        "response_headers_to_add": [
+            _header("content-type", action.content_type),
+            _header("cache-control", action.cache_control),
+            _header("x-content-type-options", "nosniff"),
+        ],
+    }
+
+
+def _cors(gateway: Gateway) -> dict[str, Any]:
+    return {
+        "@type": _type("envoy.extensions.filters.http.cors.v3.CorsPolicy"),
+        "allow_origin_string_match": [{"exact": origin} for origin in gateway.cors_origins],
+        "allow_methods": "GET,POST,OPTIONS",
+        "allow_headers": CORS_ALLOW_HEADERS,
+        "expose_headers": CORS_EXPOSE_HEADERS,
+        "max_age": str(CORS_MAX_AGE_S),
+        "allow_credentials": False,
+        # Envoy answers a preflight from an origin not on the list itself (without CORS headers: refused).
+        "forward_not_matching_preflights": False,
+    }
+
+
+def _direct_response_limit(gateway: Gateway) -> int:
+    sizes = [r.action.path.stat().st_size for r in gateway.routes if isinstance(r.action, File)]
+    largest = max(sizes, default=0)
+    return max(MIN_DIRECT_RESPONSE_BYTES, -(-largest // MIB) * MIB)
+
+
+def _http_filters(gateway: Gateway) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "envoy.filters.http.grpc_web",
+            "typed_config": {"@type": _type("envoy.extensions.filters.http.grpc_web.v3.GrpcWeb")},
+        },
+        {
+            "name": "envoy.filters.http.cors",
+            "typed_config": {"@type": _type("envoy.extensions.filters.http.cors.v3.Cors")},
+        },
+        {
+            "name": "envoy.filters.http.buffer",
+            "typed_config": {
+                "@type": _type("envoy.extensions.filters.http.buffer.v3.Buffer"),
+                "max_request_bytes": gateway.limits.max_request_bytes,
+            },
+        },
+        {
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": _type("envoy.extensions.filters.http.router.v3.Router")},
+        },
+    ]
+
+
+def _connection_manager(gateway: Gateway) -> dict[str, Any]:
+    limits = gateway.limits
+    return {
+        "@type": _type("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"),
+        "stat_prefix": "gateway",
+        "codec_type": "AUTO",
+        "use_remote_address": True,
+        "normalize_path": True,
+        "merge_slashes": True,
+        "path_with_escaped_slashes_action": "REJECT_REQUEST",
+        "stream_idle_timeout": "0s",  # WatchSession may be quiet for a long time
+        "request_timeout": "0s",
+        "request_headers_timeout": _seconds(limits.request_headers_timeout_s),
+        "max_request_headers_kb": limits.max_request_headers_kb,
+        "common_http_protocol_options": {
+            "idle_timeout": _seconds(limits.idle_connection_timeout_s),
+            "headers_with_underscores_action": "REJECT_REQUEST",
+        },
+        "http2_protocol_options": {
+            "max_concurrent_streams": limits.max_concurrent_streams,
+            "initial_stream_window_size": 65536,
+            "initial_connection_window_size": 1048576,
+        },
+        "access_log": [
+            {
+                "name": "envoy.access_loggers.stdout",
+                "typed_config": {
+                    "@type": _type("envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"),
+                    "log_format": {"json_format": ACCESS_LOG_FORMAT},
+                },
+            }
+        ],
+        "route_config": {
+            "name": "gateway",
+            "max_direct_response_body_size_bytes": _direct_response_limit(gateway),
+            "virtual_hosts": [
+                {
+                    "name": "gateway",
+                    "domains": ["*"],
+                    "typed_per_filter_config": {"envoy.filters.http.cors": _cors(gateway)},
+                    "routes": [_route(route) for route in gateway.routes],
+                }
+            ],
+        },
+        "http_filters": _http_filters(gateway),
+    }
+
+
+def _cluster(upstream: Upstream) -> dict[str, Any]:
+    protocol: dict[str, Any] = (
+        {"http2_protocol_options": {"connection_keepalive": {"interval": "30s", "timeout": "10s"}}}
+        if upstream.protocol == "http2"
+        else {"http_protocol_options": {}}
+    )
+    cluster: dict[str, Any] = {
+        "name": upstream.name,
+        "type": "STATIC" if upstream.address.is_ip else "STRICT_DNS",
+        "connect_timeout": _seconds(upstream.connect_timeout_s),
+        "lb_policy": "ROUND_ROBIN",
+    }
+    if not upstream.address.is_ip:
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+    cluster.update(
+        {
+            "circuit_breakers": {
+                "thresholds": [
+                    {
+                        "max_connections": upstream.max_connections,
+                        "max_pending_requests": upstream.max_requests,
+                        "max_requests": upstream.max_requests,
+                    }
+                ]
+            },
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": _type("envoy.extensions.upstreams.http.v3.HttpProtocolOptions"),
+                    "explicit_http_config": protocol,
+                }
+            },
+            "load_assignment": {
+                "cluster_name": upstream.name,
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(upstream.address)}}]}],
+            },
+        }
+    )
+    return cluster
+
+
+def envoy_config(gateway: Gateway) -> dict[str, Any]:
+    """The bootstrap as plain data (dicts and lists, in a fixed order)."""
+    return {
+        "admin": {"address": _socket(gateway.admin)},
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": _type(
+                            "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
+                        ),
+                        "max_active_downstream_connections": gateway.limits.max_connections,
+                    },
+                }
+            ]
+        },
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "gateway",
+                    "address": _socket(gateway.listen),
+                    "per_connection_buffer_limit_bytes": 1 * MIB,
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": _connection_manager(gateway),
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [_cluster(upstream) for upstream in gateway.upstreams],
+        },
+    }
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (the fallback page) as literal blocks, so the YAML reads like the text it holds."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def render_yaml(gateway: Gateway) -> str:
+    header = "# Rendered by `python -m gateway render`; do not edit (re-render instead).\n"
+    body = yaml.dump(envoy_config(gateway), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)
+    return header + body

@@ -1,0 +1,74 @@
+"""Where the gateway runs: local processes on 127.0.0.1, or Kubernetes services. Only addresses and defaults differ."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from gateway.model import Address, Gateway, Proxy, Route, Upstream
+from gateway.webroot import page_routes
+
+Target = Literal["local", "k8s"]
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_WEB_ROOT = REPO_ROOT / "web" / "out"
+GRPC_PREFIX = "/avatar.v1.SessionService/"
+HLS_PREFIX = "/hls/"
+HLS_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class TargetDefaults:
+    listen_host: str
+    port: int
+    admin_port: int  # 0: Envoy picks a free one (see --admin-address-path)
+    session: str
+    packager_http: str
+
+
+TARGETS: dict[str, TargetDefaults] = {
+    "local": TargetDefaults("127.0.0.1", 8080, 0, "127.0.0.1:50051", "127.0.0.1:8088"),
+    "k8s": TargetDefaults("0.0.0.0", 8080, 9901, "session:50051", "packager:8088"),
+}
+
+
+def origins_from_env() -> tuple[str, ...] | None:
+    """GATEWAY_CORS_ORIGINS: comma-separated origins allowed to call the API from another page."""
+    value = os.environ.get("GATEWAY_CORS_ORIGINS", "")
+    return tuple(origin.strip() for origin in value.split(",") if origin.strip()) or None
+
+
+def own_origins(port: int) -> tuple[str, ...]:
+    """The gateway's own origins: what the page it serves sends as Origin."""
+    return (f"http://127.0.0.1:{port}", f"http://localhost:{port}")
+
+
+def describe(
+    target: Target = "local",
+    *,
+    port: int | None = None,
+    session: str | None = None,
+    packager_http: str | None = None,
+    web_root: Path | None = None,
+    cors_origins: tuple[str, ...] | list[str] | None = None,
+    admin_port: int | None = None,
+) -> Gateway:
+    """The gateway for `target`; anything not given takes the target's default."""
+    defaults = TARGETS[target]
+    port = defaults.port if port is None else port
+    routes = [
+        Route(GRPC_PREFIX, Proxy("session", timeout_s=None, grpc=True), prefix=True),
+        Route(HLS_PREFIX, Proxy("packager", timeout_s=HLS_TIMEOUT_S), prefix=True),
+        *page_routes(DEFAULT_WEB_ROOT if web_root is None else web_root),
+    ]
+    return Gateway(
+        listen=Address(defaults.listen_host, port),
+        admin=Address("127.0.0.1", defaults.admin_port if admin_port is None else admin_port),
+        upstreams=(
+            Upstream("session", Address.parse(session or defaults.session), "http2"),
+            Upstream("packager", Address.parse(packager_http or defaults.packager_http), "http1"),
+        ),
+        routes=tuple(routes),
+        cors_origins=tuple(cors_origins) if cors_origins else own_origins(port),
+    )

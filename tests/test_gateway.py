@@ -1,0 +1,401 @@
+"""The Envoy gateway: rendered configs Envoy accepts, and raw gRPC-Web, CORS, HLS and the page through a real Envoy."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import os
+import re
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from avatar.v1 import session_pb2
+from gateway.model import Address, Gateway
+from gateway.process import envoy_argv, envoy_binary
+from gateway.render import render_yaml
+from gateway.targets import REPO_ROOT, describe
+from infinitetalk.stack import free_port
+from tests.test_e2e_pipeline import segments_on
+
+stack_loop = pytest.mark.asyncio(loop_scope="session")  # the shared stack fixture lives on the session loop
+
+GRPC_WEB = "application/grpc-web+proto"
+PREFLIGHT_HEADERS = "content-type,x-grpc-web,x-user-agent"
+
+
+def render(target: str, *args: str, env: dict[str, str] | None = None) -> str:
+    """`python -m gateway render`, as a person runs it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "render", "--target", target, *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout
+
+
+def validate(config: str, tmp_path: Path, name: str) -> None:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(config)
+    result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def make_web_root(root: Path) -> Path:
+    """A stand-in for a Next.js static export."""
+    (root / "_next" / "static" / "chunks").mkdir(parents=True)
+    (root / "index.html").write_text("<!doctype html><title>avatar</title><div id=root></div>")
+    (root / "404.html").write_text("<!doctype html><title>missing</title>")
+    (root / "_next" / "static" / "chunks" / "main-abc123.js").write_text("console.log('hi');")
+    (root / "_next" / "static" / "chunks" / "app.css").write_text("body{margin:0}")
+    (root / "favicon.ico").write_bytes(b"\x00\x00\x01\x00")
+    return root
+
+
+def connection_manager(config: dict) -> dict:
+    return config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def filenames(node) -> Iterator[str]:
+    """Every `filename:` in a config: the files Envoy reads."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "filename":
+                yield value
+            else:
+                yield from filenames(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from filenames(item)
+
+
+# -- rendering ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["local", "k8s"])
+def test_rendered_configs_pass_envoy_validate(target, tmp_path):
+    validate(render(target), tmp_path, f"{target}-default")
+    web = make_web_root(tmp_path / "out")
+    validate(render(target, "--web-root", str(web), "--port", "9000"), tmp_path, f"{target}-page")
+    validate(render(target, "--web-root", str(tmp_path / "absent")), tmp_path, f"{target}-fallback")
+
+
+def test_targets_differ_only_in_addresses():
+    local = yaml.safe_load(render("local"))
+    k8s = yaml.safe_load(render("k8s"))
+    assert local["static_resources"]["listeners"][0]["address"]["socket_address"]["address"] == "127.0.0.1"
+    assert k8s["static_resources"]["listeners"][0]["address"]["socket_address"]["address"] == "0.0.0.0"
+    endpoints = {
+        name: {
+            c["name"]: c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+            for c in config["static_resources"]["clusters"]
+        }
+        for name, config in (("local", local), ("k8s", k8s))
+    }
+    assert endpoints["local"]["session"] == {"address": "127.0.0.1", "port_value": 50051}
+    assert endpoints["k8s"]["session"] == {"address": "session", "port_value": 50051}
+    assert endpoints["k8s"]["packager"] == {"address": "packager", "port_value": 8088}
+    assert (
+        connection_manager(local)["route_config"]["virtual_hosts"][0]["routes"][:2]
+        == (connection_manager(k8s)["route_config"]["virtual_hosts"][0]["routes"][:2])
+    )
+    http_filters = [f["name"] for f in connection_manager(local)["http_filters"]]
+    assert http_filters[:2] == ["envoy.filters.http.grpc_web", "envoy.filters.http.cors"]
+    assert http_filters[-1] == "envoy.filters.http.router"
+
+
+@pytest.mark.parametrize("target", ["local", "k8s"])
+def test_admin_is_on_loopback_only(target):
+    config = yaml.safe_load(render(target, "--admin-port", "9901"))
+    assert config["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 9901}
+    gateway = describe(target)
+    with pytest.raises(ValueError, match="loopback"):
+        Gateway(Address("0.0.0.0", 8080), Address("0.0.0.0", 9901), gateway.upstreams, gateway.routes, ("x",))
+
+
+def test_cors_origins_are_explicit_and_configurable():
+    def origins(config: str) -> list[str]:
+        policy = connection_manager(yaml.safe_load(config))["route_config"]["virtual_hosts"][0]
+        return [
+            m["exact"]
+            for m in policy["typed_per_filter_config"]["envoy.filters.http.cors"]["allow_origin_string_match"]
+        ]
+
+    assert origins(render("local", "--port", "8123")) == ["http://127.0.0.1:8123", "http://localhost:8123"]
+    assert origins(render("local", "--cors-origin", "https://a.example", "--cors-origin", "https://b.example")) == [
+        "https://a.example",
+        "https://b.example",
+    ]
+    env = {"GATEWAY_CORS_ORIGINS": "https://c.example, https://d.example"}
+    assert origins(render("k8s", env=env)) == ["https://c.example", "https://d.example"]
+    assert "*" not in origins(render("local")) + origins(render("k8s"))
+    with pytest.raises(ValueError, match=r"\*"):
+        describe("local", cors_origins=["*"])
+
+
+def test_long_streams_are_not_cut_and_requests_are_limited():
+    manager = connection_manager(yaml.safe_load(render("local")))
+    assert manager["stream_idle_timeout"] == "0s"
+    grpc_route = manager["route_config"]["virtual_hosts"][0]["routes"][0]
+    assert grpc_route["match"] == {"prefix": "/avatar.v1.SessionService/"}
+    assert grpc_route["route"]["timeout"] == "0s"
+    assert grpc_route["route"]["max_stream_duration"] == {"grpc_timeout_header_max": "0s"}
+    buffer = next(f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.buffer")
+    assert buffer["typed_config"]["max_request_bytes"] == 64 * 1024
+
+
+@pytest.mark.parametrize("target", ["local", "k8s"])
+def test_rendering_is_deterministic_and_names_only_repo_or_temp_paths(target, tmp_path):
+    web = make_web_root(tmp_path / "out")
+    for args in ((), ("--web-root", str(web))):
+        first, second = render(target, *args), render(target, *args)
+        assert first == second
+        allowed = (str(REPO_ROOT), str(Path(tempfile.gettempdir()).resolve()), str(tmp_path))
+        files = list(filenames(yaml.safe_load(first)))
+        assert files or not args
+        assert all(name.startswith(allowed) for name in files), files
+        for path in re.findall(r"(?<![\w.:/])(/(?:[\w.@+-]+/)+[\w.@+-]+)", first):
+            if Path(path).parent.is_dir():  # a real place on this machine, not a URL path
+                assert path.startswith(allowed), path
+        secrets = [v for k, v in os.environ.items() if re.search("KEY|TOKEN|SECRET|PASSWORD", k) and len(v) >= 6]
+        assert not [v for v in secrets if v in first]
+
+
+# -- a private Envoy serving a stand-in page --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def page_gateway(tmp_path) -> Iterator[tuple[int, Path]]:
+    """Envoy alone (no upstreams running) serving a stand-in static export; runs beside any other Envoy."""
+    web = make_web_root(tmp_path / "out")
+    port = free_port()
+    config = tmp_path / "envoy.yaml"
+    config.write_text(
+        render_yaml(describe("local", port=port, web_root=web, session="127.0.0.1:1", packager_http="127.0.0.1:1"))
+    )
+    process = subprocess.Popen(envoy_argv(config, tmp_path / "admin"), stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "admin").exists() or not request(port, "GET", "/")[0]:
+            assert process.poll() is None, "envoy exited"
+            assert time.monotonic() < deadline, "envoy did not start"
+            time.sleep(0.05)
+        yield port, web
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def request(
+    port: int, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 request; (0, {}, b"") when nothing listens."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    except ConnectionRefusedError:
+        return 0, {}, b""
+    finally:
+        connection.close()
+
+
+def test_the_page_is_served_file_by_file(page_gateway):
+    port, web = page_gateway
+    status, headers, body = request(port, "GET", "/")
+    assert status == 200 and body == (web / "index.html").read_bytes()
+    assert headers["content-type"] == "text/html; charset=utf-8" and headers["cache-control"] == "no-cache"
+    status, headers, body = request(port, "GET", "/_next/static/chunks/main-abc123.js")
+    assert status == 200 and body == b"console.log('hi');"
+    assert headers["content-type"].startswith("text/javascript") and "immutable" in headers["cache-control"]
+    assert request(port, "GET", "/_next/static/chunks/app.css")[1]["content-type"].startswith("text/css")
+    assert request(port, "GET", "/favicon.ico")[1]["content-type"] == "image/x-icon"
+    status, headers, body = request(port, "GET", "/no/such/file")
+    assert status == 404 and b"missing" in body
+    # The session service is down here: gRPC-Web callers get UNAVAILABLE as a gRPC status, not an HTML page.
+    status, headers, _ = request(
+        port, "POST", "/avatar.v1.SessionService/CreateSession", grpc_frame(session_pb2.CreateSessionRequest()),
+        {"content-type": GRPC_WEB, "x-grpc-web": "1"},
+    )  # fmt: skip
+    assert headers.get("grpc-status") == "14", headers
+
+
+# -- through the stack's Envoy ----------------------------------------------------------------------------------------
+
+
+def grpc_frame(message) -> bytes:
+    data = message.SerializeToString()
+    return b"\x00" + struct.pack(">I", len(data)) + data
+
+
+def parse_frames(body: bytes) -> tuple[list[bytes], dict[str, str]]:
+    """gRPC-Web body → (messages, trailers)."""
+    messages, trailers, offset = [], {}, 0
+    while offset < len(body):
+        flag, length = body[offset], struct.unpack(">I", body[offset + 1 : offset + 5])[0]
+        payload = body[offset + 5 : offset + 5 + length]
+        offset += 5 + length
+        if flag & 0x80:
+            for line in payload.decode().split("\r\n"):
+                if line:
+                    key, _, value = line.partition(":")
+                    trailers[key.strip().lower()] = value.strip()
+        else:
+            messages.append(payload)
+    return messages, trailers
+
+
+def grpc_web(port: int, method: str, message, origin: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    headers = {"content-type": GRPC_WEB, "x-grpc-web": "1", "x-user-agent": "grpc-web-test"}
+    if origin:
+        headers["origin"] = origin
+    return request(port, "POST", f"/avatar.v1.SessionService/{method}", grpc_frame(message), headers)
+
+
+def create_session(port: int) -> session_pb2.Session:
+    status, headers, body = grpc_web(port, "CreateSession", session_pb2.CreateSessionRequest())
+    assert status == 200 and headers["content-type"] == GRPC_WEB
+    messages, trailers = parse_frames(body)
+    assert trailers.get("grpc-status") == "0", (headers, trailers)
+    assert len(messages) == 1
+    return session_pb2.CreateSessionResponse.FromString(messages[0]).session
+
+
+def end_session(port: int, session_id: str) -> None:
+    grpc_web(port, "EndSession", session_pb2.EndSessionRequest(session_id=session_id))
+
+
+def first_watch_event(port: int, session_id: str) -> session_pb2.WatchSessionResponse:
+    """Opens WatchSession over HTTP/1.1 and reads only the first message of the (endless) stream."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        body = grpc_frame(session_pb2.WatchSessionRequest(session_id=session_id))
+        connection.request(
+            "POST", "/avatar.v1.SessionService/WatchSession", body, {"content-type": GRPC_WEB, "x-grpc-web": "1"}
+        )
+        response = connection.getresponse()
+        assert response.status == 200 and response.getheader("grpc-status") is None
+        header = response.read(5)
+        assert header[0] == 0, "a data frame first"
+        message = response.read(struct.unpack(">I", header[1:])[0])
+        return session_pb2.WatchSessionResponse.FromString(message)
+    finally:
+        connection.close()
+
+
+@pytest.mark.e2e
+@stack_loop
+async def test_grpc_web_unary_and_server_streaming_through_envoy(stack):
+    port = stack.ports.gateway
+    session = await asyncio.to_thread(create_session, port)
+    try:
+        assert len(session.session_id) == 22 and session.width > 0
+        assert session.playlist_url == f"{stack.ports.gateway_url}/hls/{session.session_id}/index.m3u8"
+        event = await asyncio.to_thread(first_watch_event, port, session.session_id)
+        assert event.WhichOneof("event") == "state_changed"
+        assert event.state_changed.state == session_pb2.SESSION_STATE_IDLE
+    finally:
+        await asyncio.to_thread(end_session, port, session.session_id)
+
+
+@pytest.mark.e2e
+@stack_loop
+async def test_grpc_web_errors_arrive_as_grpc_status_and_message(stack):
+    status, headers, body = await asyncio.to_thread(
+        grpc_web, stack.ports.gateway, "Say", session_pb2.SayRequest(session_id="A" * 22, text="Hello.")
+    )
+    assert status == 200
+    _, trailers = parse_frames(body)
+    trailers = {**trailers, **{k: v for k, v in headers.items() if k.startswith("grpc-")}}
+    assert trailers["grpc-status"] == "5"  # NOT_FOUND
+    assert "session" in trailers["grpc-message"]
+
+
+@pytest.mark.e2e
+@stack_loop
+async def test_oversized_requests_and_other_services_are_refused(stack):
+    port = stack.ports.gateway
+    big = session_pb2.SayRequest(session_id="A" * 22, text="x" * 100_000)
+    status, headers, _ = await asyncio.to_thread(grpc_web, port, "Say", big)
+    assert status == 413 and headers.get("grpc-status") not in (None, "0")
+    # Only SessionService is published: the internal services and health/reflection are not reachable.
+    status, _, _ = await asyncio.to_thread(
+        request, port, "POST", "/avatar.v1.TtsService/Synthesize", b"\x00\x00\x00\x00\x00", {"content-type": GRPC_WEB}
+    )
+    assert status == 404
+
+
+@pytest.mark.e2e
+@stack_loop
+async def test_cors_preflight_allows_listed_origins_only(stack):
+    port = stack.ports.gateway
+
+    def preflight(origin: str) -> tuple[int, dict[str, str], bytes]:
+        return request(
+            port,
+            "OPTIONS",
+            "/avatar.v1.SessionService/CreateSession",
+            headers={
+                "origin": origin,
+                "access-control-request-method": "POST",
+                "access-control-request-headers": PREFLIGHT_HEADERS,
+            },
+        )
+
+    allowed = stack.ports.gateway_url
+    status, headers, _ = await asyncio.to_thread(preflight, allowed)
+    assert status == 200 and headers["access-control-allow-origin"] == allowed
+    assert set(PREFLIGHT_HEADERS.split(",")) <= set(headers["access-control-allow-headers"].split(","))
+    assert "POST" in headers["access-control-allow-methods"]
+    assert {"grpc-status", "grpc-message"} <= set(headers["access-control-expose-headers"].split(","))
+
+    _, headers, _ = await asyncio.to_thread(preflight, "http://evil.example")
+    assert "access-control-allow-origin" not in headers
+
+    # The actual call from an allowed origin exposes the gRPC status to the page's script.
+    _, headers, _ = await asyncio.to_thread(
+        grpc_web, port, "Say", session_pb2.SayRequest(session_id="A" * 22, text="x"), allowed
+    )
+    assert headers["access-control-allow-origin"] == allowed
+    assert "grpc-status" in headers["access-control-expose-headers"]
+
+
+@pytest.mark.e2e
+@stack_loop
+async def test_hls_and_the_page_through_the_gateway(stack):
+    port = stack.ports.gateway
+    session = await asyncio.to_thread(create_session, port)
+    try:
+        await segments_on(session.playlist_url, count=1)
+        status, headers, body = await asyncio.to_thread(request, port, "GET", session.playlist_path)
+        assert status == 200 and body.startswith(b"#EXTM3U")
+        assert "mpegurl" in headers["content-type"].lower()
+    finally:
+        await asyncio.to_thread(end_session, port, session.session_id)
+
+    status, headers, body = await asyncio.to_thread(request, port, "GET", "/")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert b"<html" in body.lower()
+    if b"not built" in body:
+        assert b"npm run build" in body
+
+
+@pytest.mark.e2e
+@stack_loop
+async def test_the_supervisor_runs_envoy_with_its_admin_on_loopback(stack):
+    admin = stack.admin_url()
+    assert admin is not None and admin.startswith("http://127.0.0.1:")
+    status, _, body = await asyncio.to_thread(request, int(admin.rsplit(":", 1)[1]), "GET", "/ready")
+    assert status == 200 and body.strip() == b"LIVE"
+    assert stack.processes["gateway"].process is not None

@@ -1,0 +1,198 @@
+"""The page in real headless Chromium (Debian's), loaded from Envoy, talking gRPC-Web to the real services."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from infinitetalk.stack import check_health
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
+
+CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]
+SENTENCE = "Hello there, this is the page speaking."
+LONG = (
+    "Once upon a time, in a quiet village by the sea, there lived an old lighthouse keeper who knew every ship by "
+    "the sound of its horn. Each night he climbed the winding stairs and watched the dark water for travellers."
+)
+
+# Measures the loudness of what the <video> element plays, through Web Audio.
+AUDIO_PROBE = """
+() => {
+  const video = document.querySelector('#video');
+  const ctx = new AudioContext();
+  const source = ctx.createMediaElementSource(video);
+  const analyser = ctx.createAnalyser();
+  analyser.fftSize = 2048;
+  source.connect(analyser);
+  analyser.connect(ctx.destination);
+  window.__rms = [];
+  const samples = new Float32Array(analyser.fftSize);
+  setInterval(() => {
+    analyser.getFloatTimeDomainData(samples);
+    let sum = 0;
+    for (const x of samples) sum += x * x;
+    window.__rms.push([performance.now(), Math.sqrt(sum / samples.length)]);
+  }, 20);
+  return ctx.state;
+}
+"""
+
+# Spread of the video element's pixels (0 for a blank or single-colour picture).
+VIDEO_PIXEL_SPREAD = """
+() => {
+  const video = document.querySelector('#video');
+  const canvas = document.createElement('canvas');
+  canvas.width = 128; canvas.height = 128;
+  const g = canvas.getContext('2d');
+  g.drawImage(video, 0, 0, 128, 128);
+  const data = g.getImageData(0, 0, 128, 128).data;
+  let sum = 0, sq = 0, n = 0;
+  for (let i = 0; i < data.length; i += 4) {
+    const y = (data[i] + data[i+1] + data[i+2]) / 3; sum += y; sq += y*y; n++;
+  }
+  const mean = sum / n;
+  return Math.sqrt(sq / n - mean * mean);
+}
+"""
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="session")
+async def browser() -> AsyncIterator:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def open_page(browser, stack, viewport=(1280, 800)):
+    context = await browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+    page = await context.new_page()
+    await page.goto(stack.ports.gateway_url + "/")
+    await page.wait_for_function("() => window.__avatar && window.__avatar.sessionId", timeout=30_000)
+    await page.wait_for_function("() => document.querySelector('#state').textContent.trim() === 'idle'")
+    return context, page
+
+
+async def current_time(page) -> float:
+    return await page.evaluate("() => document.querySelector('#video').currentTime")
+
+
+async def words(page) -> list[str]:
+    return await page.evaluate("() => window.__avatar.words.slice()")
+
+
+async def say(page, text: str) -> None:
+    await page.click("#mode-say")
+    await page.fill("#text-input", text)
+    await page.click("#send")
+
+
+async def test_page_plays_speaks_shows_words_and_interrupts(browser, stack, artifacts):
+    context, page = await open_page(browser, stack)
+    try:
+        # The live stream plays.
+        await page.wait_for_function("() => document.querySelector('#video').currentTime > 0.5", timeout=20_000)
+        start = await current_time(page)
+        await asyncio.sleep(2.0)
+        assert await current_time(page) > start + 1.0, "currentTime advances"
+
+        # Say: words appear as spoken and the audio track carries speech.
+        if await page.is_visible("#unmute"):
+            await page.click("#unmute")
+        assert await page.evaluate(AUDIO_PROBE) in ("running", "suspended")
+        await say(page, SENTENCE)
+        expected = SENTENCE.split()
+        await page.wait_for_function(
+            f"() => window.__avatar.words.slice(-{len(expected)}).join(' ') === {' '.join(expected)!r}",
+            timeout=30_000,
+        )
+        transcript = await page.inner_text("#transcript")
+        assert "speaking." in transcript and "Hello" in transcript
+        await page.wait_for_timeout(300)
+        loudness = [rms for _, rms in await page.evaluate("() => window.__rms")]
+        assert max(loudness) > 0.02, "the page's audio carries speech"
+        assert await page.inner_text("#latency"), "a latency readout is shown"
+        await page.wait_for_function("() => document.querySelector('#state').textContent.trim() === 'idle'")
+
+        # The picture is the avatar, not a blank area.
+        await page.screenshot(path=str(artifacts / "page.png"))
+        assert await page.evaluate(VIDEO_PIXEL_SPREAD) > 10
+
+        # Interrupt stops a long answer.
+        await say(page, LONG)
+        await page.wait_for_function("() => document.querySelector('#state').textContent.trim() === 'speaking'")
+        await page.wait_for_function(f"() => window.__avatar.words.length >= {len(expected) + 4}", timeout=30_000)
+        await page.click("#interrupt")
+        await page.wait_for_function(
+            "() => document.querySelector('#state').textContent.trim() === 'idle'", timeout=5_000
+        )
+        await page.wait_for_timeout(3000)  # what is still in the player's buffer plays out
+        count = len(await words(page))
+        await page.wait_for_timeout(2000)
+        assert len(await words(page)) == count, "no more words after the interrupt"
+        assert count < len(expected) + len(LONG.split()), "the long answer was cut"
+    finally:
+        await context.close()
+
+
+async def test_page_fits_a_phone(browser, stack, artifacts):
+    context, page = await open_page(browser, stack, viewport=(390, 844))
+    try:
+        await page.wait_for_function("() => document.querySelector('#video').currentTime > 0.5", timeout=20_000)
+        width = await page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 390, "no horizontal scrolling on a phone"
+        for selector in ("#video", "#text-input", "#send", "#interrupt", "#transcript"):
+            assert await page.is_visible(selector), selector
+        await page.screenshot(path=str(artifacts / "page-phone.png"), full_page=True)
+    finally:
+        await context.close()
+
+
+async def test_page_shows_an_error_when_the_session_service_stops_and_recovers(browser, stack):
+    context, page = await open_page(browser, stack)
+    try:
+        first_session = await page.evaluate("() => window.__avatar.sessionId")
+        restarts = stack.processes["session"].restarts
+        os.kill(stack.pid("session"), signal.SIGKILL)
+        await page.wait_for_function(
+            "() => document.querySelector('#state').textContent.trim() === 'error'", timeout=15_000
+        )
+        message = await page.inner_text("#error")
+        assert message.strip(), "the page says what is wrong"
+        deadline = time.monotonic() + 60
+        while stack.processes["session"].restarts == restarts or not await check_health(stack.ports.addr("session")):
+            assert time.monotonic() < deadline, "the supervisor restarted the session service"
+            await asyncio.sleep(0.1)
+        await page.wait_for_function(
+            f"() => window.__avatar.sessionId && window.__avatar.sessionId !== {first_session!r}"
+            " && document.querySelector('#state').textContent.trim() === 'idle'",
+            timeout=30_000,
+        )
+        start = await current_time(page)
+        await page.wait_for_function(
+            f"() => document.querySelector('#video').currentTime > {start + 1.0}", timeout=20_000
+        )
+    finally:
+        await context.close()

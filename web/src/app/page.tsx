@@ -1,0 +1,5 @@
+import { LivePage } from "./live-page";
+
+export default function Page() {
+  return <LivePage />;
+}
