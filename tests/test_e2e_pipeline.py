@@ -95,6 +95,19 @@ async def test_all_services_are_separate_processes_and_serving(stack):
         assert b"grpc_server_started_total" in metrics and f"{name}_".encode() in metrics, name
 
 
+async def test_catalog_lists_what_the_server_offers(stack):
+    client = await client_for(stack)
+    try:
+        catalog = await client.stub.GetCatalog(session_pb2.GetCatalogRequest(), timeout=10)
+    finally:
+        await client.close()
+    avatars = [a.name for a in catalog.avatars]
+    voices = [v.name for v in catalog.voices]
+    assert catalog.default_avatar in avatars and "drawn" in avatars
+    assert catalog.default_voice in voices and "joe" in voices and "espeak-en-us" in voices
+    assert all(v.engine and v.language for v in catalog.voices)
+
+
 async def test_chat_answers_through_the_llm_and_remembers(stack):
     client = await client_for(stack)
     try:

@@ -161,6 +161,11 @@ async def test_page_fits_a_phone(browser, stack, artifacts):
     context, page = await open_page(browser, stack, viewport=(390, 844))
     try:
         await page.wait_for_function("() => document.querySelector('#video').currentTime > 0.5", timeout=20_000)
+        await page.wait_for_function("() => document.querySelectorAll('#voice-select option').length >= 3")
+        avatars = await page.eval_on_selector_all("#avatar-select option", "options => options.map(o => o.value)")
+        voices = await page.eval_on_selector_all("#voice-select option", "options => options.map(o => o.value)")
+        assert {"drawn", "drawn-kai"} <= set(avatars), "the pickers offer what the server offers"
+        assert {"joe", "espeak-en-us", "espeak-en-gb"} <= set(voices)
         width = await page.evaluate("() => document.documentElement.scrollWidth")
         assert width <= 390, "no horizontal scrolling on a phone"
         for selector in ("#video", "#text-input", "#send", "#interrupt", "#transcript"):

@@ -35,7 +35,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         self.sessions: dict[str, LiveSession] = {}
         self._buckets: dict[str, TokenBucket] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()
-        self._catalogue: tuple[float, list[str], str, list[str], str] | None = None
+        self._catalogue_cache: tuple[float, session_pb2.GetCatalogResponse] | None = None
         self._janitor: asyncio.Task[None] | None = None
         self._expiring: set[asyncio.Task[None]] = set()
 
@@ -105,20 +105,30 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             )
         return cleaned
 
-    async def _choices(self) -> tuple[list[str], str, list[str], str]:
-        cached = self._catalogue
+    async def _catalogue(self) -> session_pb2.GetCatalogResponse:
+        """Avatars and voices from the video and tts services, cached for CATALOGUE_TTL_S."""
+        cached = self._catalogue_cache
         if cached is not None and time.monotonic() - cached[0] < CATALOGUE_TTL_S:
-            return cached[1], cached[2], cached[3], cached[4]
+            return cached[1]
         avatars = await self.stubs.video.ListAvatars(video_pb2.ListAvatarsRequest(), timeout=10)
         voices = await self.stubs.tts.ListVoices(tts_pb2.ListVoicesRequest(), timeout=10)
-        result = (
-            [a.name for a in avatars.avatars],
-            avatars.default_avatar,
-            [v.name for v in voices.voices],
-            voices.default_voice,
+        catalogue = session_pb2.GetCatalogResponse(
+            avatars=avatars.avatars,
+            default_avatar=avatars.default_avatar,
+            voices=voices.voices,
+            default_voice=voices.default_voice,
         )
-        self._catalogue = (time.monotonic(), *result)
-        return result
+        self._catalogue_cache = (time.monotonic(), catalogue)
+        return catalogue
+
+    async def _catalogue_or_abort(self, context: grpc.aio.ServicerContext) -> session_pb2.GetCatalogResponse:
+        try:
+            return await self._catalogue()
+        except grpc.aio.AioRpcError as error:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"the avatar or voice service is unavailable ({error.details()})"
+            )
+            raise
 
     # -- RPCs --------------------------------------------------------------------------------------------------
     async def CreateSession(self, request, context):
@@ -132,14 +142,11 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             )
         if len(request.options.persona) > PERSONA_LIMIT:
             await abort_invalid_argument(context, "options.persona", f"persona is at most {PERSONA_LIMIT} characters")
-        try:
-            avatars, default_avatar, voices, default_voice = await self._choices()
-        except grpc.aio.AioRpcError as error:
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE, f"the avatar or voice service is unavailable ({error.details()})"
-            )
-        avatar = request.avatar or default_avatar
-        voice = request.voice or default_voice
+        catalogue = await self._catalogue_or_abort(context)
+        avatars = [a.name for a in catalogue.avatars]
+        voices = [v.name for v in catalogue.voices]
+        avatar = request.avatar or catalogue.default_avatar
+        voice = request.voice or catalogue.default_voice
         if avatar not in avatars:
             await abort_invalid_argument(context, "avatar", f"unknown avatar {avatar!r}; choose one of {avatars}")
         if voice not in voices:
@@ -191,6 +198,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         session = await self._session(request.session_id, context)
         await session.end()
         return session_pb2.EndSessionResponse()
+
+    async def GetCatalog(self, request, context):
+        return await self._catalogue_or_abort(context)
 
     async def WatchSession(self, request, context) -> AsyncIterator[session_pb2.WatchSessionResponse]:
         session = await self._session(request.session_id, context)

@@ -22,64 +22,70 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from avatar.v1 import tts_pb2 as avatar_dot_v1_dot_tts__pb2
+from avatar.v1 import video_pb2 as avatar_dot_v1_dot_video__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61vatar/v1/session.proto\x12\tavatar.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\x0eSessionOptions\x12!\n\x06pacing\x18\x01 \x01(\x0e\x32\x11.avatar.v1.Pacing\x12\x0f\n\x07persona\x18\x02 \x01(\t\"a\n\x14\x43reateSessionRequest\x12\x0e\n\x06\x61vatar\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\x12*\n\x07options\x18\x03 \x01(\x0b\x32\x19.avatar.v1.SessionOptions\"\xc6\x01\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rplaylist_path\x18\x02 \x01(\t\x12\x14\n\x0cplaylist_url\x18\x03 \x01(\t\x12\x0e\n\x06\x61vatar\x18\x04 \x01(\t\x12\r\n\x05voice\x18\x05 \x01(\t\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x08 \x01(\x05\x12/\n\x0bmedia_epoch\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\x15\x43reateSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.avatar.v1.Session\".\n\nSayRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"#\n\x0bSayResponse\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\"/\n\x0b\x43hatRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"$\n\x0c\x43hatResponse\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\"&\n\x10InterruptRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"<\n\x11InterruptResponse\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x11\n\tcut_at_us\x18\x02 \x01(\x03\"\'\n\x11\x45ndSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x14\n\x12\x45ndSessionResponse\")\n\x13WatchSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"L\n\x0cStateChanged\x12&\n\x05state\x18\x01 \x01(\x0e\x32\x17.avatar.v1.SessionState\x12\x14\n\x0cutterance_id\x18\x02 \x01(\t\"c\n\rSpeechStarted\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12*\n\x06source\x18\x02 \x01(\x0e\x32\x1a.avatar.v1.UtteranceSource\x12\x10\n\x08start_us\x18\x03 \x01(\x03\"t\n\x0eSpeechFinished\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\'\n\x06reason\x18\x02 \x01(\x0e\x32\x17.avatar.v1.FinishReason\x12\x0e\n\x06\x65nd_us\x18\x03 \x01(\x03\x12\x13\n\x0bspoken_text\x18\x04 \x01(\t\"f\n\nWordSpoken\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x0c\n\x04word\x18\x02 \x01(\t\x12\x10\n\x08start_us\x18\x03 \x01(\x03\x12\x0e\n\x06\x65nd_us\x18\x04 \x01(\x03\x12\x12\n\nword_index\x18\x05 \x01(\x05\"\x99\x01\n\x10UtteranceLatency\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x17\n\x0f\x66irst_clause_us\x18\x02 \x01(\x03\x12\x16\n\x0e\x66irst_audio_us\x18\x03 \x01(\x03\x12\x1d\n\x15\x66irst_speech_frame_us\x18\x04 \x01(\x03\x12\x1f\n\x17\x66irst_speech_segment_us\x18\x05 \x01(\x03\"V\n\x0cSessionError\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\tcomponent\x18\x04 \x01(\t\"\x84\x03\n\x14WatchSessionResponse\x12\x15\n\rmedia_time_us\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\rstate_changed\x18\x03 \x01(\x0b\x32\x17.avatar.v1.StateChangedH\x00\x12\x32\n\x0espeech_started\x18\x04 \x01(\x0b\x32\x18.avatar.v1.SpeechStartedH\x00\x12\x34\n\x0fspeech_finished\x18\x05 \x01(\x0b\x32\x19.avatar.v1.SpeechFinishedH\x00\x12,\n\x0bword_spoken\x18\x06 \x01(\x0b\x32\x15.avatar.v1.WordSpokenH\x00\x12.\n\x07latency\x18\x07 \x01(\x0b\x32\x1b.avatar.v1.UtteranceLatencyH\x00\x12(\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x17.avatar.v1.SessionErrorH\x00\x42\x07\n\x05\x65vent*I\n\x06Pacing\x12\x16\n\x12PACING_UNSPECIFIED\x10\x00\x12\x13\n\x0fPACING_REALTIME\x10\x01\x12\x12\n\x0ePACING_OFFLINE\x10\x02*\x96\x01\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12SESSION_STATE_IDLE\x10\x01\x12\x1a\n\x16SESSION_STATE_THINKING\x10\x02\x12\x1a\n\x16SESSION_STATE_SPEAKING\x10\x03\x12\x17\n\x13SESSION_STATE_ENDED\x10\x04*h\n\x0fUtteranceSource\x12 \n\x1cUTTERANCE_SOURCE_UNSPECIFIED\x10\x00\x12\x18\n\x14UTTERANCE_SOURCE_SAY\x10\x01\x12\x19\n\x15UTTERANCE_SOURCE_CHAT\x10\x02*\x83\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x46INISH_REASON_COMPLETED\x10\x01\x12\x1d\n\x19\x46INISH_REASON_INTERRUPTED\x10\x02\x12\x18\n\x14\x46INISH_REASON_FAILED\x10\x03\x32\xb9\x03\n\x0eSessionService\x12R\n\rCreateSession\x12\x1f.avatar.v1.CreateSessionRequest\x1a .avatar.v1.CreateSessionResponse\x12\x34\n\x03Say\x12\x15.avatar.v1.SayRequest\x1a\x16.avatar.v1.SayResponse\x12\x37\n\x04\x43hat\x12\x16.avatar.v1.ChatRequest\x1a\x17.avatar.v1.ChatResponse\x12\x46\n\tInterrupt\x12\x1b.avatar.v1.InterruptRequest\x1a\x1c.avatar.v1.InterruptResponse\x12I\n\nEndSession\x12\x1c.avatar.v1.EndSessionRequest\x1a\x1d.avatar.v1.EndSessionResponse\x12Q\n\x0cWatchSession\x12\x1e.avatar.v1.WatchSessionRequest\x1a\x1f.avatar.v1.WatchSessionResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61vatar/v1/session.proto\x12\tavatar.v1\x1a\x13\x61vatar/v1/tts.proto\x1a\x15\x61vatar/v1/video.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\x0eSessionOptions\x12!\n\x06pacing\x18\x01 \x01(\x0e\x32\x11.avatar.v1.Pacing\x12\x0f\n\x07persona\x18\x02 \x01(\t\"a\n\x14\x43reateSessionRequest\x12\x0e\n\x06\x61vatar\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\x12*\n\x07options\x18\x03 \x01(\x0b\x32\x19.avatar.v1.SessionOptions\"\xc6\x01\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rplaylist_path\x18\x02 \x01(\t\x12\x14\n\x0cplaylist_url\x18\x03 \x01(\t\x12\x0e\n\x06\x61vatar\x18\x04 \x01(\t\x12\r\n\x05voice\x18\x05 \x01(\t\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x08 \x01(\x05\x12/\n\x0bmedia_epoch\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\x15\x43reateSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.avatar.v1.Session\".\n\nSayRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"#\n\x0bSayResponse\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\"/\n\x0b\x43hatRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"$\n\x0c\x43hatResponse\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\"&\n\x10InterruptRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"<\n\x11InterruptResponse\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x11\n\tcut_at_us\x18\x02 \x01(\x03\"\'\n\x11\x45ndSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x14\n\x12\x45ndSessionResponse\"\x13\n\x11GetCatalogRequest\"\x89\x01\n\x12GetCatalogResponse\x12\"\n\x07\x61vatars\x18\x01 \x03(\x0b\x32\x11.avatar.v1.Avatar\x12\x16\n\x0e\x64\x65\x66\x61ult_avatar\x18\x02 \x01(\t\x12 \n\x06voices\x18\x03 \x03(\x0b\x32\x10.avatar.v1.Voice\x12\x15\n\rdefault_voice\x18\x04 \x01(\t\")\n\x13WatchSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"L\n\x0cStateChanged\x12&\n\x05state\x18\x01 \x01(\x0e\x32\x17.avatar.v1.SessionState\x12\x14\n\x0cutterance_id\x18\x02 \x01(\t\"c\n\rSpeechStarted\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12*\n\x06source\x18\x02 \x01(\x0e\x32\x1a.avatar.v1.UtteranceSource\x12\x10\n\x08start_us\x18\x03 \x01(\x03\"t\n\x0eSpeechFinished\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\'\n\x06reason\x18\x02 \x01(\x0e\x32\x17.avatar.v1.FinishReason\x12\x0e\n\x06\x65nd_us\x18\x03 \x01(\x03\x12\x13\n\x0bspoken_text\x18\x04 \x01(\t\"f\n\nWordSpoken\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x0c\n\x04word\x18\x02 \x01(\t\x12\x10\n\x08start_us\x18\x03 \x01(\x03\x12\x0e\n\x06\x65nd_us\x18\x04 \x01(\x03\x12\x12\n\nword_index\x18\x05 \x01(\x05\"\x99\x01\n\x10UtteranceLatency\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x17\n\x0f\x66irst_clause_us\x18\x02 \x01(\x03\x12\x16\n\x0e\x66irst_audio_us\x18\x03 \x01(\x03\x12\x1d\n\x15\x66irst_speech_frame_us\x18\x04 \x01(\x03\x12\x1f\n\x17\x66irst_speech_segment_us\x18\x05 \x01(\x03\"V\n\x0cSessionError\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\tcomponent\x18\x04 \x01(\t\"\x84\x03\n\x14WatchSessionResponse\x12\x15\n\rmedia_time_us\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\rstate_changed\x18\x03 \x01(\x0b\x32\x17.avatar.v1.StateChangedH\x00\x12\x32\n\x0espeech_started\x18\x04 \x01(\x0b\x32\x18.avatar.v1.SpeechStartedH\x00\x12\x34\n\x0fspeech_finished\x18\x05 \x01(\x0b\x32\x19.avatar.v1.SpeechFinishedH\x00\x12,\n\x0bword_spoken\x18\x06 \x01(\x0b\x32\x15.avatar.v1.WordSpokenH\x00\x12.\n\x07latency\x18\x07 \x01(\x0b\x32\x1b.avatar.v1.UtteranceLatencyH\x00\x12(\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x17.avatar.v1.SessionErrorH\x00\x42\x07\n\x05\x65vent*I\n\x06Pacing\x12\x16\n\x12PACING_UNSPECIFIED\x10\x00\x12\x13\n\x0fPACING_REALTIME\x10\x01\x12\x12\n\x0ePACING_OFFLINE\x10\x02*\x96\x01\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12SESSION_STATE_IDLE\x10\x01\x12\x1a\n\x16SESSION_STATE_THINKING\x10\x02\x12\x1a\n\x16SESSION_STATE_SPEAKING\x10\x03\x12\x17\n\x13SESSION_STATE_ENDED\x10\x04*h\n\x0fUtteranceSource\x12 \n\x1cUTTERANCE_SOURCE_UNSPECIFIED\x10\x00\x12\x18\n\x14UTTERANCE_SOURCE_SAY\x10\x01\x12\x19\n\x15UTTERANCE_SOURCE_CHAT\x10\x02*\x83\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x46INISH_REASON_COMPLETED\x10\x01\x12\x1d\n\x19\x46INISH_REASON_INTERRUPTED\x10\x02\x12\x18\n\x14\x46INISH_REASON_FAILED\x10\x03\x32\x84\x04\n\x0eSessionService\x12R\n\rCreateSession\x12\x1f.avatar.v1.CreateSessionRequest\x1a .avatar.v1.CreateSessionResponse\x12\x34\n\x03Say\x12\x15.avatar.v1.SayRequest\x1a\x16.avatar.v1.SayResponse\x12\x37\n\x04\x43hat\x12\x16.avatar.v1.ChatRequest\x1a\x17.avatar.v1.ChatResponse\x12\x46\n\tInterrupt\x12\x1b.avatar.v1.InterruptRequest\x1a\x1c.avatar.v1.InterruptResponse\x12I\n\nEndSession\x12\x1c.avatar.v1.EndSessionRequest\x1a\x1d.avatar.v1.EndSessionResponse\x12Q\n\x0cWatchSession\x12\x1e.avatar.v1.WatchSessionRequest\x1a\x1f.avatar.v1.WatchSessionResponse0\x01\x12I\n\nGetCatalog\x12\x1c.avatar.v1.GetCatalogRequest\x1a\x1d.avatar.v1.GetCatalogResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'avatar.v1.session_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PACING']._serialized_start=1919
-  _globals['_PACING']._serialized_end=1992
-  _globals['_SESSIONSTATE']._serialized_start=1995
-  _globals['_SESSIONSTATE']._serialized_end=2145
-  _globals['_UTTERANCESOURCE']._serialized_start=2147
-  _globals['_UTTERANCESOURCE']._serialized_end=2251
-  _globals['_FINISHREASON']._serialized_start=2254
-  _globals['_FINISHREASON']._serialized_end=2385
-  _globals['_SESSIONOPTIONS']._serialized_start=71
-  _globals['_SESSIONOPTIONS']._serialized_end=139
-  _globals['_CREATESESSIONREQUEST']._serialized_start=141
-  _globals['_CREATESESSIONREQUEST']._serialized_end=238
-  _globals['_SESSION']._serialized_start=241
-  _globals['_SESSION']._serialized_end=439
-  _globals['_CREATESESSIONRESPONSE']._serialized_start=441
-  _globals['_CREATESESSIONRESPONSE']._serialized_end=501
-  _globals['_SAYREQUEST']._serialized_start=503
-  _globals['_SAYREQUEST']._serialized_end=549
-  _globals['_SAYRESPONSE']._serialized_start=551
-  _globals['_SAYRESPONSE']._serialized_end=586
-  _globals['_CHATREQUEST']._serialized_start=588
-  _globals['_CHATREQUEST']._serialized_end=635
-  _globals['_CHATRESPONSE']._serialized_start=637
-  _globals['_CHATRESPONSE']._serialized_end=673
-  _globals['_INTERRUPTREQUEST']._serialized_start=675
-  _globals['_INTERRUPTREQUEST']._serialized_end=713
-  _globals['_INTERRUPTRESPONSE']._serialized_start=715
-  _globals['_INTERRUPTRESPONSE']._serialized_end=775
-  _globals['_ENDSESSIONREQUEST']._serialized_start=777
-  _globals['_ENDSESSIONREQUEST']._serialized_end=816
-  _globals['_ENDSESSIONRESPONSE']._serialized_start=818
-  _globals['_ENDSESSIONRESPONSE']._serialized_end=838
-  _globals['_WATCHSESSIONREQUEST']._serialized_start=840
-  _globals['_WATCHSESSIONREQUEST']._serialized_end=881
-  _globals['_STATECHANGED']._serialized_start=883
-  _globals['_STATECHANGED']._serialized_end=959
-  _globals['_SPEECHSTARTED']._serialized_start=961
-  _globals['_SPEECHSTARTED']._serialized_end=1060
-  _globals['_SPEECHFINISHED']._serialized_start=1062
-  _globals['_SPEECHFINISHED']._serialized_end=1178
-  _globals['_WORDSPOKEN']._serialized_start=1180
-  _globals['_WORDSPOKEN']._serialized_end=1282
-  _globals['_UTTERANCELATENCY']._serialized_start=1285
-  _globals['_UTTERANCELATENCY']._serialized_end=1438
-  _globals['_SESSIONERROR']._serialized_start=1440
-  _globals['_SESSIONERROR']._serialized_end=1526
-  _globals['_WATCHSESSIONRESPONSE']._serialized_start=1529
-  _globals['_WATCHSESSIONRESPONSE']._serialized_end=1917
-  _globals['_SESSIONSERVICE']._serialized_start=2388
-  _globals['_SESSIONSERVICE']._serialized_end=2829
+  _globals['_PACING']._serialized_start=2124
+  _globals['_PACING']._serialized_end=2197
+  _globals['_SESSIONSTATE']._serialized_start=2200
+  _globals['_SESSIONSTATE']._serialized_end=2350
+  _globals['_UTTERANCESOURCE']._serialized_start=2352
+  _globals['_UTTERANCESOURCE']._serialized_end=2456
+  _globals['_FINISHREASON']._serialized_start=2459
+  _globals['_FINISHREASON']._serialized_end=2590
+  _globals['_SESSIONOPTIONS']._serialized_start=115
+  _globals['_SESSIONOPTIONS']._serialized_end=183
+  _globals['_CREATESESSIONREQUEST']._serialized_start=185
+  _globals['_CREATESESSIONREQUEST']._serialized_end=282
+  _globals['_SESSION']._serialized_start=285
+  _globals['_SESSION']._serialized_end=483
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=485
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=545
+  _globals['_SAYREQUEST']._serialized_start=547
+  _globals['_SAYREQUEST']._serialized_end=593
+  _globals['_SAYRESPONSE']._serialized_start=595
+  _globals['_SAYRESPONSE']._serialized_end=630
+  _globals['_CHATREQUEST']._serialized_start=632
+  _globals['_CHATREQUEST']._serialized_end=679
+  _globals['_CHATRESPONSE']._serialized_start=681
+  _globals['_CHATRESPONSE']._serialized_end=717
+  _globals['_INTERRUPTREQUEST']._serialized_start=719
+  _globals['_INTERRUPTREQUEST']._serialized_end=757
+  _globals['_INTERRUPTRESPONSE']._serialized_start=759
+  _globals['_INTERRUPTRESPONSE']._serialized_end=819
+  _globals['_ENDSESSIONREQUEST']._serialized_start=821
+  _globals['_ENDSESSIONREQUEST']._serialized_end=860
+  _globals['_ENDSESSIONRESPONSE']._serialized_start=862
+  _globals['_ENDSESSIONRESPONSE']._serialized_end=882
+  _globals['_GETCATALOGREQUEST']._serialized_start=884
+  _globals['_GETCATALOGREQUEST']._serialized_end=903
+  _globals['_GETCATALOGRESPONSE']._serialized_start=906
+  _globals['_GETCATALOGRESPONSE']._serialized_end=1043
+  _globals['_WATCHSESSIONREQUEST']._serialized_start=1045
+  _globals['_WATCHSESSIONREQUEST']._serialized_end=1086
+  _globals['_STATECHANGED']._serialized_start=1088
+  _globals['_STATECHANGED']._serialized_end=1164
+  _globals['_SPEECHSTARTED']._serialized_start=1166
+  _globals['_SPEECHSTARTED']._serialized_end=1265
+  _globals['_SPEECHFINISHED']._serialized_start=1267
+  _globals['_SPEECHFINISHED']._serialized_end=1383
+  _globals['_WORDSPOKEN']._serialized_start=1385
+  _globals['_WORDSPOKEN']._serialized_end=1487
+  _globals['_UTTERANCELATENCY']._serialized_start=1490
+  _globals['_UTTERANCELATENCY']._serialized_end=1643
+  _globals['_SESSIONERROR']._serialized_start=1645
+  _globals['_SESSIONERROR']._serialized_end=1731
+  _globals['_WATCHSESSIONRESPONSE']._serialized_start=1734
+  _globals['_WATCHSESSIONRESPONSE']._serialized_end=2122
+  _globals['_SESSIONSERVICE']._serialized_start=2593
+  _globals['_SESSIONSERVICE']._serialized_end=3109
 # @@protoc_insertion_point(module_scope)

@@ -1,10 +1,13 @@
 import datetime
 
+from avatar.v1 import tts_pb2 as _tts_pb2
+from avatar.v1 import video_pb2 as _video_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -148,6 +151,22 @@ class EndSessionRequest(_message.Message):
 class EndSessionResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class GetCatalogRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetCatalogResponse(_message.Message):
+    __slots__ = ("avatars", "default_avatar", "voices", "default_voice")
+    AVATARS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_AVATAR_FIELD_NUMBER: _ClassVar[int]
+    VOICES_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_VOICE_FIELD_NUMBER: _ClassVar[int]
+    avatars: _containers.RepeatedCompositeFieldContainer[_video_pb2.Avatar]
+    default_avatar: str
+    voices: _containers.RepeatedCompositeFieldContainer[_tts_pb2.Voice]
+    default_voice: str
+    def __init__(self, avatars: _Optional[_Iterable[_Union[_video_pb2.Avatar, _Mapping]]] = ..., default_avatar: _Optional[str] = ..., voices: _Optional[_Iterable[_Union[_tts_pb2.Voice, _Mapping]]] = ..., default_voice: _Optional[str] = ...) -> None: ...
 
 class WatchSessionRequest(_message.Message):
     __slots__ = ("session_id",)

@@ -66,6 +66,11 @@ class SessionServiceStub:
                 request_serializer=avatar_dot_v1_dot_session__pb2.WatchSessionRequest.SerializeToString,
                 response_deserializer=avatar_dot_v1_dot_session__pb2.WatchSessionResponse.FromString,
                 _registered_method=True)
+        self.GetCatalog = channel.unary_unary(
+                '/avatar.v1.SessionService/GetCatalog',
+                request_serializer=avatar_dot_v1_dot_session__pb2.GetCatalogRequest.SerializeToString,
+                response_deserializer=avatar_dot_v1_dot_session__pb2.GetCatalogResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -115,6 +120,13 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCatalog(self, request, context):
+        """What the server offers for CreateSession: its avatars and voices, and the defaults.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +159,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.WatchSession,
                     request_deserializer=avatar_dot_v1_dot_session__pb2.WatchSessionRequest.FromString,
                     response_serializer=avatar_dot_v1_dot_session__pb2.WatchSessionResponse.SerializeToString,
+            ),
+            'GetCatalog': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCatalog,
+                    request_deserializer=avatar_dot_v1_dot_session__pb2.GetCatalogRequest.FromString,
+                    response_serializer=avatar_dot_v1_dot_session__pb2.GetCatalogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -313,6 +330,33 @@ class SessionService:
             '/avatar.v1.SessionService/WatchSession',
             avatar_dot_v1_dot_session__pb2.WatchSessionRequest.SerializeToString,
             avatar_dot_v1_dot_session__pb2.WatchSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCatalog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/avatar.v1.SessionService/GetCatalog',
+            avatar_dot_v1_dot_session__pb2.GetCatalogRequest.SerializeToString,
+            avatar_dot_v1_dot_session__pb2.GetCatalogResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -13,8 +13,6 @@ import { Player, type PlayerStatus } from "./player";
 import { addWord, newTurn, revealWords, shownWords, type Finish, type Mode, type Turn } from "./transcript";
 
 export const MAX_TEXT_CHARS = 5000;
-export const DEFAULT_AVATARS = ["drawn", "drawn-kai"];
-export const DEFAULT_VOICES = ["joe", "espeak-en-us", "espeak-en-gb"];
 
 export type UiState = "connecting" | "idle" | "thinking" | "speaking" | "error";
 
@@ -113,6 +111,8 @@ export class Controller {
   private epochMs = 0;
   private playlistUrl = "";
   private choice = { avatar: "", voice: "" };
+  // What the server offers (GetCatalog), fetched with each new session.
+  private catalog = { avatars: [] as string[], voices: [] as string[] };
   private restartReason: RestartReason = "";
   private watchAbort: AbortController | null = null;
   private wakeLoop: (() => void) | null = null;
@@ -290,6 +290,16 @@ export class Controller {
     }
   }
 
+  private loadCatalog(): void {
+    this.client
+      .getCatalog({}, { timeoutMs: 10000 })
+      .then((reply) => {
+        this.catalog = { avatars: reply.avatars.map((a) => a.name), voices: reply.voices.map((v) => v.name) };
+        this.changed();
+      })
+      .catch(() => undefined); // the pickers keep the session's own values
+  }
+
   private async createSession(): Promise<boolean> {
     const reason = this.restartReason;
     try {
@@ -299,6 +309,7 @@ export class Controller {
       );
       const session = reply.session;
       if (!session) throw new Error("CreateSession returned no session");
+      this.loadCatalog();
       if (this.disposed) {
         this.endClient.endSession({ sessionId: session.sessionId }).catch(() => undefined);
         return false;
@@ -656,8 +667,8 @@ export class Controller {
       sessionId: session?.sessionId ?? "",
       avatar,
       voice,
-      avatarOptions: unique([...DEFAULT_AVATARS, avatar]),
-      voiceOptions: unique([...DEFAULT_VOICES, voice]),
+      avatarOptions: unique([...this.catalog.avatars, avatar]),
+      voiceOptions: unique([...this.catalog.voices, voice]),
       turns: this.turns.slice(),
       error,
       notice: this.notice,
