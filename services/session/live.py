@@ -38,7 +38,7 @@ from services.common.logs import session_id_var
 from services.common.media import FPS, HEIGHT, SAMPLE_RATE_HZ, WIDTH, frame_start_us
 from services.session.config import SessionConfig
 from services.session.events import EventBus
-from services.session.peers import OutboxFull, PeerLink
+from services.session.peers import REFUSALS, OutboxFull, PeerLink, PeerRefused
 from services.session.timeline import FrameSlot, Mark, Timeline
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,14 @@ class LiveSession:
             "llm": PeerLink(
                 "llm",
                 stubs.llm.Generate,
-                llm_pb2.GenerateRequest(config=llm_pb2.GenerateConfig(session_id=session_id, persona=self.persona)),
+                llm_pb2.GenerateRequest(
+                    config=llm_pb2.GenerateConfig(
+                        session_id=session_id,
+                        persona=self.persona,
+                        provider=options.llm_provider,
+                        model=options.llm_model,
+                    )
+                ),
                 session_id,
                 self._on_llm,
                 self._down_handler("llm"),
@@ -277,8 +284,7 @@ class LiveSession:
             if self._playout_task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(self._playout_task, 10.0)
-            packager = self._links["packager"]
-            packager.send(packager_pb2.PublishRequest(end=packager_pb2.EndOfStream()))
+            self._send("packager", packager_pb2.PublishRequest(end=packager_pb2.EndOfStream()))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._playlist_ended.wait(), 5.0)
         finally:
@@ -344,6 +350,9 @@ class LiveSession:
         except OutboxFull as error:
             if utterance is not None:
                 self._fail(utterance, component, grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+        except PeerRefused as error:
+            if utterance is not None:
+                self._fail(utterance, component, grpc.StatusCode.FAILED_PRECONDITION, str(error))
 
     def _cut(self, reason: int) -> tuple[str, int]:
         """Stops the utterance in progress CUT_MARGIN frames after the frame now playing."""
@@ -356,10 +365,11 @@ class LiveSession:
         if self.timeline.epoch != epoch_before:
             for index in [i for i in self._rendered if i >= cut_frame]:
                 del self._rendered[index]
-            self._links["video"].send(
+            self._send(
+                "video",
                 video_pb2.RenderRequest(
                     reset=video_pb2.ResetTimeline(from_frame_index=cut_frame, epoch=self.timeline.epoch)
-                )
+                ),
             )
         for component, message in (
             ("llm", llm_pb2.GenerateRequest(cancel=media_pb2.CancelUtterance(utterance_id=utterance.utterance_id))),
@@ -484,6 +494,15 @@ class LiveSession:
             utterance = self._current(response.error.utterance_id)
             if utterance is not None:
                 self._fail(utterance, "tts", _code(response.error.code), response.error.message)
+        elif kind == "degraded":
+            degraded = response.degraded
+            self._emit(
+                voice_degraded=session_pb2.VoiceDegraded(
+                    utterance_id=degraded.utterance_id,
+                    message=degraded.message,
+                    fallback_engine=degraded.fallback_engine,
+                )
+            )
 
     def _maybe_complete(self, utterance: Utterance) -> None:
         if utterance.clause_count is not None and utterance.clauses_synthesized >= utterance.clause_count:
@@ -558,9 +577,12 @@ class LiveSession:
         def on_down(error: Exception) -> None:
             detail = error.details() if isinstance(error, grpc.aio.AioRpcError) else str(error)
             code = error.code() if isinstance(error, grpc.aio.AioRpcError) else grpc.StatusCode.UNAVAILABLE
-            message = f"the {component} service is unavailable ({detail})" + (
-                "" if component == "packager" else "; reconnecting"
-            )
+            if code in REFUSALS:
+                message = f"the {component} service refused this session: {detail}"
+            else:
+                message = f"the {component} service is unavailable ({detail})" + (
+                    "" if component == "packager" else "; reconnecting"
+                )
             utterance = self.utterance
             if utterance is not None and not utterance.finished and self._waits_on(utterance, component):
                 self._fail(utterance, component, code, message)
@@ -697,8 +719,8 @@ class LiveSession:
                     frame=packager_pb2.MediaFrame(video=frame, pcm_s16le=pcm, speech=slot.speech)
                 )
             )
-        except OutboxFull:
-            log.warning("packager is not keeping up; frame dropped", extra={"frame_index": index})
+        except (OutboxFull, PeerRefused):
+            log.warning("packager is not taking frames; frame dropped", extra={"frame_index": index})
         utterance = self._recent.get(slot.utterance_id or slot.ends_utterance)
         if utterance is None:
             return

@@ -22,10 +22,26 @@ log = logging.getLogger(__name__)
 OUTBOX_LIMIT = 4096
 BACKOFF_START_S = 0.1
 BACKOFF_MAX_S = 2.0
+# Codes that mean "not this stream", not "not now".
+REFUSALS = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
 
 
 class OutboxFull(Exception):
     """The peer is not keeping up (or is down for long): the message was not queued."""
+
+
+class PeerRefused(Exception):
+    """The peer refused this session's stream for good (e.g. its configuration): nothing more can be sent."""
 
 
 class PeerLink:
@@ -52,12 +68,15 @@ class PeerLink:
         self._task: asyncio.Task[None] | None = None
         self._call: grpc.aio.StreamStreamCall | None = None
         self.connected = asyncio.Event()
+        self.refusal: str | None = None
         self._closing = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"peer-{self.component}")
 
     def send(self, message: Message) -> None:
+        if self.refusal is not None:
+            raise PeerRefused(f"the {self.component} service refused this session: {self.refusal}")
         if self._outbox.qsize() >= OUTBOX_LIMIT:
             raise OutboxFull(f"{self.component} is not keeping up")
         self._outbox.put_nowait(message)
@@ -114,6 +133,9 @@ class PeerLink:
                 return
             log.warning("peer stream lost", extra={"component": self.component, "error": str(error)[:300]})
             self._on_down(error)
+            if isinstance(error, grpc.aio.AioRpcError) and error.code() in REFUSALS:
+                self.refusal = error.details() or error.code().name
+                return  # asking again would be refused again
             if not self._reconnect:
                 return
             await asyncio.sleep(backoff)

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
 NAME_LIMIT = 64
 PERSONA_LIMIT = 4000
+LLM_PROVIDERS = {"", "offline", "openai"}
 ENDED_MEMORY = 4096
 CATALOGUE_TTL_S = 30.0
 
@@ -139,6 +140,16 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         if len(request.avatar) > NAME_LIMIT or len(request.voice) > NAME_LIMIT:
             await abort_invalid_argument(
                 context, "avatar", f"avatar and voice names are at most {NAME_LIMIT} characters"
+            )
+        if request.options.llm_provider not in LLM_PROVIDERS:
+            await abort_invalid_argument(
+                context,
+                "options.llm_provider",
+                f"unknown LLM provider {request.options.llm_provider!r}; choose one of {sorted(LLM_PROVIDERS - {''})}",
+            )
+        if len(request.options.llm_model) > NAME_LIMIT * 2:
+            await abort_invalid_argument(
+                context, "options.llm_model", f"llm_model is at most {NAME_LIMIT * 2} characters"
             )
         if len(request.options.persona) > PERSONA_LIMIT:
             await abort_invalid_argument(context, "options.persona", f"persona is at most {PERSONA_LIMIT} characters")

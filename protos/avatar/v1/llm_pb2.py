@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from avatar.v1 import media_pb2 as avatar_dot_v1_dot_media__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61vatar/v1/llm.proto\x12\tavatar.v1\x1a\x15\x61vatar/v1/media.proto\"5\n\x0eGenerateConfig\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07persona\x18\x02 \x01(\t\".\n\x08UserTurn\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\x9c\x01\n\x0fGenerateRequest\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x19.avatar.v1.GenerateConfigH\x00\x12#\n\x04turn\x18\x02 \x01(\x0b\x32\x13.avatar.v1.UserTurnH\x00\x12,\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1a.avatar.v1.CancelUtteranceH\x00\x42\t\n\x07request\"6\n\x08TurnDone\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63lause_count\x18\x02 \x01(\x05\"\x98\x01\n\x10GenerateResponse\x12\'\n\x06\x63lause\x18\x01 \x01(\x0b\x32\x15.avatar.v1.TextClauseH\x00\x12#\n\x04\x64one\x18\x02 \x01(\x0b\x32\x13.avatar.v1.TurnDoneH\x00\x12*\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x19.avatar.v1.UtteranceErrorH\x00\x42\n\n\x08response2U\n\nLlmService\x12G\n\x08Generate\x12\x1a.avatar.v1.GenerateRequest\x1a\x1b.avatar.v1.GenerateResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61vatar/v1/llm.proto\x12\tavatar.v1\x1a\x15\x61vatar/v1/media.proto\"V\n\x0eGenerateConfig\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07persona\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\".\n\x08UserTurn\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\x9c\x01\n\x0fGenerateRequest\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x19.avatar.v1.GenerateConfigH\x00\x12#\n\x04turn\x18\x02 \x01(\x0b\x32\x13.avatar.v1.UserTurnH\x00\x12,\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1a.avatar.v1.CancelUtteranceH\x00\x42\t\n\x07request\"6\n\x08TurnDone\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63lause_count\x18\x02 \x01(\x05\"\x98\x01\n\x10GenerateResponse\x12\'\n\x06\x63lause\x18\x01 \x01(\x0b\x32\x15.avatar.v1.TextClauseH\x00\x12#\n\x04\x64one\x18\x02 \x01(\x0b\x32\x13.avatar.v1.TurnDoneH\x00\x12*\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x19.avatar.v1.UtteranceErrorH\x00\x42\n\n\x08response2U\n\nLlmService\x12G\n\x08Generate\x12\x1a.avatar.v1.GenerateRequest\x1a\x1b.avatar.v1.GenerateResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,15 +33,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'avatar.v1.llm_pb2', _global
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GENERATECONFIG']._serialized_start=57
-  _globals['_GENERATECONFIG']._serialized_end=110
-  _globals['_USERTURN']._serialized_start=112
-  _globals['_USERTURN']._serialized_end=158
-  _globals['_GENERATEREQUEST']._serialized_start=161
-  _globals['_GENERATEREQUEST']._serialized_end=317
-  _globals['_TURNDONE']._serialized_start=319
-  _globals['_TURNDONE']._serialized_end=373
-  _globals['_GENERATERESPONSE']._serialized_start=376
-  _globals['_GENERATERESPONSE']._serialized_end=528
-  _globals['_LLMSERVICE']._serialized_start=530
-  _globals['_LLMSERVICE']._serialized_end=615
+  _globals['_GENERATECONFIG']._serialized_end=143
+  _globals['_USERTURN']._serialized_start=145
+  _globals['_USERTURN']._serialized_end=191
+  _globals['_GENERATEREQUEST']._serialized_start=194
+  _globals['_GENERATEREQUEST']._serialized_end=350
+  _globals['_TURNDONE']._serialized_start=352
+  _globals['_TURNDONE']._serialized_end=406
+  _globals['_GENERATERESPONSE']._serialized_start=409
+  _globals['_GENERATERESPONSE']._serialized_end=561
+  _globals['_LLMSERVICE']._serialized_start=563
+  _globals['_LLMSERVICE']._serialized_end=648
 # @@protoc_insertion_point(module_scope)

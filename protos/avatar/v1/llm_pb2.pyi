@@ -7,12 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class GenerateConfig(_message.Message):
-    __slots__ = ("session_id", "persona")
+    __slots__ = ("session_id", "persona", "provider", "model")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PERSONA_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     persona: str
-    def __init__(self, session_id: _Optional[str] = ..., persona: _Optional[str] = ...) -> None: ...
+    provider: str
+    model: str
+    def __init__(self, session_id: _Optional[str] = ..., persona: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class UserTurn(_message.Message):
     __slots__ = ("utterance_id", "text")

@@ -55,12 +55,16 @@ FINISH_REASON_INTERRUPTED: FinishReason
 FINISH_REASON_FAILED: FinishReason
 
 class SessionOptions(_message.Message):
-    __slots__ = ("pacing", "persona")
+    __slots__ = ("pacing", "persona", "llm_provider", "llm_model")
     PACING_FIELD_NUMBER: _ClassVar[int]
     PERSONA_FIELD_NUMBER: _ClassVar[int]
+    LLM_PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    LLM_MODEL_FIELD_NUMBER: _ClassVar[int]
     pacing: Pacing
     persona: str
-    def __init__(self, pacing: _Optional[_Union[Pacing, str]] = ..., persona: _Optional[str] = ...) -> None: ...
+    llm_provider: str
+    llm_model: str
+    def __init__(self, pacing: _Optional[_Union[Pacing, str]] = ..., persona: _Optional[str] = ..., llm_provider: _Optional[str] = ..., llm_model: _Optional[str] = ...) -> None: ...
 
 class CreateSessionRequest(_message.Message):
     __slots__ = ("avatar", "voice", "options")
@@ -244,8 +248,18 @@ class SessionError(_message.Message):
     component: str
     def __init__(self, utterance_id: _Optional[str] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., component: _Optional[str] = ...) -> None: ...
 
+class VoiceDegraded(_message.Message):
+    __slots__ = ("utterance_id", "message", "fallback_engine")
+    UTTERANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_ENGINE_FIELD_NUMBER: _ClassVar[int]
+    utterance_id: str
+    message: str
+    fallback_engine: str
+    def __init__(self, utterance_id: _Optional[str] = ..., message: _Optional[str] = ..., fallback_engine: _Optional[str] = ...) -> None: ...
+
 class WatchSessionResponse(_message.Message):
-    __slots__ = ("media_time_us", "time", "state_changed", "speech_started", "speech_finished", "word_spoken", "latency", "error")
+    __slots__ = ("media_time_us", "time", "state_changed", "speech_started", "speech_finished", "word_spoken", "latency", "error", "voice_degraded")
     MEDIA_TIME_US_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     STATE_CHANGED_FIELD_NUMBER: _ClassVar[int]
@@ -254,6 +268,7 @@ class WatchSessionResponse(_message.Message):
     WORD_SPOKEN_FIELD_NUMBER: _ClassVar[int]
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    VOICE_DEGRADED_FIELD_NUMBER: _ClassVar[int]
     media_time_us: int
     time: _timestamp_pb2.Timestamp
     state_changed: StateChanged
@@ -262,4 +277,5 @@ class WatchSessionResponse(_message.Message):
     word_spoken: WordSpoken
     latency: UtteranceLatency
     error: SessionError
-    def __init__(self, media_time_us: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state_changed: _Optional[_Union[StateChanged, _Mapping]] = ..., speech_started: _Optional[_Union[SpeechStarted, _Mapping]] = ..., speech_finished: _Optional[_Union[SpeechFinished, _Mapping]] = ..., word_spoken: _Optional[_Union[WordSpoken, _Mapping]] = ..., latency: _Optional[_Union[UtteranceLatency, _Mapping]] = ..., error: _Optional[_Union[SessionError, _Mapping]] = ...) -> None: ...
+    voice_degraded: VoiceDegraded
+    def __init__(self, media_time_us: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state_changed: _Optional[_Union[StateChanged, _Mapping]] = ..., speech_started: _Optional[_Union[SpeechStarted, _Mapping]] = ..., speech_finished: _Optional[_Union[SpeechFinished, _Mapping]] = ..., word_spoken: _Optional[_Union[WordSpoken, _Mapping]] = ..., latency: _Optional[_Union[UtteranceLatency, _Mapping]] = ..., error: _Optional[_Union[SessionError, _Mapping]] = ..., voice_degraded: _Optional[_Union[VoiceDegraded, _Mapping]] = ...) -> None: ...

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from avatar.v1 import media_pb2 as avatar_dot_v1_dot_media__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61vatar/v1/tts.proto\x12\tavatar.v1\x1a\x15\x61vatar/v1/media.proto\"M\n\x10SynthesizeConfig\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\x12\x16\n\x0esample_rate_hz\x18\x03 \x01(\x05\"\xa4\x01\n\x11SynthesizeRequest\x12-\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.avatar.v1.SynthesizeConfigH\x00\x12\'\n\x06\x63lause\x18\x02 \x01(\x0b\x32\x15.avatar.v1.TextClauseH\x00\x12,\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1a.avatar.v1.CancelUtteranceH\x00\x42\t\n\x07request\"\xcf\x01\n\x10SynthesizedAudio\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63lause_index\x18\x02 \x01(\x05\x12\x11\n\tpcm_s16le\x18\x03 \x01(\x0c\x12\x16\n\x0esample_rate_hz\x18\x04 \x01(\x05\x12\x16\n\x0eoffset_samples\x18\x05 \x01(\x03\x12(\n\x08phonemes\x18\x06 \x03(\x0b\x32\x16.avatar.v1.PhonemeMark\x12\"\n\x05words\x18\x07 \x03(\x0b\x32\x13.avatar.v1.WordMark\"e\n\x11\x43lauseSynthesized\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63lause_index\x18\x02 \x01(\x05\x12\x14\n\x0csample_count\x18\x03 \x01(\x03\x12\x0e\n\x06\x65ngine\x18\x04 \x01(\t\"\xaf\x01\n\x12SynthesizeResponse\x12,\n\x05\x61udio\x18\x01 \x01(\x0b\x32\x1b.avatar.v1.SynthesizedAudioH\x00\x12\x33\n\x0b\x63lause_done\x18\x02 \x01(\x0b\x32\x1c.avatar.v1.ClauseSynthesizedH\x00\x12*\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x19.avatar.v1.UtteranceErrorH\x00\x42\n\n\x08response\"L\n\x05Voice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"\x13\n\x11ListVoicesRequest\"M\n\x12ListVoicesResponse\x12 \n\x06voices\x18\x01 \x03(\x0b\x32\x10.avatar.v1.Voice\x12\x15\n\rdefault_voice\x18\x02 \x01(\t2\xa6\x01\n\nTtsService\x12M\n\nSynthesize\x12\x1c.avatar.v1.SynthesizeRequest\x1a\x1d.avatar.v1.SynthesizeResponse(\x01\x30\x01\x12I\n\nListVoices\x12\x1c.avatar.v1.ListVoicesRequest\x1a\x1d.avatar.v1.ListVoicesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61vatar/v1/tts.proto\x12\tavatar.v1\x1a\x15\x61vatar/v1/media.proto\"M\n\x10SynthesizeConfig\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\x12\x16\n\x0esample_rate_hz\x18\x03 \x01(\x05\"\xa4\x01\n\x11SynthesizeRequest\x12-\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.avatar.v1.SynthesizeConfigH\x00\x12\'\n\x06\x63lause\x18\x02 \x01(\x0b\x32\x15.avatar.v1.TextClauseH\x00\x12,\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1a.avatar.v1.CancelUtteranceH\x00\x42\t\n\x07request\"\xcf\x01\n\x10SynthesizedAudio\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63lause_index\x18\x02 \x01(\x05\x12\x11\n\tpcm_s16le\x18\x03 \x01(\x0c\x12\x16\n\x0esample_rate_hz\x18\x04 \x01(\x05\x12\x16\n\x0eoffset_samples\x18\x05 \x01(\x03\x12(\n\x08phonemes\x18\x06 \x03(\x0b\x32\x16.avatar.v1.PhonemeMark\x12\"\n\x05words\x18\x07 \x03(\x0b\x32\x13.avatar.v1.WordMark\"e\n\x11\x43lauseSynthesized\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63lause_index\x18\x02 \x01(\x05\x12\x14\n\x0csample_count\x18\x03 \x01(\x03\x12\x0e\n\x06\x65ngine\x18\x04 \x01(\t\"a\n\x11SynthesisDegraded\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x17\n\x0f\x66\x61llback_engine\x18\x04 \x01(\t\"\xe1\x01\n\x12SynthesizeResponse\x12,\n\x05\x61udio\x18\x01 \x01(\x0b\x32\x1b.avatar.v1.SynthesizedAudioH\x00\x12\x33\n\x0b\x63lause_done\x18\x02 \x01(\x0b\x32\x1c.avatar.v1.ClauseSynthesizedH\x00\x12*\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x19.avatar.v1.UtteranceErrorH\x00\x12\x30\n\x08\x64\x65graded\x18\x04 \x01(\x0b\x32\x1c.avatar.v1.SynthesisDegradedH\x00\x42\n\n\x08response\"L\n\x05Voice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"\x13\n\x11ListVoicesRequest\"M\n\x12ListVoicesResponse\x12 \n\x06voices\x18\x01 \x03(\x0b\x32\x10.avatar.v1.Voice\x12\x15\n\rdefault_voice\x18\x02 \x01(\t2\xa6\x01\n\nTtsService\x12M\n\nSynthesize\x12\x1c.avatar.v1.SynthesizeRequest\x1a\x1d.avatar.v1.SynthesizeResponse(\x01\x30\x01\x12I\n\nListVoices\x12\x1c.avatar.v1.ListVoicesRequest\x1a\x1d.avatar.v1.ListVoicesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,14 +40,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SYNTHESIZEDAUDIO']._serialized_end=511
   _globals['_CLAUSESYNTHESIZED']._serialized_start=513
   _globals['_CLAUSESYNTHESIZED']._serialized_end=614
-  _globals['_SYNTHESIZERESPONSE']._serialized_start=617
-  _globals['_SYNTHESIZERESPONSE']._serialized_end=792
-  _globals['_VOICE']._serialized_start=794
-  _globals['_VOICE']._serialized_end=870
-  _globals['_LISTVOICESREQUEST']._serialized_start=872
-  _globals['_LISTVOICESREQUEST']._serialized_end=891
-  _globals['_LISTVOICESRESPONSE']._serialized_start=893
-  _globals['_LISTVOICESRESPONSE']._serialized_end=970
-  _globals['_TTSSERVICE']._serialized_start=973
-  _globals['_TTSSERVICE']._serialized_end=1139
+  _globals['_SYNTHESISDEGRADED']._serialized_start=616
+  _globals['_SYNTHESISDEGRADED']._serialized_end=713
+  _globals['_SYNTHESIZERESPONSE']._serialized_start=716
+  _globals['_SYNTHESIZERESPONSE']._serialized_end=941
+  _globals['_VOICE']._serialized_start=943
+  _globals['_VOICE']._serialized_end=1019
+  _globals['_LISTVOICESREQUEST']._serialized_start=1021
+  _globals['_LISTVOICESREQUEST']._serialized_end=1040
+  _globals['_LISTVOICESRESPONSE']._serialized_start=1042
+  _globals['_LISTVOICESRESPONSE']._serialized_end=1119
+  _globals['_TTSSERVICE']._serialized_start=1122
+  _globals['_TTSSERVICE']._serialized_end=1288
 # @@protoc_insertion_point(module_scope)

@@ -57,15 +57,29 @@ class ClauseSynthesized(_message.Message):
     engine: str
     def __init__(self, utterance_id: _Optional[str] = ..., clause_index: _Optional[int] = ..., sample_count: _Optional[int] = ..., engine: _Optional[str] = ...) -> None: ...
 
+class SynthesisDegraded(_message.Message):
+    __slots__ = ("utterance_id", "code", "message", "fallback_engine")
+    UTTERANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_ENGINE_FIELD_NUMBER: _ClassVar[int]
+    utterance_id: str
+    code: int
+    message: str
+    fallback_engine: str
+    def __init__(self, utterance_id: _Optional[str] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., fallback_engine: _Optional[str] = ...) -> None: ...
+
 class SynthesizeResponse(_message.Message):
-    __slots__ = ("audio", "clause_done", "error")
+    __slots__ = ("audio", "clause_done", "error", "degraded")
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     CLAUSE_DONE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
     audio: SynthesizedAudio
     clause_done: ClauseSynthesized
     error: _media_pb2.UtteranceError
-    def __init__(self, audio: _Optional[_Union[SynthesizedAudio, _Mapping]] = ..., clause_done: _Optional[_Union[ClauseSynthesized, _Mapping]] = ..., error: _Optional[_Union[_media_pb2.UtteranceError, _Mapping]] = ...) -> None: ...
+    degraded: SynthesisDegraded
+    def __init__(self, audio: _Optional[_Union[SynthesizedAudio, _Mapping]] = ..., clause_done: _Optional[_Union[ClauseSynthesized, _Mapping]] = ..., error: _Optional[_Union[_media_pb2.UtteranceError, _Mapping]] = ..., degraded: _Optional[_Union[SynthesisDegraded, _Mapping]] = ...) -> None: ...
 
 class Voice(_message.Message):
     __slots__ = ("name", "language", "engine", "description")
