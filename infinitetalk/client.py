@@ -52,13 +52,19 @@ class SessionClient:
         await self.channel.close()
 
     async def create(
-        self, avatar: str = "", voice: str = "", pacing: int = session_pb2.PACING_REALTIME, persona: str = ""
+        self,
+        avatar: str = "",
+        voice: str = "",
+        pacing: int = session_pb2.PACING_REALTIME,
+        persona: str = "",
+        llm_provider: str = "",
+        llm_model: str = "",
     ) -> session_pb2.Session:
+        options = session_pb2.SessionOptions(
+            pacing=pacing, persona=persona, llm_provider=llm_provider, llm_model=llm_model
+        )
         response = await self.stub.CreateSession(
-            session_pb2.CreateSessionRequest(
-                avatar=avatar, voice=voice, options=session_pb2.SessionOptions(pacing=pacing, persona=persona)
-            ),
-            timeout=30,
+            session_pb2.CreateSessionRequest(avatar=avatar, voice=voice, options=options), timeout=30
         )
         return response.session
 

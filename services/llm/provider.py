@@ -1,6 +1,6 @@
-"""The seam between the llm service and whatever writes the replies (the offline persona now, an OpenAI-compatible
-API later): a provider turns a conversation into a stream of text deltas and nothing else; clause splitting,
-cancellation, limits and memory are the service's job."""
+"""The seam between the llm service and whatever writes the replies (the offline persona, an OpenAI-compatible
+API): a provider turns a conversation into a stream of text deltas and nothing else; clause splitting, cancellation,
+limits and memory are the service's job."""
 
 from __future__ import annotations
 
@@ -40,6 +40,10 @@ class ChatProvider(ABC):
         (`aclose()`, or cancelling the task that iterates it), so release connections in `finally`. Raise
         ProviderError for failures a caller should see with a specific code.
         """
+
+    def for_model(self, model: str) -> ChatProvider:
+        """This provider writing with `model` (a per-session choice); providers without models ignore it."""
+        return self
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
         """Releases shared resources (HTTP sessions) at shutdown."""

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 import grpc
@@ -22,7 +22,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from avatar.v1 import llm_pb2, llm_pb2_grpc, media_pb2
 from services.common.clauses import ClauseSplitter
-from services.common.errors import abort_invalid_argument
+from services.common.errors import abort_failed_precondition, abort_invalid_argument
 from services.common.logs import session_id_var
 from services.llm.provider import ROLE_ASSISTANT, ROLE_USER, ChatProvider, ProviderError
 
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 MAX_PERSONA_CHARS = 4000
 MAX_TURN_CHARS = 4000
 MAX_UTTERANCE_ID_CHARS = 128
+MAX_MODEL_CHARS = 200
 OUTBOX_SIZE = 256  # responses waiting for the client; when full, generation waits (backpressure)
 
 TIME_TO_FIRST_CLAUSE = Histogram(
@@ -92,9 +93,10 @@ async def _close_iterator(iterator: AsyncIterator[str]) -> None:
 class _Conversation:
     """State of one Generate stream: its persona, memory, the turn in progress, and the outbox of responses."""
 
-    def __init__(self, servicer: LlmServicer, persona: str) -> None:
+    def __init__(self, servicer: LlmServicer, persona: str, provider: ChatProvider | None = None) -> None:
         self.servicer = servicer
         self.persona = persona
+        self.provider = provider or servicer.provider
         self.history = History(servicer.history_chars)
         self.outbox: asyncio.Queue = asyncio.Queue(OUTBOX_SIZE)
         self.current: _Turn | None = None
@@ -194,7 +196,7 @@ class _Conversation:
 
         try:
             async with asyncio.timeout(servicer.turn_timeout_s):
-                replies = servicer.provider.stream_reply(history, self.persona)
+                replies = self.provider.stream_reply(history, self.persona)
                 try:
                     async for delta in replies:
                         room = servicer.max_reply_chars - total
@@ -259,20 +261,51 @@ class _Conversation:
 
 
 class LlmServicer(llm_pb2_grpc.LlmServiceServicer):
-    """Generate streams for any number of sessions, all sharing one provider."""
+    """Generate streams for any number of sessions. Each stream uses the default provider unless its config names
+    another one of `providers` (and maybe a model); `unavailable` says why a known provider cannot be chosen."""
 
     def __init__(
         self,
         provider: ChatProvider,
         *,
+        providers: Mapping[str, ChatProvider] | None = None,
+        unavailable: Mapping[str, str] | None = None,
         history_chars: int = 8000,
         max_reply_chars: int = 4000,
         turn_timeout_s: float = 120.0,
     ) -> None:
         self.provider = provider
+        self.providers = dict(providers or {provider.name: provider})
+        self.unavailable = dict(unavailable or {})
         self.history_chars = history_chars
         self.max_reply_chars = max_reply_chars
         self.turn_timeout_s = turn_timeout_s
+
+    async def _choose_provider(self, config: llm_pb2.GenerateConfig, context: grpc.aio.ServicerContext) -> ChatProvider:
+        """The provider (and model) the stream's config asks for; aborts the stream when it cannot be had."""
+        name = getattr(config, "provider", "").strip().lower()
+        model = getattr(config, "model", "").strip()
+        provider = self.provider
+        if name:
+            if name in self.unavailable:
+                await abort_failed_precondition(
+                    context, f"provider {name}", f"config.provider {name!r} is not available: {self.unavailable[name]}"
+                )
+            if name not in self.providers:
+                known = sorted({*self.providers, *self.unavailable})
+                await abort_invalid_argument(
+                    context,
+                    "config.provider",
+                    f"config.provider {name[:40]!r} is unknown; choose one of: {', '.join(known)}",
+                )
+            provider = self.providers[name]
+        if model:
+            if len(model) > MAX_MODEL_CHARS or not model.isprintable():
+                await abort_invalid_argument(
+                    context, "config.model", f"config.model must be printable and at most {MAX_MODEL_CHARS} characters"
+                )
+            provider = provider.for_model(model)
+        return provider
 
     async def Generate(
         self, request_iterator: AsyncIterator[llm_pb2.GenerateRequest], context: grpc.aio.ServicerContext
@@ -294,10 +327,14 @@ class LlmServicer(llm_pb2_grpc.LlmServiceServicer):
             )
         if first.config.session_id and not session_id_var.get():
             session_id_var.set(first.config.session_id[:64])
-        conversation = _Conversation(self, persona)
+        provider = await self._choose_provider(first.config, context)
+        conversation = _Conversation(self, persona, provider)
         reader = asyncio.create_task(conversation.read(request_iterator), name="llm-reader")
         ACTIVE_STREAMS.inc()
-        log.info("stream opened", extra={"persona_chars": len(persona), "provider": self.provider.name})
+        log.info(
+            "stream opened",
+            extra={"persona_chars": len(persona), "provider": provider.name, "model": getattr(provider, "model", "")},
+        )
         try:
             while True:
                 item = await conversation.outbox.get()

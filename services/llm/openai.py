@@ -1,0 +1,315 @@
+"""OpenAI-compatible chat completions (OpenAI, vLLM, Ollama, llama.cpp server, ...) through the official `openai` SDK.
+
+Only base URL and model differ between those servers. The SDK's own retries are off (`max_retries=0`) because this
+provider retries itself, and only while nothing has been yielded: a reply that has started is never silently
+restarted. Deadlines are asyncio timeouts around each wait (until the first token, then between chunks), so a
+stalled upstream ends the turn on time. Closing the generator (the service cancelling a turn) closes the HTTP
+response at once, which drops the connection, so the server stops generating and no more tokens are paid for.
+
+API keys never reach a log record or an error message: provider messages are scrubbed of the key and of anything
+that looks like a bearer token or an `sk-...` key before they are used, and request headers are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import logging
+import random
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from copy import copy
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import grpc
+
+from services.llm.provider import ROLE_ASSISTANT, ROLE_USER, ChatProvider, ProviderError
+
+try:
+    import openai
+except ImportError as error:  # pragma: no cover - exercised only without the extra installed
+    raise ImportError(
+        "LLM_PROVIDER=openai needs the `openai` package: pip install 'infinitetalk-live[openai]'"
+    ) from error
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "gpt-4o-mini"
+DEFAULT_PERSONA = (
+    "You are a friendly assistant speaking through a talking avatar. Answer in plain spoken sentences: short, warm "
+    "and natural, without markdown, lists, code or emoji, since everything you write is read aloud."
+)
+MAX_RETRY_AFTER_S = 20.0  # a longer Retry-After is waited for this long at most
+MAX_BACKOFF_S = 8.0
+MAX_MESSAGE_CHARS = 300
+RETRYABLE_STATUS = frozenset({408, 409, 429})  # plus every 5xx
+
+_BEARER = re.compile(r"(?i)\bbearer\s+\S+")
+_KEY_LIKE = re.compile(r"\b(?:sk|rk|pk)-[A-Za-z0-9_\-*]{6,}")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+REDACTED = "[redacted]"
+
+
+def scrub(text: str, *secrets: str) -> str:
+    """`text` with the given secrets, bearer tokens and key-like strings replaced, control characters removed and
+    the length capped, so it can be logged or sent to a client."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, REDACTED)
+    text = _BEARER.sub("Bearer " + REDACTED, text)
+    text = _KEY_LIKE.sub(REDACTED, text)
+    text = " ".join(_CONTROL.sub(" ", text).split())
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "\u2026"
+
+
+def public_url(url: str) -> str:
+    """The URL without user info, query or fragment (they may carry credentials), for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    except ValueError:
+        return "(unparseable URL)"
+
+
+def retry_after_s(headers: Any, now: float | None = None) -> float | None:
+    """Seconds the server asked us to wait (`retry-after-ms`, or `Retry-After` as seconds or an HTTP date), or None."""
+    if headers is None:
+        return None
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(raw_ms) / 1000.0)
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(raw))
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class _Malformed(Exception):
+    """A stream chunk that is not a chat.completion.chunk."""
+
+
+class OpenAIChat(ChatProvider):
+    """Streams replies from an OpenAI-compatible `/chat/completions` endpoint (see the module docstring)."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        model: str = DEFAULT_MODEL,
+        timeout_s: float = 30.0,
+        stall_timeout_s: float = 10.0,
+        max_retries: int = 3,
+        backoff_base_s: float = 0.5,
+        client: openai.AsyncOpenAI | None = None,
+    ) -> None:
+        self.model = model
+        self.timeout_s = timeout_s
+        self.stall_timeout_s = stall_timeout_s
+        self.max_retries = max(0, max_retries)
+        self.backoff_base_s = backoff_base_s
+        self._api_key = api_key
+        # The SDK's own timeout is only a backstop behind our asyncio deadlines.
+        self._client = client or openai.AsyncOpenAI(
+            api_key=api_key,
+            base_url=base_url or None,
+            max_retries=0,
+            timeout=max(timeout_s, stall_timeout_s) + 5.0,
+        )
+        self.base_url = public_url(str(self._client.base_url)).rstrip("/")
+        self._owns_client = client is None
+
+    def __repr__(self) -> str:  # never the key
+        return f"OpenAIChat(base_url={self.base_url!r}, model={self.model!r})"
+
+    def for_model(self, model: str) -> ChatProvider:
+        if not model or model == self.model:
+            return self
+        view = copy(self)
+        view.model = model
+        view._owns_client = False
+        return view
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.close()
+
+    # -- the reply --------------------------------------------------------------------------------------------------
+    async def stream_reply(self, history: Sequence[tuple[str, str]], persona: str) -> AsyncIterator[str]:
+        messages = [{"role": "system", "content": persona or DEFAULT_PERSONA}]
+        messages += [
+            {"role": role if role in (ROLE_USER, ROLE_ASSISTANT) else ROLE_USER, "content": text}
+            for role, text in history
+        ]
+        stream = None
+        try:
+            stream, chunks, first = await self._open(messages)
+            if first is None:
+                return
+            yield first
+            while True:
+                try:
+                    piece = await self._next_piece(chunks, first_token=False)
+                except openai.OpenAIError as error:  # mid-reply: never retried, the client already has the start
+                    raise self._translate(error) from None
+                if piece is None:
+                    return
+                yield piece
+        finally:
+            if stream is not None:
+                await self._close(stream)
+
+    async def _open(self, messages: list[dict[str, str]]) -> tuple[Any, AsyncIterator[Any], str | None]:
+        """Sends the request and reads up to the first piece of text, retrying what may be retried meanwhile."""
+        attempt = 0
+        while True:
+            stream = None
+            try:
+                try:
+                    async with asyncio.timeout(self.timeout_s):
+                        stream = await self._client.chat.completions.create(
+                            model=self.model, messages=messages, stream=True
+                        )
+                except TimeoutError:
+                    raise self._deadline("answer", self.timeout_s) from None
+                chunks = stream  # its __anext__ reads the SDK's own chunk generator directly
+                first = await self._next_piece(chunks, first_token=True)
+                return stream, chunks, first
+            except BaseException as error:
+                if stream is not None:
+                    await self._close(stream)
+                delay, final = self._retry_plan(error, attempt)
+                if delay is None:
+                    raise final from None
+                attempt += 1
+                log.warning(
+                    "LLM provider request failed; retrying",
+                    extra={"attempt": attempt, "delay_s": round(delay, 3), "reason": final.message},
+                )
+                await asyncio.sleep(delay)
+
+    async def _next_piece(self, chunks: AsyncIterator[Any], *, first_token: bool) -> str | None:
+        """The next non-empty piece of reply text, or None at the end of the reply."""
+        limit = self.timeout_s if first_token else self.stall_timeout_s
+        while True:
+            try:
+                async with asyncio.timeout(limit):
+                    chunk = await anext(chunks, None)
+            except TimeoutError:
+                raise self._deadline("answer" if first_token else "continue", limit) from None
+            except ValueError as error:  # the SDK's json.loads of the chunk's data
+                raise self._malformed(error) from None
+            if chunk is None:
+                return None
+            try:
+                piece = self._content(chunk)
+            except _Malformed as error:
+                raise self._malformed(error) from None
+            if piece:
+                return piece
+
+    @staticmethod
+    def _content(chunk: Any) -> str | None:
+        try:
+            choices = chunk.choices
+            if not choices:  # usage-only or filter-results chunks
+                return None
+            content = choices[0].delta.content if choices[0].delta is not None else None
+        except (AttributeError, TypeError, IndexError, KeyError) as error:
+            raise _Malformed(type(error).__name__) from None
+        if content is not None and not isinstance(content, str):
+            raise _Malformed("content is not a string")
+        return content
+
+    async def _close(self, stream: Any) -> None:
+        """Closes the HTTP response now: the connection drops, so the server stops generating."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2.0):
+                await stream.close()
+
+    # -- errors -----------------------------------------------------------------------------------------------------
+    def _retry_plan(self, error: BaseException, attempt: int) -> tuple[float | None, ProviderError]:
+        """(delay before the next attempt or None for no retry, the error to raise when not retrying)."""
+        if isinstance(error, ProviderError):
+            return None, error
+        if not isinstance(error, Exception):  # CancelledError and friends
+            raise error
+        final = self._translate(error)
+        retryable = isinstance(error, openai.APIConnectionError) and not isinstance(error, openai.APITimeoutError)
+        server_wait = None
+        if isinstance(error, openai.APIStatusError):
+            status = error.status_code
+            retryable = (status in RETRYABLE_STATUS or status >= 500) and getattr(error, "code", None) not in (
+                "insufficient_quota",
+            )
+            server_wait = retry_after_s(getattr(error.response, "headers", None))
+        if not retryable or attempt >= self.max_retries:
+            if retryable and attempt:
+                final = ProviderError(final.code, f"{final.message} (gave up after {attempt + 1} attempts)")
+            return None, final
+        backoff = min(MAX_BACKOFF_S, self.backoff_base_s * 2**attempt) * random.uniform(0.8, 1.2)
+        delay = min(MAX_RETRY_AFTER_S, server_wait) if server_wait is not None else backoff
+        return delay, final
+
+    def _provider_message(self, error: BaseException) -> str:
+        message = getattr(error, "message", None) or str(error)
+        body = getattr(error, "body", None)
+        if isinstance(body, dict):
+            inner = body.get("error") if isinstance(body.get("error"), dict) else body
+            if isinstance(inner.get("message"), str):
+                message = inner["message"]
+        return scrub(str(message), self._api_key)
+
+    def _translate(self, error: Exception) -> ProviderError:
+        code = grpc.StatusCode
+        if isinstance(error, openai.APITimeoutError):
+            return ProviderError(code.DEADLINE_EXCEEDED, f"the LLM provider at {self.base_url} timed out")
+        if isinstance(error, openai.APIConnectionError):
+            return ProviderError(code.UNAVAILABLE, f"could not reach the LLM provider at {self.base_url}")
+        if isinstance(error, openai.APIStatusError):
+            status = error.status_code
+            said = self._provider_message(error)
+            if status == 401:
+                return ProviderError(code.UNAUTHENTICATED, "the LLM provider rejected the API key (401)")
+            if status == 403:
+                return ProviderError(code.PERMISSION_DENIED, f"the LLM provider refused access (403): {said}")
+            if status == 404:
+                return ProviderError(
+                    code.NOT_FOUND, f"the LLM provider does not know model {self.model!r} or this URL (404): {said}"
+                )
+            if status in (400, 413, 422):
+                return ProviderError(code.INVALID_ARGUMENT, f"the LLM provider refused the request ({status}): {said}")
+            if status == 429:
+                return ProviderError(code.RESOURCE_EXHAUSTED, f"the LLM provider is rate limiting us (429): {said}")
+            if status >= 500:
+                return ProviderError(code.UNAVAILABLE, f"the LLM provider failed ({status}): {said}")
+            return ProviderError(code.UNKNOWN, f"the LLM provider answered {status}: {said}")
+        if isinstance(error, openai.APIError):  # an error event inside the stream
+            return ProviderError(code.UNKNOWN, f"the LLM provider reported an error: {self._provider_message(error)}")
+        log.warning("unexpected LLM provider failure", extra={"error": scrub(repr(error), self._api_key)})
+        return ProviderError(code.INTERNAL, f"the LLM provider call failed: {type(error).__name__}")
+
+    def _deadline(self, what: str, seconds: float) -> ProviderError:
+        phase = "start its reply" if what == "answer" else "send more of its reply"
+        return ProviderError(
+            grpc.StatusCode.DEADLINE_EXCEEDED, f"the LLM provider did not {phase} within {seconds:g} s"
+        )
+
+    def _malformed(self, error: BaseException) -> ProviderError:
+        log.warning("malformed stream chunk", extra={"error": scrub(repr(error), self._api_key)})
+        return ProviderError(grpc.StatusCode.INTERNAL, "the LLM provider sent a malformed stream chunk")

@@ -1,0 +1,188 @@
+"""Real providers through the whole stack, against local servers that speak their wire protocols (real SDKs)."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from avatar.v1 import session_pb2
+from infinitetalk.client import SessionClient
+from infinitetalk.stack import StackPorts, Supervisor
+from tests.fakes.openai_server import FakeOpenAI, Reply
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
+
+OPENAI_KEY = "sk-test-SECRET123-never-logged"
+ANSWER = "Sure, here is the answer. It has two sentences, and the second one comes later."
+
+
+class Providers:
+    def __init__(self, supervisor: Supervisor, openai: FakeOpenAI, logs: Path) -> None:
+        self.supervisor = supervisor
+        self.openai = openai
+        self.logs = logs
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def providers() -> AsyncIterator[Providers]:
+    logs = Path(tempfile.mkdtemp(prefix="infinitetalk-providers-"))
+    openai = await FakeOpenAI(default=Reply(text=ANSWER)).start()
+    env = {
+        "OPENAI_BASE_URL": openai.base_url,
+        "OPENAI_API_KEY": OPENAI_KEY,
+        "LLM_MODEL": "fake-model",
+        "LLM_TIMEOUT_S": "2",
+        "LLM_STALL_TIMEOUT_S": "1.5",
+        "LLM_MAX_RETRIES": "2",
+        "LLM_HISTORY_CHARS": "1000",
+        "LOG_LEVEL": "DEBUG",
+    }
+    supervisor = Supervisor(StackPorts.free(), log_dir=logs, extra_env=env, report=False, gateway=False)
+    await supervisor.start()
+    try:
+        await supervisor.wait_healthy(timeout_s=120)
+        yield Providers(supervisor, openai, logs)
+    finally:
+        await supervisor.stop()
+        await openai.stop()
+    for name, text in await asyncio.to_thread(read_logs, logs):
+        assert OPENAI_KEY not in text, f"the API key leaked into {name}"
+
+
+def read_logs(logs: Path) -> list[tuple[str, str]]:
+    return [(log.name, log.read_text(errors="replace")) for log in sorted(logs.glob("*.log"))]
+
+
+async def openai_session(client: SessionClient) -> session_pb2.Session:
+    return await client.create(persona="You are Max, a concise assistant.", llm_provider="openai")
+
+
+async def test_chat_streams_clauses_early_speaks_the_model_text_and_sends_trimmed_history(providers):
+    fake = providers.openai
+    client = SessionClient(providers.supervisor.ports.addr("session"))
+    try:
+        session = await openai_session(client)
+        fake.script(Reply.slow_after_first_sentence(ANSWER, pause_s=1.0))  # under the 1.5 s stall limit
+        started_while_streaming: list[bool] = []
+
+        def on_word(word: session_pb2.WordSpoken) -> None:
+            if not started_while_streaming:
+                started_while_streaming.append(not fake.requests[-1].completed)
+
+        first = await client.speak(session, "Tell me something.", chat=True, on_word=on_word)
+        assert first.reason == session_pb2.FINISH_REASON_COMPLETED, first.errors
+        assert started_while_streaming == [True], "the first clause was spoken before the LLM stream ended"
+        assert first.spoken_text == ANSWER
+        request = fake.requests[-1]
+        assert request.body["model"] == "fake-model" and request.body["stream"] is True
+        assert request.messages[0] == {"role": "system", "content": "You are Max, a concise assistant."}
+
+        # 18 + 78 characters of history so far; with this question the budget (1000) holds until the next turn.
+        long_question = ("Please remember this: " + "the quick brown fox jumps. " * 40)[:898]
+        fake.script(Reply(text="Noted."), Reply(text="Fine."))
+        second = await client.speak(session, long_question, chat=True)
+        assert second.spoken_text == "Noted."
+        sent = [m["content"] for m in fake.requests[-1].messages]
+        assert "Tell me something." in sent and ANSWER in sent, "the previous exchange is sent"
+        third = await client.speak(session, "And now?", chat=True)
+        assert third.spoken_text == "Fine."
+        sent = [m["content"] for m in fake.requests[-1].messages]
+        assert "Tell me something." not in sent, "history is trimmed to the budget (1000 characters)"
+        assert sum(len(c) for c in sent[1:]) <= 1000 + len("And now?")
+        await client.end(session)
+    finally:
+        await client.close()
+
+
+async def test_interrupt_closes_the_upstream_stream_at_once(providers):
+    fake = providers.openai
+    client = SessionClient(providers.supervisor.ports.addr("session"))
+    try:
+        session = await openai_session(client)
+        fake.script(Reply(text="One moment. " + "Thinking hard about this. " * 40, delay_s=0.15))
+        watch = client.stub.WatchSession(session_pb2.WatchSessionRequest(session_id=session.session_id))
+        await watch.read()
+        await client.stub.Chat(session_pb2.ChatRequest(session_id=session.session_id, text="Think."))
+        while True:
+            event = await watch.read()
+            if event.WhichOneof("event") == "speech_started":
+                break
+        interrupted_at = time.monotonic()
+        await client.stub.Interrupt(session_pb2.InterruptRequest(session_id=session.session_id))
+        request = await fake.wait_disconnect(timeout_s=5)
+        assert request.disconnected_at - interrupted_at < 0.3
+        assert not request.completed
+        watch.cancel()
+        await client.end(session)
+    finally:
+        await client.close()
+
+
+async def chat_expecting_error(client, session, text: str) -> list[session_pb2.SessionError]:
+    result = await client.speak(session, text, chat=True, timeout_s=30)
+    assert result.reason == session_pb2.FINISH_REASON_FAILED
+    return result.errors
+
+
+@pytest.mark.parametrize(
+    ("reply", "code", "words"),
+    [
+        (Reply.error(401, "Incorrect API key provided: sk-test-***", "invalid_request_error", "invalid_api_key"),
+         grpc.StatusCode.UNAUTHENTICATED, "401"),
+        (Reply(text="Broken. Never mind.", malformed_at=1), grpc.StatusCode.INTERNAL, "malformed"),
+        (Reply(text="Hanging. Forever.", stall_at=1), grpc.StatusCode.DEADLINE_EXCEEDED, "1.5"),
+    ],
+    ids=["401", "malformed-chunk", "stalled"],
+)  # fmt: skip
+async def test_provider_failures_are_clear_errors_and_the_session_lives_on(providers, reply, code, words):
+    fake = providers.openai
+    client = SessionClient(providers.supervisor.ports.addr("session"))
+    try:
+        session = await openai_session(client)
+        fake.script(reply)
+        started = time.monotonic()
+        errors = await chat_expecting_error(client, session, "Hello?")
+        assert time.monotonic() - started < 10
+        assert errors and errors[0].component == "llm" and errors[0].code == code.value[0], errors
+        assert words in errors[0].message and OPENAI_KEY not in errors[0].message
+        fake.script(Reply(text="I am back."))
+        after = await client.speak(session, "Again?", chat=True)
+        assert after.reason == session_pb2.FINISH_REASON_COMPLETED and after.spoken_text == "I am back."
+        await client.end(session)
+    finally:
+        await client.close()
+
+
+async def test_rate_limited_then_ok_is_retried_and_spoken(providers):
+    fake = providers.openai
+    client = SessionClient(providers.supervisor.ports.addr("session"))
+    try:
+        session = await openai_session(client)
+        before = len(fake.requests)
+        fake.script(
+            Reply.error(429, "Rate limit reached", "requests", "rate_limit_exceeded", headers={"Retry-After": "0.2"}),
+            Reply(text="Worth the wait."),
+        )
+        result = await client.speak(session, "Hi.", chat=True)
+        assert result.reason == session_pb2.FINISH_REASON_COMPLETED and result.spoken_text == "Worth the wait."
+        assert len(fake.requests) - before == 2
+        await client.end(session)
+    finally:
+        await client.close()
+
+
+async def test_unknown_llm_provider_is_refused_at_create(providers):
+    client = SessionClient(providers.supervisor.ports.addr("session"))
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await client.create(llm_provider="skynet")
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "skynet" in caught.value.details()
+    finally:
+        await client.close()
