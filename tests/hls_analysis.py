@@ -82,3 +82,15 @@ def deviation(frames: list[np.ndarray], box: tuple[int, int, int, int], referenc
     """Mean absolute difference of the box from a reference (rest) frame, per frame."""
     ref = region(reference, box)
     return np.array([np.abs(region(f, box) - ref).mean() for f in frames])
+
+
+def mouth_onset(media: DecodedMedia, box: tuple[int, int, int, int], audio_onset_s: float) -> float | None:
+    """Time of the first frame (within a second before the audio onset, or after) whose mouth change stands out of
+    the idle motion before the speech; None if the mouth never moves."""
+    times = np.array(media.frame_times)
+    changes = motion(media.frames, box)
+    change_times = times[1:]
+    idle_before = changes[(change_times > 0.2) & (change_times < audio_onset_s - 0.3)]
+    threshold = max(3 * idle_before.max(), 2.0) if idle_before.size else 2.0
+    moving = np.nonzero((changes > threshold) & (change_times > audio_onset_s - 1.0))[0]
+    return float(change_times[moving[0]]) if moving.size else None

@@ -13,28 +13,46 @@ import pytest
 import pytest_asyncio
 
 from avatar.v1 import session_pb2
-from infinitetalk.client import SessionClient
+from infinitetalk.client import SessionClient, playlist_url
+from infinitetalk.hls import PlaylistFollower
 from infinitetalk.stack import StackPorts, Supervisor
+from services.video.drawn import mouth_box
+from tests.fakes._base import Failure
+from tests.fakes.elevenlabs_server import ElevenLabsServer
 from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.fakes.openai_tts_server import OpenAITtsServer
+from tests.hls_analysis import decode, loud_span, mouth_onset
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 OPENAI_KEY = "sk-test-SECRET123-never-logged"
+ELEVENLABS_KEY = "xi-test-SECRET456-never-logged"
+ELEVENLABS_VOICE = "elevenlabs:JBFqnCBsd6RMkjVDRZzb"
+OPENAI_VOICE = "openai:alloy"
+HELLO = "Hello there. This is a cloud voice speaking."
 ANSWER = "Sure, here is the answer. It has two sentences, and the second one comes later."
 
 
 class Providers:
-    def __init__(self, supervisor: Supervisor, openai: FakeOpenAI, logs: Path) -> None:
+    def __init__(
+        self, supervisor: Supervisor, openai: FakeOpenAI, elevenlabs: ElevenLabsServer, openai_tts: OpenAITtsServer
+    ) -> None:
         self.supervisor = supervisor
         self.openai = openai
-        self.logs = logs
+        self.elevenlabs = elevenlabs
+        self.openai_tts = openai_tts
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def providers() -> AsyncIterator[Providers]:
     logs = Path(tempfile.mkdtemp(prefix="infinitetalk-providers-"))
     openai = await FakeOpenAI(default=Reply(text=ANSWER)).start()
+    elevenlabs = await ElevenLabsServer(api_key=ELEVENLABS_KEY).start()
+    openai_tts = await OpenAITtsServer(api_key=OPENAI_KEY).start()
     env = {
+        "ELEVENLABS_API_KEY": ELEVENLABS_KEY,
+        "ELEVENLABS_BASE_URL": elevenlabs.url,
+        "OPENAI_TTS_BASE_URL": openai_tts.url,
         "OPENAI_BASE_URL": openai.base_url,
         "OPENAI_API_KEY": OPENAI_KEY,
         "LLM_MODEL": "fake-model",
@@ -48,12 +66,13 @@ async def providers() -> AsyncIterator[Providers]:
     await supervisor.start()
     try:
         await supervisor.wait_healthy(timeout_s=120)
-        yield Providers(supervisor, openai, logs)
+        yield Providers(supervisor, openai, elevenlabs, openai_tts)
     finally:
         await supervisor.stop()
-        await openai.stop()
+        for server in (openai, elevenlabs, openai_tts):
+            await server.stop()
     for name, text in await asyncio.to_thread(read_logs, logs):
-        assert OPENAI_KEY not in text, f"the API key leaked into {name}"
+        assert OPENAI_KEY not in text and ELEVENLABS_KEY not in text, f"an API key leaked into {name}"
 
 
 def read_logs(logs: Path) -> list[tuple[str, str]]:
@@ -184,5 +203,58 @@ async def test_unknown_llm_provider_is_refused_at_create(providers):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await client.create(llm_provider="skynet")
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "skynet" in caught.value.details()
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("voice", [ELEVENLABS_VOICE, OPENAI_VOICE])
+async def test_cloud_voices_speak_in_the_stream_with_the_mouth_in_time(providers, voice):
+    client = SessionClient(providers.supervisor.ports.addr("session"))
+    try:
+        session = await client.create(voice=voice)
+        assert session.voice == voice
+        url = playlist_url(session, None)
+        follower = PlaylistFollower(url)
+        await asyncio.sleep(1.0)
+        result = await client.speak(session, HELLO, hls_url=url, follower=follower)
+        assert result.reason == session_pb2.FINISH_REASON_COMPLETED, result.errors
+        assert [w.word for w in result.words] == HELLO.split()
+        await client.end(session)
+    finally:
+        await client.close()
+    media = decode(follower.fmp4_bytes())
+    span = loud_span(media.audio, media.sample_rate)
+    assert span is not None and span[1] - span[0] > 1.0, "speech in the stream"
+    onset_s = span[0] + media.audio_start_s
+    moved_s = mouth_onset(media, mouth_box(media.width, media.height), onset_s)
+    assert moved_s is not None and abs(moved_s - onset_s) <= 0.08, (moved_s, onset_s)
+    provider = providers.elevenlabs if voice == ELEVENLABS_VOICE else providers.openai_tts
+    assert provider.requests, "the provider's server was asked"
+
+
+async def test_a_provider_failing_mid_utterance_degrades_to_the_offline_voice(providers):
+    client = SessionClient(providers.supervisor.ports.addr("session"))
+    try:
+        session = await client.create(voice=ELEVENLABS_VOICE)
+        providers.elevenlabs.fail(Failure(drop_after_s=0.5))
+        watch = client.stub.WatchSession(session_pb2.WatchSessionRequest(session_id=session.session_id))
+        await watch.read()
+        text = "This sentence starts in the cloud and ends on the local voice. The next one is local too."
+        reply = await client.stub.Say(session_pb2.SayRequest(session_id=session.session_id, text=text))
+        degraded, finished = None, None
+        async with asyncio.timeout(60):
+            while finished is None:
+                event = await watch.read()
+                kind = event.WhichOneof("event")
+                if kind == "voice_degraded":
+                    degraded = event.voice_degraded
+                elif kind == "speech_finished" and event.speech_finished.utterance_id == reply.utterance_id:
+                    finished = event.speech_finished
+        watch.cancel()
+        assert degraded is not None and degraded.utterance_id == reply.utterance_id
+        assert degraded.fallback_engine and ELEVENLABS_KEY not in degraded.message
+        assert finished.reason == session_pb2.FINISH_REASON_COMPLETED
+        assert finished.spoken_text == text, "every word was spoken, the rest by the fallback voice"
+        await client.end(session)
     finally:
         await client.close()

@@ -1,6 +1,7 @@
 """`python -m services.tts`: loads the speech engines, then serves TtsService (default port 50053, metrics 9103).
 
-Environment: TTS_ENGINE (piper|espeak, default piper), TTS_DEFAULT_VOICE (default: the engine's first voice), plus
+Environment: TTS_PROVIDER (piper|espeak|elevenlabs|openai; TTS_ENGINE is its older name, default piper), TTS_FALLBACK
+(piper|espeak|none), ELEVENLABS_* and OPENAI_* (README), TTS_DEFAULT_VOICE (default: the provider's first voice), plus
 HOST, PORT, METRICS_PORT, SHUTDOWN_GRACE_S, LOG_LEVEL (services.common)."""
 
 from __future__ import annotations
@@ -11,16 +12,20 @@ import os
 import grpc
 
 from avatar.v1 import tts_pb2_grpc
-from services.common.config import ServerConfig, env_str
+from services.common.config import ServerConfig
 from services.common.server import run, serve
-from services.tts.registry import load_engines
+from services.tts.registry import load_setup
 from services.tts.service import SERVICE_NAME, TtsServicer
 
 
 async def main() -> None:
     config = ServerConfig.from_env(default_port=50053, default_metrics_port=9103)
-    engines = await asyncio.to_thread(load_engines, env_str("TTS_ENGINE", "piper"))
-    servicer = TtsServicer(engines, default_voice=os.environ.get("TTS_DEFAULT_VOICE") or None)
+    setup = await asyncio.to_thread(load_setup)
+    servicer = TtsServicer(
+        setup.engines,
+        default_voice=os.environ.get("TTS_DEFAULT_VOICE") or None,
+        fallback_voice=setup.fallback_voice,
+    )
 
     def register(server: grpc.aio.Server) -> None:
         tts_pb2_grpc.add_TtsServiceServicer_to_server(servicer, server)

@@ -54,6 +54,8 @@ class SpeechEngine(ABC):
     concurrently (serialise inside the engine where the vendor needs it) and must keep heavy work off the event loop."""
 
     name: str
+    # A network provider (cloud API): its failures mid-utterance are finished by the offline fallback voice.
+    remote: bool = False
 
     @abstractmethod
     def voices(self) -> list[VoiceInfo]:
@@ -65,6 +67,10 @@ class SpeechEngine(ABC):
 
         The consumer may stop iterating at any chunk boundary (cancellation); no further work is started then.
         Raises EngineError (or any exception) on failure."""
+
+    def resolve_voice(self, name: str) -> VoiceInfo | None:
+        """A voice not in `voices()` that this engine can still speak (cloud providers have thousands), else None."""
+        return None
 
     def warm_up(self) -> None:  # noqa: B027 - optional hook, blocking
         """Runs once at start-up, before the service reports SERVING, so the first caller does not pay for it."""

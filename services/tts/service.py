@@ -23,7 +23,9 @@ from services.common.errors import abort_invalid_argument, abort_resource_exhaus
 from services.common.logs import session_id_var
 from services.common.media import SAMPLE_RATE_HZ
 from services.tts.engine import EngineAudio, SpeechEngine, VoiceInfo
+from services.tts.remote import ProviderError
 from services.tts.resample import MAX_RATE_HZ, MIN_RATE_HZ, resample
+from services.tts.words import tokenize
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +96,9 @@ class TtsServicer(tts_pb2_grpc.TtsServiceServicer):
         *,
         max_clause_chars: int = MAX_CLAUSE_CHARS,
         max_queued_clauses: int = MAX_QUEUED_CLAUSES,
+        fallback_voice: str | None = None,
     ) -> None:
+        self._engines = list(engines)
         self._voices: dict[str, tuple[VoiceInfo, SpeechEngine]] = {}
         for engine in engines:
             for info in engine.voices():
@@ -106,6 +110,20 @@ class TtsServicer(tts_pb2_grpc.TtsServiceServicer):
             raise ValueError(f"default voice {self.default_voice!r} is not one of: {', '.join(self._voices)}")
         self.max_clause_chars = max_clause_chars
         self.max_queued_clauses = max_queued_clauses
+        if fallback_voice is not None and fallback_voice not in self._voices:
+            raise ValueError(f"fallback voice {fallback_voice!r} is not one of: {', '.join(self._voices)}")
+        # Speaks the rest of an utterance whose cloud provider failed mid-way (None: the utterance fails instead).
+        self.fallback = self._voices[fallback_voice] if fallback_voice else None
+
+    def lookup(self, name: str) -> tuple[VoiceInfo, SpeechEngine] | None:
+        """A listed voice, or one an engine accepts by name pattern (e.g. any `elevenlabs:<voice_id>`)."""
+        if name in self._voices:
+            return self._voices[name]
+        for engine in self._engines:
+            info = engine.resolve_voice(name)
+            if info is not None:
+                return info, engine
+        return None
 
     @property
     def voice_names(self) -> list[str]:
@@ -134,7 +152,8 @@ class TtsServicer(tts_pb2_grpc.TtsServiceServicer):
             )
         config = first.config
         voice = config.voice or self.default_voice
-        if voice not in self._voices:
+        found = self.lookup(voice)
+        if found is None:
             await abort_invalid_argument(
                 context, "config.voice", f"unknown voice {voice!r}; available voices: {', '.join(self._voices)}"
             )
@@ -147,7 +166,7 @@ class TtsServicer(tts_pb2_grpc.TtsServiceServicer):
             )
         if config.session_id and not session_id_var.get():
             session_id_var.set(config.session_id[:64])
-        info, engine = self._voices[voice]
+        info, engine = found
         stream = _Stream(self, info, engine, rate)
         STREAMS.inc()
         log.info("synthesize stream opened", extra={"voice": voice, "sample_rate_hz": rate})
@@ -174,6 +193,11 @@ class _Stream:
         self.out: asyncio.Queue = asyncio.Queue()
         self.credits = asyncio.Semaphore(MAX_BUFFERED_PIECES)
         self.dropped: OrderedDict[str, None] = OrderedDict()
+        # Utterances that have sent audio (a failure after that degrades rather than fails), and those degraded.
+        self.spoken: OrderedDict[str, None] = OrderedDict()
+        self.degraded: OrderedDict[str, None] = OrderedDict()
+        fallback = servicer.fallback
+        self.fallback = fallback if engine.remote and fallback is not None and fallback[1] is not engine else None
 
     async def run(
         self, requests: AsyncIterator[tts_pb2.SynthesizeRequest], context: grpc.aio.ServicerContext
@@ -309,63 +333,106 @@ class _Stream:
 
     async def _speak(self, clause: media_pb2.TextClause) -> None:
         uid, index = clause.utterance_id, clause.clause_index
-        started = time.perf_counter()
-        busy = 0.0  # time spent synthesising and resampling, not waiting for the client
-        first_audio: float | None = None
-        offset = 0
-        word_index = 0
-        outcome = "ok"
-        chunks = self.engine.synthesize(clause.text, self.info.name)
+        state = _ClauseState(started=time.perf_counter())
+        info, engine = (self.info, self.engine)
+        if uid in self.degraded and self.fallback is not None:
+            info, engine = self.fallback
         try:
-            while True:
-                if self.is_dropped(uid):
-                    outcome = "cancelled"
-                    break
-                t0 = time.perf_counter()
-                try:
-                    chunk = await anext(chunks)
-                except StopAsyncIteration:
-                    break
-                pcm = await asyncio.to_thread(resample, chunk.pcm, chunk.sample_rate_hz, self.rate)
-                busy += time.perf_counter() - t0
-                for response in self._pieces(clause, chunk, pcm, offset, word_index):
-                    await self.credits.acquire()
-                    if first_audio is None:
-                        first_audio = time.perf_counter() - started
-                        FIRST_AUDIO_SECONDS.labels(self.engine.name).observe(first_audio)
-                    self.out.put_nowait((response, True))
-                    if self.is_dropped(uid):
-                        break
-                offset += len(pcm)
-                word_index += len(chunk.words)
+            outcome = await self._run_engine(clause, clause.text, info, engine, state)
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            log.exception("synthesis failed", extra={"utterance_id": uid, "clause_index": index})
-            self._fail(uid, grpc.StatusCode.INTERNAL, f"speech synthesis failed ({self.info.label}): {error}")
-            return
-        finally:
-            with contextlib.suppress(Exception):
-                await chunks.aclose()
+            code, message = _describe(error, info)
+            started = uid in self.spoken or state.offset > 0
+            if not (engine.remote and self.fallback is not None and started) or self.is_dropped(uid):
+                if isinstance(error, ProviderError):
+                    extra = {"utterance_id": uid, "clause_index": index, "reason": message}
+                    log.warning("synthesis failed", extra=extra)
+                else:
+                    log.exception("synthesis failed", extra={"utterance_id": uid, "clause_index": index})
+                self._fail(uid, code, message)
+                return
+            info, engine = self.fallback
+            self._degrade(uid, code, message, info)
+            written = [t for t in tokenize(clause.text) if t.is_word]
+            rest = clause.text[written[state.word_index].start :] if state.word_index < len(written) else ""
+            try:
+                outcome = await self._run_engine(clause, rest, info, engine, state) if rest.strip() else "ok"
+            except asyncio.CancelledError:
+                raise
+            except Exception as fallback_error:
+                log.exception("fallback synthesis failed", extra={"utterance_id": uid, "clause_index": index})
+                self._fail(uid, *_describe(fallback_error, info))
+                return
         if outcome == "ok":
             done = tts_pb2.ClauseSynthesized(
-                utterance_id=uid, clause_index=index, sample_count=offset, engine=self.info.label
+                utterance_id=uid, clause_index=index, sample_count=state.offset, engine=info.label
             )
             self.out.put_nowait((tts_pb2.SynthesizeResponse(clause_done=done), False))
-            if offset:
-                REAL_TIME_FACTOR.labels(self.engine.name).observe(busy / (offset / self.rate))
-        CLAUSES.labels(self.engine.name, outcome).inc()
+            if state.offset:
+                REAL_TIME_FACTOR.labels(engine.name).observe(state.busy / (state.offset / self.rate))
+        CLAUSES.labels(engine.name, outcome).inc()
         log.debug(
             "clause synthesised",
             extra={
                 "utterance_id": uid,
                 "clause_index": index,
                 "outcome": outcome,
-                "audio_s": round(offset / self.rate, 3),
-                "busy_s": round(busy, 3),
-                "first_audio_s": None if first_audio is None else round(first_audio, 3),
+                "engine": info.label,
+                "audio_s": round(state.offset / self.rate, 3),
+                "busy_s": round(state.busy, 3),
+                "first_audio_s": None if state.first_audio is None else round(state.first_audio, 3),
             },
         )
+
+    async def _run_engine(
+        self, clause: media_pb2.TextClause, text: str, info: VoiceInfo, engine: SpeechEngine, state: _ClauseState
+    ) -> str:
+        """Speaks `text` with one engine, continuing the clause's offset and word count in `state`; returns
+        "ok" or "cancelled". Exceptions of the engine go up, with `state` telling how far it got."""
+        uid = clause.utterance_id
+        chunks = engine.synthesize(text, info.name)
+        try:
+            while True:
+                if self.is_dropped(uid):
+                    return "cancelled"
+                t0 = time.perf_counter()
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    return "ok"
+                pcm = await asyncio.to_thread(resample, chunk.pcm, chunk.sample_rate_hz, self.rate)
+                state.busy += time.perf_counter() - t0
+                for response in self._pieces(clause, chunk, pcm, state.offset, state.word_index):
+                    await self.credits.acquire()
+                    if state.first_audio is None:
+                        state.first_audio = time.perf_counter() - state.started
+                        FIRST_AUDIO_SECONDS.labels(engine.name).observe(state.first_audio)
+                    self.out.put_nowait((response, True))
+                    _remember(self.spoken, uid)
+                    if self.is_dropped(uid):
+                        break
+                state.offset += len(pcm)
+                state.word_index += len(chunk.words)
+        finally:
+            with contextlib.suppress(Exception):
+                await chunks.aclose()  # type: ignore[attr-defined]
+
+    def _degrade(self, uid: str, code: grpc.StatusCode, message: str, fallback: VoiceInfo) -> None:
+        """Switches the rest of the utterance to the fallback voice and tells the client once."""
+        if uid in self.degraded:
+            return
+        _remember(self.degraded, uid)
+        log.warning(
+            "voice provider failed mid-utterance; the fallback voice speaks the rest",
+            extra={"utterance_id": uid, "code": code.name, "reason": message, "fallback": fallback.label},
+        )
+        CLAUSES.labels(self.engine.name, "degraded").inc()
+        notice_type = getattr(tts_pb2, "SynthesisDegraded", None)
+        if notice_type is None or "degraded" not in tts_pb2.SynthesizeResponse.DESCRIPTOR.fields_by_name:
+            return  # protos without the notice: the log line above is all
+        notice = notice_type(utterance_id=uid, code=code.value[0], message=message, fallback_engine=fallback.label)
+        self.out.put_nowait((tts_pb2.SynthesizeResponse(degraded=notice), False))
 
     def _pieces(
         self, clause: media_pb2.TextClause, chunk: EngineAudio, pcm: np.ndarray, offset: int, word_index: int
@@ -403,3 +470,28 @@ class _Stream:
                 media_pb2.WordMark(word=word, start_us=start_us, end_us=end_us, word_index=word_index + i)
             )
         return [tts_pb2.SynthesizeResponse(audio=piece) for piece in pieces]
+
+
+@dataclass
+class _ClauseState:
+    """How far a clause has got: audio samples and words sent, time spent, when the first audio went out."""
+
+    started: float
+    offset: int = 0
+    word_index: int = 0
+    busy: float = 0.0
+    first_audio: float | None = None
+
+
+def _remember(memory: OrderedDict[str, None], uid: str) -> None:
+    memory[uid] = None
+    memory.move_to_end(uid)
+    while len(memory) > DROPPED_MEMORY:
+        memory.popitem(last=False)
+
+
+def _describe(error: BaseException, info: VoiceInfo) -> tuple[grpc.StatusCode, str]:
+    """The utterance error for an engine failure: a provider's own code and (key-free) message, else INTERNAL."""
+    if isinstance(error, ProviderError):
+        return error.code, f"speech synthesis failed ({info.label}): {error.message}"
+    return grpc.StatusCode.INTERNAL, f"speech synthesis failed ({info.label}): {error}"

@@ -1,0 +1,199 @@
+"""What the cloud speech engines share: their error type, retries before the first audio byte, timeouts, and keeping
+API keys out of every message.
+
+A provider call can fail in two places. Before any audio (refused key, rate limit, overload), a retry is free: the
+listener has heard nothing yet, so 429 and 5xx are retried (honouring Retry-After). After audio has started, a retry
+would repeat words, so the error goes up and the service lets the offline voice finish the utterance."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+
+from services.tts.engine import EngineError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_REDACTED = "[redacted]"
+
+
+def scrub(text: str, secrets: Iterable[str | None]) -> str:
+    """`text` with every secret (and any long run of it) replaced, so a key echoed by a server never leaks."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, _REDACTED)
+    return text
+
+
+class ProviderError(EngineError):
+    """A provider call failed. `code` is the gRPC code the utterance error carries; `retryable` says whether the
+    same request may succeed later (429, 5xx, connection trouble); `retry_after_s` is the server's own wish."""
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        *,
+        retryable: bool = False,
+        retry_after_s: float | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s
+        self.status = status
+
+
+_STATUS_CODES: dict[int, grpc.StatusCode] = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    402: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    408: grpc.StatusCode.DEADLINE_EXCEEDED,
+    409: grpc.StatusCode.ABORTED,
+    413: grpc.StatusCode.INVALID_ARGUMENT,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+_HINTS: dict[int, str] = {
+    401: "the API key was rejected; check {key_var}",
+    402: "the account has no credits left",
+    403: "the API key may not use this voice or model",
+    404: "unknown voice or model",
+    429: "rate limited or out of quota",
+}
+
+
+def status_error(
+    provider: str, status: int, detail: str, headers: Mapping[str, str] | None, key_var: str, secrets: Iterable[str]
+) -> ProviderError:
+    """A ProviderError for an HTTP error status, with the provider's own explanation (scrubbed, shortened)."""
+    code = _STATUS_CODES.get(status, grpc.StatusCode.UNAVAILABLE if status >= 500 else grpc.StatusCode.UNKNOWN)
+    retryable = status in (408, 409, 429) or status >= 500
+    hint = _HINTS.get(status, "the service is unavailable" if status >= 500 else "request failed")
+    detail = scrub(" ".join(detail.split()), secrets)[:300]
+    message = f"{provider} returned HTTP {status}: {hint.format(key_var=key_var)}" + (f" ({detail})" if detail else "")
+    return ProviderError(code, message, retryable=retryable, retry_after_s=retry_after(headers or {}), status=status)
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds from a Retry-After header (delta seconds or HTTP date), or from retry-after-ms; None if absent."""
+    lower = {str(k).lower(): v for k, v in headers.items()}
+    if "retry-after-ms" in lower:
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(lower["retry-after-ms"]) / 1000)
+    value = lower.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return None if parsed is None else max(0.0, parsed.timestamp() - time.time())
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Deadlines and retries of one provider request (environment: TTS_FIRST_BYTE_TIMEOUT_S, TTS_STALL_TIMEOUT_S,
+    TTS_RETRIES)."""
+
+    first_byte_timeout_s: float = 10.0
+    stall_timeout_s: float = 10.0
+    attempts: int = 3  # the first try plus retries, all before any audio
+    backoff_s: float = 0.25
+    max_wait_s: float = 8.0  # a Retry-After longer than this is not waited for
+
+
+async def _close(iterator: AsyncIterator) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()
+
+
+async def open_stream(
+    start: Callable[[], AsyncIterator[T]],
+    classify: Callable[[BaseException], ProviderError],
+    policy: RetryPolicy,
+    provider: str,
+) -> tuple[AsyncIterator[T], T | None]:
+    """Starts a streaming request and waits for its first item, retrying retryable failures before it.
+
+    Returns the iterator and its first item (None if the stream was empty). Raises ProviderError."""
+    for attempt in range(1, policy.attempts + 1):
+        iterator = start()
+        try:
+            first = await asyncio.wait_for(anext(iterator), policy.first_byte_timeout_s)
+            return iterator, first
+        except StopAsyncIteration:
+            return iterator, None
+        except TimeoutError:
+            await _close(iterator)
+            raise ProviderError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"{provider} sent no audio within {policy.first_byte_timeout_s:g} s",
+                retryable=True,
+            ) from None
+        except ProviderError as error:
+            await _close(iterator)
+            failure = error
+        except Exception as error:
+            await _close(iterator)
+            failure = classify(error)
+        wait = failure.retry_after_s if failure.retry_after_s is not None else policy.backoff_s * 2 ** (attempt - 1)
+        if not failure.retryable or attempt == policy.attempts or wait > policy.max_wait_s:
+            raise failure from None
+        log.info(
+            "provider request failed; retrying",
+            extra={"provider": provider, "attempt": attempt, "wait_s": round(wait, 3), "reason": failure.message},
+        )
+        await asyncio.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+async def next_item(
+    iterator: AsyncIterator[T], classify: Callable[[BaseException], ProviderError], policy: RetryPolicy, provider: str
+) -> T:
+    """The stream's next item within the stall deadline; raises StopAsyncIteration at its end, ProviderError on
+    failure (never retried: audio has been sent)."""
+    try:
+        return await asyncio.wait_for(anext(iterator), policy.stall_timeout_s)
+    except StopAsyncIteration:
+        raise
+    except TimeoutError:
+        raise ProviderError(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"{provider} stalled: no data for {policy.stall_timeout_s:g} s",
+            retryable=True,
+        ) from None
+    except ProviderError:
+        raise
+    except Exception as error:
+        raise classify(error) from None
+
+
+def transport_error(provider: str, error: BaseException, secrets: Iterable[str]) -> ProviderError:
+    """A ProviderError for a connection-level failure (refused, reset, dropped mid-stream, timed out)."""
+    name = type(error).__name__
+    text = scrub(str(error), secrets)[:200]
+    if "Timeout" in name:
+        return ProviderError(grpc.StatusCode.DEADLINE_EXCEEDED, f"{provider} timed out ({name})", retryable=True)
+    return ProviderError(
+        grpc.StatusCode.UNAVAILABLE,
+        f"{provider} connection failed ({name}{': ' + text if text else ''})",
+        retryable=True,
+    )
