@@ -507,6 +507,11 @@ export class Controller {
         this.lastError = this.sessionError;
         break;
       }
+      case "voiceDegraded": {
+        const fallback = e.value.fallbackEngine ? ` (${e.value.fallbackEngine})` : "";
+        this.setNotice(`The voice's provider failed; the offline voice${fallback} finishes this answer.`);
+        break;
+      }
       default:
         break;
     }
