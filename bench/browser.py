@@ -8,7 +8,7 @@ carries the wall-clock time at which it was live. The page's clock reads it back
 - Say -> first speech frame on screen: from pressing Send to the display of the first frame of the answer's speech
   (median and p95 over --runs).
 
-Usage: .venv/bin/python bench/browser.py [--runs 5]
+Usage: .venv/bin/python -m bench.browser [--runs 5]   (from the repo root)
 """
 
 from __future__ import annotations
@@ -25,17 +25,8 @@ from avatar.v1 import session_pb2, session_pb2_grpc
 from infinitetalk.hls import fetch_playlist
 from infinitetalk.stack import StackPorts, Supervisor
 from services.packager.clock_burn import BITS, BLOCK, MARGIN, PER_ROW
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-]
 TEXT = "Hello there. This is a live avatar speaking."
 
 # Reads the burned clock off every displayed frame: [display wall ms, burned ms mod 2**32].
@@ -104,7 +95,7 @@ async def main() -> None:
         await supervisor.wait_healthy(timeout_s=120)
         async with async_playwright() as playwright, grpc.aio.insecure_channel(ports.addr("session")) as channel:
             stub = session_pb2_grpc.SessionServiceStub(channel)
-            browser = await playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = await browser.new_page(viewport={"width": 1280, "height": 800})
             await page.goto(ports.gateway_url + "/")
             await page.wait_for_function("() => window.__avatar && window.__avatar.sessionId", timeout=30_000)

@@ -6,7 +6,7 @@
   through its gRPC stream: tts, video render, encode (packager), and of the whole pipeline (offline pacing);
 - CPU seconds (all five processes) per media second of a live session.
 
-Usage: .venv/bin/python bench/pipeline.py [--runs 5]
+Usage: .venv/bin/python -m bench.pipeline [--runs 5]   (from the repo root)
 """
 
 from __future__ import annotations
