@@ -20,6 +20,7 @@ import numpy as np
 from services.tts.engine import EngineAudio, EngineError, PhonemeSpan, SpeechEngine, VoiceInfo, WordSpan
 from services.tts.estimate import spread_words, voiced_regions
 from services.tts.remote import (
+    NamedVoices,
     ProviderError,
     RetryPolicy,
     next_item,
@@ -255,10 +256,11 @@ class _Timeline:
         return marks
 
 
-class ElevenLabsEngine(SpeechEngine):
+class ElevenLabsEngine(NamedVoices, SpeechEngine):
     """ElevenLabs voices. The SDK's own retries are off: `open_stream` retries 429/5xx only before the first audio."""
 
     name = "elevenlabs"
+    voice_name = _VOICE_NAME
     remote = True
 
     def __init__(
@@ -300,13 +302,6 @@ class ElevenLabsEngine(SpeechEngine):
             description=f"ElevenLabs voice {voice_id} ({model}, streamed)",
             label=f"elevenlabs:{voice_id}",
         )
-
-    def voices(self) -> list[VoiceInfo]:
-        return list(self._voices)
-
-    def resolve_voice(self, name: str) -> VoiceInfo | None:
-        match = _VOICE_NAME.match(name)
-        return None if match is None else self._info(match.group(1), match.group(2))
 
     def _classify(self, error: BaseException) -> ProviderError:
         from elevenlabs.core.api_error import ApiError

@@ -17,7 +17,15 @@ import numpy as np
 
 from services.tts.engine import EngineAudio, EngineError, SpeechEngine, VoiceInfo
 from services.tts.estimate import FRAME_S, frame_levels_db, spread_words, voiced_regions
-from services.tts.remote import ProviderError, RetryPolicy, next_item, open_stream, status_error, transport_error
+from services.tts.remote import (
+    NamedVoices,
+    ProviderError,
+    RetryPolicy,
+    next_item,
+    open_stream,
+    status_error,
+    transport_error,
+)
 from services.tts.words import tokenize
 
 log = logging.getLogger(__name__)
@@ -90,11 +98,12 @@ class _Estimator:
         return EngineAudio(pcm=pcm, sample_rate_hz=RATE_HZ, words=spread_words(chosen, regions, duration))
 
 
-class OpenAITtsEngine(SpeechEngine):
+class OpenAITtsEngine(NamedVoices, SpeechEngine):
     """OpenAI voices. The SDK's own retries are off: `open_stream` retries 429/5xx only before the first audio."""
 
     name = "openai"
     remote = True
+    voice_name = _VOICE_NAME
 
     def __init__(
         self,
@@ -128,13 +137,6 @@ class OpenAITtsEngine(SpeechEngine):
             description=f"OpenAI voice {voice} ({model or self.model}, streamed; word times estimated)",
             label=f"openai:{voice}",
         )
-
-    def voices(self) -> list[VoiceInfo]:
-        return list(self._voices)
-
-    def resolve_voice(self, name: str) -> VoiceInfo | None:
-        match = _VOICE_NAME.match(name)
-        return None if match is None else self._info(match.group(1), match.group(2))
 
     def _classify(self, error: BaseException) -> ProviderError:
         import openai

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import email.utils
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import TypeVar
 
 import grpc
 
-from services.tts.engine import EngineError
+from services.tts.engine import EngineError, VoiceInfo
 
 log = logging.getLogger(__name__)
 
@@ -197,3 +198,21 @@ def transport_error(provider: str, error: BaseException, secrets: Iterable[str])
         f"{provider} connection failed ({name}{': ' + text if text else ''})",
         retryable=True,
     )
+
+
+class NamedVoices:
+    """Voices named `<provider>:<voice>[@<model>]`: the configured ones are listed, and any well-formed name
+    resolves, so a session can pick a provider voice or model nobody listed. Mixed into cloud engines."""
+
+    voice_name: re.Pattern[str]
+    _voices: list[VoiceInfo]
+
+    def _info(self, voice: str, model: str | None) -> VoiceInfo:
+        raise NotImplementedError
+
+    def voices(self) -> list[VoiceInfo]:
+        return list(self._voices)
+
+    def resolve_voice(self, name: str) -> VoiceInfo | None:
+        match = self.voice_name.match(name)
+        return None if match is None else self._info(match.group(1), match.group(2))
