@@ -238,7 +238,7 @@ async def main() -> None:
     print(f"|{'-' * 72}|{'-' * 10}|")
     for name, value in (
         ("tts (Piper, 24 kHz), median", statistics.median(tts_rtfs)),
-        ("video render (drawn face, 512x512, through gRPC)", video_rtf),
+        ("video render (default avatar: photo, 512x512, through gRPC)", video_rtf),
         ("encode (H.264 + AAC fMP4 HLS, through gRPC)", encode_rtf),
         ("whole pipeline, offline pacing (Say -> playlist ended)", pipeline_rtf),
         ("CPU seconds per media second, all five services, live session", cpu_per_media_s),

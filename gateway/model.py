@@ -81,11 +81,14 @@ class Inline:
 
 @dataclass(frozen=True)
 class Route:
-    """`path` matched exactly, or as a prefix when `prefix` is true; first match wins."""
+    """`path` matched exactly, or as a prefix when `prefix` is true; first match wins.
+
+    `max_request_bytes` overrides `Limits.max_request_bytes` for this route only (e.g. a photo upload)."""
 
     path: str
     action: Proxy | File | Inline
     prefix: bool = False
+    max_request_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -116,5 +119,7 @@ class Gateway:
             raise ValueError("CORS origins must be listed explicitly, not '*'")
         names = {upstream.name for upstream in self.upstreams}
         for route in self.routes:
+            if route.max_request_bytes is not None and route.max_request_bytes <= 0:
+                raise ValueError(f"route {route.path}: max_request_bytes must be positive")
             if isinstance(route.action, Proxy) and route.action.upstream not in names:
                 raise ValueError(f"route {route.path} names unknown upstream {route.action.upstream}")

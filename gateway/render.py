@@ -60,7 +60,15 @@ def _route(route: Route) -> dict[str, Any]:
             # Ignore the client's grpc-timeout as a cap on the stream (the service enforces deadlines itself).
             proxied["max_stream_duration"] = {"grpc_timeout_header_max": "0s"}
             proxied["retry_policy"] = {"retry_on": "connect-failure,refused-stream", "num_retries": 1}
-        return {"match": match, "route": proxied}
+        rendered: dict[str, Any] = {"match": match, "route": proxied}
+        if route.max_request_bytes is not None:
+            rendered["typed_per_filter_config"] = {
+                "envoy.filters.http.buffer": {
+                    "@type": _type("envoy.extensions.filters.http.buffer.v3.BufferPerRoute"),
+                    "buffer": {"max_request_bytes": route.max_request_bytes},
+                }
+            }
+        return rendered
     if isinstance(action, File):
         body: dict[str, str] = {"filename": str(action.path)}
     else:

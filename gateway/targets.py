@@ -14,6 +14,10 @@ Target = Literal["local", "k8s"]
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WEB_ROOT = REPO_ROOT / "web" / "out"
 GRPC_PREFIX = "/avatar.v1.SessionService/"
+# CreateSession may carry a portrait (at most 8 MiB; ~10.7 MiB as base64 grpc-web-text): its body may be this large,
+# kept under the services' 12 MiB gRPC message limit. Every other route keeps Limits.max_request_bytes (64 KiB).
+UPLOAD_PATH = GRPC_PREFIX + "CreateSession"
+UPLOAD_MAX_REQUEST_BYTES = 11 * 1024 * 1024 + 512 * 1024
 HLS_PREFIX = "/hls/"
 HLS_TIMEOUT_S = 15.0
 
@@ -58,6 +62,7 @@ def describe(
     defaults = TARGETS[target]
     port = defaults.port if port is None else port
     routes = [
+        Route(UPLOAD_PATH, Proxy("session", timeout_s=None, grpc=True), max_request_bytes=UPLOAD_MAX_REQUEST_BYTES),
         Route(GRPC_PREFIX, Proxy("session", timeout_s=None, grpc=True), prefix=True),
         Route(HLS_PREFIX, Proxy("packager", timeout_s=HLS_TIMEOUT_S), prefix=True),
         *page_routes(DEFAULT_WEB_ROOT if web_root is None else web_root),

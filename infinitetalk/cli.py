@@ -1,4 +1,4 @@
-"""`infinitetalk up | say | render`."""
+"""`infinitetalk up | say | render | contact-sheet`."""
 
 from __future__ import annotations
 
@@ -10,12 +10,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+import grpc
+
 from avatar.v1 import session_pb2
+from infinitetalk import contact_sheet
 from infinitetalk.client import SessionClient, playlist_url
 from infinitetalk.hls import PlaylistFollower
 from infinitetalk.stack import SERVICE_ORDER, StackPorts, Supervisor
 
 DEFAULT_ADDR = os.environ.get("INFINITETALK_ADDR", "127.0.0.1:50051")
+PORTRAIT_READ_LIMIT = 64 * 1024 * 1024  # larger files are refused locally; the server's limit is 8 MiB
 REASONS = {v: k.removeprefix("FINISH_REASON_").lower() for k, v in session_pb2.FinishReason.items()}
 
 
@@ -49,7 +53,7 @@ async def _up(args: argparse.Namespace) -> int:
 async def _say(args: argparse.Namespace) -> int:
     client = SessionClient(args.addr)
     try:
-        session = await client.create(avatar=args.avatar, voice=args.voice)
+        session = await client.create(avatar=args.avatar, voice=args.voice, portrait=_portrait(args.portrait))
         url = playlist_url(session, args.hls)
         print(f"playlist: {url}", flush=True)
         follower = PlaylistFollower(url)
@@ -77,7 +81,19 @@ async def _say(args: argparse.Namespace) -> int:
         await client.close()
 
 
-async def render(text: str, out: Path, chat: bool = False, avatar: str = "", voice: str = "") -> session_pb2.Session:
+def _portrait(path: str | None) -> bytes | None:
+    """The photo's bytes (the server checks them); a file far over the limit is refused without reading it all."""
+    if not path:
+        return None
+    size = Path(path).stat().st_size
+    if size > PORTRAIT_READ_LIMIT:
+        raise ValueError(f"{path} is {size / 2**20:.1f} MiB; a portrait may be at most 8 MiB")
+    return Path(path).read_bytes()
+
+
+async def render(
+    text: str, out: Path, chat: bool = False, avatar: str = "", voice: str = "", portrait: bytes | None = None
+) -> session_pb2.Session:
     """Starts a private stack on free loopback ports, renders `text` as fast as it can, writes `out` (MP4)."""
     ports = StackPorts.free()
     with tempfile.TemporaryDirectory(prefix="infinitetalk-render-") as logs:
@@ -87,7 +103,9 @@ async def render(text: str, out: Path, chat: bool = False, avatar: str = "", voi
             await supervisor.wait_healthy(timeout_s=120)
             client = SessionClient(ports.addr("session"))
             try:
-                session = await client.create(avatar=avatar, voice=voice, pacing=session_pb2.PACING_OFFLINE)
+                session = await client.create(
+                    avatar=avatar, voice=voice, pacing=session_pb2.PACING_OFFLINE, portrait=portrait
+                )
                 result = await client.speak(session, text, chat=chat)
                 if result.errors:
                     raise RuntimeError("; ".join(e.message for e in result.errors))
@@ -105,7 +123,8 @@ async def render(text: str, out: Path, chat: bool = False, avatar: str = "", voi
 
 
 async def _render(args: argparse.Namespace) -> int:
-    await render(args.text, Path(args.out), chat=args.chat, avatar=args.avatar, voice=args.voice)
+    portrait = _portrait(args.portrait)
+    await render(args.text, Path(args.out), chat=args.chat, avatar=args.avatar, voice=args.voice, portrait=portrait)
     print(f"wrote {args.out}")
     return 0
 
@@ -126,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     say.add_argument("--record", metavar="OUT.mp4", help="save what the stream showed until the answer was spoken")
     say.add_argument("--avatar", default="")
     say.add_argument("--voice", default="")
+    say.add_argument(
+        "--portrait", metavar="PHOTO", help="animate this JPEG, PNG or WebP portrait (instead of --avatar)"
+    )
 
     rend = commands.add_parser("render", help="render TEXT to an MP4 file (no running stack needed)")
     rend.add_argument("text")
@@ -133,13 +155,26 @@ def main(argv: list[str] | None = None) -> int:
     rend.add_argument("--chat", action="store_true")
     rend.add_argument("--avatar", default="")
     rend.add_argument("--voice", default="")
+    rend.add_argument(
+        "--portrait", metavar="PHOTO", help="animate this JPEG, PNG or WebP portrait (instead of --avatar)"
+    )
+
+    sheet = commands.add_parser(
+        "contact-sheet", help="a PNG of frames across a spoken sentence, with the lip-sync plot (no stack needed)"
+    )
+    contact_sheet.add_arguments(sheet)
 
     args = parser.parse_args(argv)
-    handler = {"up": _up, "say": _say, "render": _render}[args.command]
     try:
+        if args.command == "contact-sheet":
+            return contact_sheet.run(args)
+        handler = {"up": _up, "say": _say, "render": _render}[args.command]
         return asyncio.run(handler(args))
     except KeyboardInterrupt:
         return 130
+    except grpc.aio.AioRpcError as error:  # the server's sentence, not the whole debug string
+        print(f"infinitetalk {args.command}: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 1
     except Exception as error:  # a person reads this: one line, not a traceback
         print(f"infinitetalk {args.command}: {error}", file=sys.stderr)
         return 1

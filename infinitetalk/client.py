@@ -59,12 +59,15 @@ class SessionClient:
         persona: str = "",
         llm_provider: str = "",
         llm_model: str = "",
+        portrait: bytes | None = None,
     ) -> session_pb2.Session:
+        """`portrait`: a JPEG, PNG or WebP photo (at most 8 MiB) to animate instead of a named avatar."""
         options = session_pb2.SessionOptions(
             pacing=pacing, persona=persona, llm_provider=llm_provider, llm_model=llm_model
         )
         response = await self.stub.CreateSession(
-            session_pb2.CreateSessionRequest(avatar=avatar, voice=voice, options=options), timeout=30
+            session_pb2.CreateSessionRequest(avatar=avatar, voice=voice, options=options, portrait=portrait or b""),
+            timeout=30,
         )
         return response.session
 

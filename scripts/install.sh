@@ -8,5 +8,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[dev]"
+# Face landmark models for photo avatars: they ship inside the mediapipe wheel. Only the model files are used
+# (mediapipe's Python package pins protobuf<5, which our generated code cannot use), hence --no-deps.
+.venv/bin/python -m pip install --quiet --no-deps "mediapipe==0.10.14"
 # The page: generated gRPC-Web client + Next.js static export into web/out (served by Envoy).
 (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent)

@@ -1,13 +1,14 @@
-"""Decoding what a viewer receives (fMP4 HLS) and measuring it: speech spans, mouth motion, onsets."""
+"""Decoding what a viewer receives (fMP4 HLS) and measuring it: speech spans, lip sync."""
 
 from __future__ import annotations
 
 import io
-import itertools
 from dataclasses import dataclass
 
 import av
 import numpy as np
+
+from services.video.photo.lipsync import LipSync, frame_envelope, measure, mouth_openings
 
 
 @dataclass
@@ -22,9 +23,12 @@ class DecodedMedia:
     audio_start_s: float
     frames: list[np.ndarray]  # luma planes
     frame_times: list[float]
+    rgb_frames: list[np.ndarray] | None = None  # when decoded with rgb=True
 
 
-def decode(data: bytes) -> DecodedMedia:
+def decode(data: bytes, rgb: bool = False) -> DecodedMedia:
+    """Video frames (luma; RGB too when asked) and mono audio of an fMP4 stream."""
+    rgb_frames: list[np.ndarray] | None = [] if rgb else None
     with av.open(io.BytesIO(data), format="mp4") as container:
         video = container.streams.video[0]
         audio = container.streams.audio[0]
@@ -32,6 +36,8 @@ def decode(data: bytes) -> DecodedMedia:
         times: list[float] = []
         for frame in container.decode(video):
             frames.append(frame.to_ndarray(format="gray"))
+            if rgb_frames is not None:
+                rgb_frames.append(frame.to_ndarray(format="rgb24"))
             times.append(float(frame.pts * frame.time_base))
         fps = float(video.average_rate or video.guessed_rate or 0)
         vcodec, width, height = video.codec_context.name, video.codec_context.width, video.codec_context.height
@@ -48,7 +54,18 @@ def decode(data: bytes) -> DecodedMedia:
     samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
     if samples.size and np.abs(samples).max() > 2.0:  # integer sample formats
         samples = samples / 32768.0
-    return DecodedMedia(vcodec, width, height, fps, acodec, rate, samples, start or 0.0, frames, times)
+    return DecodedMedia(vcodec, width, height, fps, acodec, rate, samples, start or 0.0, frames, times, rgb_frames)
+
+
+def lip_sync(media: DecodedMedia, speech: tuple[float, float]) -> LipSync:
+    """Lip-sync figures of a decoded stream (decoded with rgb=True): the landmark model reads the mouth of every
+    frame; the envelope comes from the stream's own audio."""
+    assert media.rgb_frames is not None, "decode(..., rgb=True)"
+    times = np.array(media.frame_times)
+    offset = round(media.audio_start_s * media.sample_rate)  # AAC priming can put the first sample before 0
+    audio = np.concatenate([np.zeros(offset, np.float32), media.audio]) if offset >= 0 else media.audio[-offset:]
+    envelope = frame_envelope(audio, media.sample_rate, times, media.fps)
+    return measure(mouth_openings(media.rgb_frames), envelope, times, speech)
 
 
 def window_rms(audio: np.ndarray, sample_rate: int, window_s: float = 0.01) -> np.ndarray:
@@ -66,31 +83,3 @@ def loud_span(
     if loud.size == 0:
         return None
     return float(loud[0] * window_s), float((loud[-1] + 1) * window_s)
-
-
-def region(frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    x0, y0, x1, y1 = box
-    return frame[y0:y1, x0:x1].astype(np.float32)
-
-
-def motion(frames: list[np.ndarray], box: tuple[int, int, int, int]) -> np.ndarray:
-    """Mean absolute change of the box from each frame to the next (one value per frame after the first)."""
-    return np.array([np.abs(region(b, box) - region(a, box)).mean() for a, b in itertools.pairwise(frames)])
-
-
-def deviation(frames: list[np.ndarray], box: tuple[int, int, int, int], reference: np.ndarray) -> np.ndarray:
-    """Mean absolute difference of the box from a reference (rest) frame, per frame."""
-    ref = region(reference, box)
-    return np.array([np.abs(region(f, box) - ref).mean() for f in frames])
-
-
-def mouth_onset(media: DecodedMedia, box: tuple[int, int, int, int], audio_onset_s: float) -> float | None:
-    """Time of the first frame (within a second before the audio onset, or after) whose mouth change stands out of
-    the idle motion before the speech; None if the mouth never moves."""
-    times = np.array(media.frame_times)
-    changes = motion(media.frames, box)
-    change_times = times[1:]
-    idle_before = changes[(change_times > 0.2) & (change_times < audio_onset_s - 0.3)]
-    threshold = max(3 * idle_before.max(), 2.0) if idle_before.size else 2.0
-    moving = np.nonzero((changes > threshold) & (change_times > audio_onset_s - 1.0))[0]
-    return float(change_times[moving[0]]) if moving.size else None

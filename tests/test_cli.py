@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -68,3 +70,43 @@ async def test_say_reports_an_unreachable_stack_in_one_line():
     assert process.returncode == 1
     message = stderr.decode().strip()
     assert message.startswith("infinitetalk say:") and "Traceback" not in message
+
+
+async def test_say_animates_a_portrait_and_names_why_a_file_is_refused(stack, tmp_path):
+    from tests.test_e2e_portraits import astronaut_jpeg
+
+    photo = tmp_path / "me.jpg"
+    photo.write_bytes(astronaut_jpeg())
+    process = await asyncio.create_subprocess_exec(
+        *CLI, "say", "Hello from a photo.", "--addr", stack.ports.addr("session"), "--portrait", str(photo),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, stdout.decode() + stderr.decode()
+    assert "Hello from a photo." in stdout.decode()
+
+    notes = tmp_path / "notes.png"
+    notes.write_bytes(b"not a picture at all\n" * 50)
+    process = await asyncio.create_subprocess_exec(
+        *CLI, "say", "hello", "--addr", stack.ports.addr("session"), "--portrait", str(notes),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1
+    message = stderr.decode().strip()
+    assert message == "infinitetalk say: INVALID_ARGUMENT: the portrait is not a JPEG, PNG or WebP image", message
+
+
+async def test_contact_sheet_shows_frames_across_a_sentence(tmp_path) -> None:
+    out = tmp_path / "sheet.png"
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "infinitetalk.cli", "contact-sheet", "--text", "Hello there, how are you?",
+         "--size", "256", "--columns", "3", "--rows", "1", "--tile", "128", "--out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    sheet = cv2.imread(str(out))
+    assert sheet.shape[1] == 3 * 128 and sheet.shape[0] == 128 + 120, "3 frames over the lip-sync strip"
+    tiles = [sheet[:128, i * 128 : (i + 1) * 128].astype(int) for i in range(3)]
+    assert max(np.abs(tiles[i] - tiles[0]).mean() for i in (1, 2)) > 0.5, "frames across the sentence differ"

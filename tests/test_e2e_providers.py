@@ -16,12 +16,11 @@ from avatar.v1 import session_pb2
 from infinitetalk.client import SessionClient, playlist_url
 from infinitetalk.hls import PlaylistFollower
 from infinitetalk.stack import StackPorts, Supervisor
-from services.video.drawn import mouth_box
 from tests.fakes._base import Failure
 from tests.fakes.elevenlabs_server import ElevenLabsServer
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.fakes.openai_tts_server import OpenAITtsServer
-from tests.hls_analysis import decode, loud_span, mouth_onset
+from tests.hls_analysis import decode, lip_sync, loud_span
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -222,12 +221,13 @@ async def test_cloud_voices_speak_in_the_stream_with_the_mouth_in_time(providers
         await client.end(session)
     finally:
         await client.close()
-    media = decode(follower.fmp4_bytes())
+    media = decode(follower.fmp4_bytes(), rgb=True)
     span = loud_span(media.audio, media.sample_rate)
     assert span is not None and span[1] - span[0] > 1.0, "speech in the stream"
     onset_s = span[0] + media.audio_start_s
-    moved_s = mouth_onset(media, mouth_box(media.width, media.height), onset_s)
-    assert moved_s is not None and abs(moved_s - onset_s) <= 0.08, (moved_s, onset_s)
+    sync = lip_sync(media, (onset_s, span[1] + media.audio_start_s))
+    assert sync.mouth_onset_s is not None and abs(sync.mouth_onset_s - onset_s) <= 0.08, sync
+    assert sync.envelope_correlation > 0.3, sync
     provider = providers.elevenlabs if voice == ELEVENLABS_VOICE else providers.openai_tts
     assert provider.requests, "the provider's server was asked"
 

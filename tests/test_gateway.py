@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -146,12 +147,28 @@ def test_cors_origins_are_explicit_and_configurable():
 def test_long_streams_are_not_cut_and_requests_are_limited():
     manager = connection_manager(yaml.safe_load(render("local")))
     assert manager["stream_idle_timeout"] == "0s"
-    grpc_route = manager["route_config"]["virtual_hosts"][0]["routes"][0]
-    assert grpc_route["match"] == {"prefix": "/avatar.v1.SessionService/"}
+    routes = manager["route_config"]["virtual_hosts"][0]["routes"]
+    grpc_route = next(r for r in routes if r["match"] == {"prefix": "/avatar.v1.SessionService/"})
     assert grpc_route["route"]["timeout"] == "0s"
     assert grpc_route["route"]["max_stream_duration"] == {"grpc_timeout_header_max": "0s"}
     buffer = next(f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.buffer")
     assert buffer["typed_config"]["max_request_bytes"] == 64 * 1024
+
+
+@pytest.mark.parametrize("target", ["local", "k8s"])
+def test_only_create_session_may_carry_a_portrait_sized_body(target):
+    routes = connection_manager(yaml.safe_load(render(target)))["route_config"]["virtual_hosts"][0]["routes"]
+    overrides = {
+        r["match"].get("path") or r["match"].get("prefix"): r["typed_per_filter_config"]["envoy.filters.http.buffer"]
+        for r in routes
+        if "envoy.filters.http.buffer" in r.get("typed_per_filter_config", {})
+    }
+    assert list(overrides) == ["/avatar.v1.SessionService/CreateSession"]
+    limit = overrides["/avatar.v1.SessionService/CreateSession"]["buffer"]["max_request_bytes"]
+    assert 8 * 1024 * 1024 * 4 // 3 < limit < 12 * 1024 * 1024  # a base64 8 MiB photo, under the gRPC message limit
+    # It comes before the prefix route that would otherwise take it (first match wins).
+    paths = [r["match"].get("path") or r["match"].get("prefix") for r in routes]
+    assert paths.index("/avatar.v1.SessionService/CreateSession") < paths.index("/avatar.v1.SessionService/")
 
 
 @pytest.mark.parametrize("target", ["local", "k8s"])
@@ -334,6 +351,24 @@ async def test_oversized_requests_and_other_services_are_refused(stack):
         request, port, "POST", "/avatar.v1.TtsService/Synthesize", b"\x00\x00\x00\x00\x00", {"content-type": GRPC_WEB}
     )
     assert status == 404
+
+
+@pytest.mark.e2e
+@stack_loop
+async def test_a_portrait_sized_create_session_passes_envoy_while_other_calls_stay_small(stack):
+    port = stack.ports.gateway
+    # 9 MiB: past Envoy (not 413), refused by the session service for its content, naming the 8 MiB limit.
+    big = session_pb2.CreateSessionRequest(portrait=b"\xff" * (9 * 1024 * 1024))
+    status, headers, body = await asyncio.to_thread(grpc_web, port, "CreateSession", big)
+    assert status == 200, (status, headers)
+    _, trailers = parse_frames(body)
+    trailers = {**trailers, **{k: v for k, v in headers.items() if k.startswith("grpc-")}}
+    assert trailers["grpc-status"] == "3", trailers  # INVALID_ARGUMENT
+    assert "8 MiB" in urllib.parse.unquote(trailers["grpc-message"])
+    # Every other call keeps the 64 KiB limit.
+    say = session_pb2.SayRequest(session_id="A" * 22, text="x" * 200_000)
+    status, headers, _ = await asyncio.to_thread(grpc_web, port, "Say", say)
+    assert status == 413 and headers.get("grpc-status") not in (None, "0")
 
 
 @pytest.mark.e2e

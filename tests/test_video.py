@@ -21,7 +21,8 @@ from services.video.backend import (
     PhonemeSpan,
     RendererBackend,
 )
-from services.video.drawn import _Schedule, eye_box, i420_to_rgb, mouth_box, png_bytes
+from services.video.drawn import eye_box, i420_to_rgb, mouth_box, png_bytes
+from services.video.idle import IdleSchedule
 from services.video.service import VideoServicer
 from services.video.visemes import MouthTracker, viseme_of
 
@@ -205,7 +206,7 @@ async def test_blinks_within_a_few_seconds_of_idle() -> None:
 
 
 def test_blink_schedule_is_seeded_and_natural() -> None:
-    a, b, c = _Schedule(1), _Schedule(1), _Schedule(2)
+    a, b, c = IdleSchedule(1), IdleSchedule(1), IdleSchedule(2)
     assert np.array_equal(a.blinks, b.blinks)
     assert not np.array_equal(a.blinks, c.blinks)
     gaps = np.diff(a.blinks)

@@ -190,3 +190,69 @@ async def test_page_shows_an_error_when_the_session_service_stops_and_recovers(b
         )
     finally:
         await context.close()
+
+
+def astronaut_jpeg(path) -> str:
+    import io
+
+    from PIL import Image
+    from skimage import data
+
+    buffer = io.BytesIO()
+    Image.fromarray(data.astronaut()).save(buffer, "JPEG", quality=90)
+    path.write_bytes(buffer.getvalue())
+    return str(path)
+
+
+async def test_page_animates_an_uploaded_photo(browser, stack, tmp_path, artifacts):
+    context, page = await open_page(browser, stack)
+    try:
+        first_session = await page.evaluate("() => window.__avatar.sessionId")
+        assert await page.get_attribute("#portrait-input", "accept") == "image/jpeg,image/png,image/webp"
+        assert "Your photo" in await page.inner_text("label:has(#portrait-input)")
+        await page.set_input_files("#portrait-input", astronaut_jpeg(tmp_path / "me.jpg"))
+        await page.wait_for_function(
+            f"() => window.__avatar.sessionId && window.__avatar.sessionId !== {first_session!r}"
+            " && window.__avatar.avatar.startsWith('portrait-')",
+            timeout=30_000,
+        )
+        await page.wait_for_function(
+            "() => ['idle', 'speaking'].includes(document.querySelector('#state').textContent.trim())",
+            timeout=15_000,
+        )
+        assert await page.is_hidden("#error")
+        await page.wait_for_function("() => document.querySelector('#video').currentTime > 0.5", timeout=20_000)
+        start = await current_time(page)
+        await page.wait_for_function(
+            f"() => document.querySelector('#video').currentTime > {start + 1.0}", timeout=20_000
+        )
+        assert await page.evaluate(VIDEO_PIXEL_SPREAD) > 10
+        await page.screenshot(path=str(artifacts / "page-portrait.png"))
+        # It speaks, like any avatar.
+        await say(page, "Hello from my photo.")
+        await page.wait_for_function(
+            "() => window.__avatar.words.slice(-4).join(' ') === 'Hello from my photo.'", timeout=30_000
+        )
+    finally:
+        await context.close()
+
+
+async def test_page_says_why_a_file_is_not_a_usable_photo(browser, stack, tmp_path):
+    context, page = await open_page(browser, stack)
+    try:
+        session = await page.evaluate("() => window.__avatar.sessionId")
+        not_an_image = tmp_path / "notes.jpg"
+        not_an_image.write_bytes(b"these are my shopping notes, not a photo\n" * 100)
+        await page.set_input_files("#portrait-input", str(not_an_image))
+        await page.wait_for_function("() => !document.querySelector('#error').hidden", timeout=30_000)
+        message = await page.inner_text("#error")
+        assert "not a JPEG, PNG or WebP image" in message, message
+        # The session that was playing plays on.
+        assert await page.evaluate("() => window.__avatar.sessionId") == session
+        assert (await page.inner_text("#state")).strip() == "idle"
+        start = await current_time(page)
+        await page.wait_for_function(
+            f"() => document.querySelector('#video').currentTime > {start + 1.0}", timeout=20_000
+        )
+    finally:
+        await context.close()

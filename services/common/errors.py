@@ -17,8 +17,11 @@ def _status(code: grpc.StatusCode, message: str, detail) -> grpc.Status:
     return rpc_status.to_status(proto)
 
 
-async def abort_invalid_argument(context: grpc.aio.ServicerContext, field: str, message: str) -> NoReturn:
-    violation = error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
+async def abort_invalid_argument(
+    context: grpc.aio.ServicerContext, field: str, message: str, reason: str = ""
+) -> NoReturn:
+    """`reason`: an optional stable code for programs (e.g. "no_face"), in the FieldViolation's `reason`."""
+    violation = error_details_pb2.BadRequest.FieldViolation(field=field, description=message, reason=reason)
     await context.abort_with_status(
         _status(grpc.StatusCode.INVALID_ARGUMENT, message, error_details_pb2.BadRequest(field_violations=[violation]))
     )
@@ -43,3 +46,18 @@ async def abort_failed_precondition(context: grpc.aio.ServicerContext, subject: 
     detail = error_details_pb2.PreconditionFailure(violations=[violation])
     await context.abort_with_status(_status(grpc.StatusCode.FAILED_PRECONDITION, message, detail))
     raise AssertionError("unreachable")
+
+
+def invalid_argument_reason(error: grpc.aio.AioRpcError) -> tuple[str, str]:
+    """(field, reason) of the first BadRequest violation an INVALID_ARGUMENT error carries; ("", "") when none."""
+    for key, value in error.trailing_metadata() or ():
+        if key != "grpc-status-details-bin":
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                for violation in bad.field_violations:
+                    return violation.field, violation.reason
+    return "", ""

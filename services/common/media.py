@@ -34,3 +34,7 @@ def rms(pcm_s16le: bytes) -> float:
         return 0.0
     samples = pcm_to_float(pcm_s16le)
     return float(np.sqrt(np.mean(samples * samples)))
+
+
+# Uploaded portraits (CreateSession.portrait): the limit the session and video services both enforce.
+MAX_PORTRAIT_BYTES = 8 * 1024 * 1024

@@ -20,7 +20,8 @@ from services.common.logs import configure_logging
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# Room for an 8 MiB portrait upload (CreateSession, PrepareAvatar, RenderConfig) plus its envelope.
+MAX_MESSAGE_BYTES = 12 * 1024 * 1024
 
 Registrar = Callable[[grpc.aio.Server], None]
 

@@ -124,7 +124,11 @@ class LiveSession:
         stubs: PeerStubs,
         config: SessionConfig,
         on_ended: Callable[[LiveSession], None],
+        portrait: bytes = b"",
     ) -> None:
+        """`portrait`: uploaded image bytes to animate (then `avatar` is its prepared name). They live in the video
+        link's config, which is sent first on every (re)connection so any video worker can serve the stream, and are
+        dropped with the session."""
         self.session_id = session_id
         self.avatar = avatar
         self.voice = voice
@@ -190,7 +194,8 @@ class LiveSession:
                 video_pb2.RenderRequest(
                     config=video_pb2.RenderConfig(
                         session_id=session_id,
-                        avatar=avatar,
+                        avatar="" if portrait else avatar,
+                        portrait=portrait,
                         width=self.width,
                         height=self.height,
                         fps=self.fps,

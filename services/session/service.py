@@ -12,8 +12,15 @@ from collections.abc import AsyncIterator
 import grpc
 
 from avatar.v1 import session_pb2, session_pb2_grpc, tts_pb2, video_pb2
-from services.common.errors import abort_invalid_argument, abort_not_found, abort_resource_exhausted
+from services.common.errors import (
+    abort_failed_precondition,
+    abort_invalid_argument,
+    abort_not_found,
+    abort_resource_exhausted,
+    invalid_argument_reason,
+)
 from services.common.logs import session_id_var
+from services.common.media import MAX_PORTRAIT_BYTES
 from services.session.config import SessionConfig
 from services.session.events import WatcherTooSlow
 from services.session.limits import TokenBucket
@@ -27,6 +34,10 @@ PERSONA_LIMIT = 4000
 LLM_PROVIDERS = {"", "offline", "openai"}
 ENDED_MEMORY = 4096
 CATALOGUE_TTL_S = 30.0
+# MAX_PORTRAIT_BYTES (shared with the video service) is checked here too, so an oversized upload is refused before
+# it travels on. Memory: a live session keeps its portrait's bytes (for its Render stream's config, resent on every
+# reconnection) and drops them when it ends: at most max_sessions x 8 MiB.
+PREPARE_TIMEOUT_S = 30.0
 
 
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):
@@ -131,6 +142,31 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             )
             raise
 
+    async def _prepare_portrait(self, portrait: bytes, context: grpc.aio.ServicerContext) -> str:
+        """The prepared portrait's avatar name; the video service's reason for refusing a file reaches the caller
+        verbatim (not an image, no face, too many pixels, ...)."""
+        try:
+            response = await self.stubs.video.PrepareAvatar(
+                video_pb2.PrepareAvatarRequest(image=portrait), timeout=PREPARE_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+            if code == grpc.StatusCode.INVALID_ARGUMENT:
+                _, reason = invalid_argument_reason(error)
+                await abort_invalid_argument(context, "portrait", error.details() or "invalid portrait", reason=reason)
+            if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNIMPLEMENTED):
+                await abort_failed_precondition(
+                    context, "portrait", f"this server cannot animate portraits ({error.details()})"
+                )
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                await abort_resource_exhausted(context, "portraits", error.details() or "too many portraits at once")
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"the avatar service is unavailable ({error.details()}); try again"
+            )
+            raise
+        log.info("portrait prepared", extra={"avatar": response.avatar.name, "bytes": len(portrait)})
+        return response.avatar.name
+
     # -- RPCs --------------------------------------------------------------------------------------------------
     async def CreateSession(self, request, context):
         if len(self.sessions) >= self.config.max_sessions:
@@ -153,18 +189,35 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             )
         if len(request.options.persona) > PERSONA_LIMIT:
             await abort_invalid_argument(context, "options.persona", f"persona is at most {PERSONA_LIMIT} characters")
+        portrait = request.portrait
+        if portrait and request.avatar:
+            await abort_invalid_argument(
+                context, "portrait", "set either avatar or portrait, not both: the portrait becomes the avatar"
+            )
+        if len(portrait) > MAX_PORTRAIT_BYTES:
+            await abort_invalid_argument(
+                context,
+                "portrait",
+                f"the portrait is {len(portrait) / 2**20:.1f} MiB; the limit is {MAX_PORTRAIT_BYTES / 2**20:.0f} MiB",
+                reason="too_large",
+            )
         catalogue = await self._catalogue_or_abort(context)
         avatars = [a.name for a in catalogue.avatars]
         voices = [v.name for v in catalogue.voices]
-        avatar = request.avatar or catalogue.default_avatar
         voice = request.voice or catalogue.default_voice
-        if avatar not in avatars:
-            await abort_invalid_argument(context, "avatar", f"unknown avatar {avatar!r}; choose one of {avatars}")
+        if portrait:
+            avatar = await self._prepare_portrait(portrait, context)
+        else:
+            avatar = request.avatar or catalogue.default_avatar
+            if avatar not in avatars:
+                await abort_invalid_argument(context, "avatar", f"unknown avatar {avatar!r}; choose one of {avatars}")
         if voice not in voices:
             await abort_invalid_argument(context, "voice", f"unknown voice {voice!r}; choose one of {voices}")
         session_id = new_id()
         session_id_var.set(session_id)
-        session = LiveSession(session_id, avatar, voice, request.options, self.stubs, self.config, self._forget)
+        session = LiveSession(
+            session_id, avatar, voice, request.options, self.stubs, self.config, self._forget, portrait=portrait
+        )
         self.sessions[session_id] = session
         try:
             await session.start()

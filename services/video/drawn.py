@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.video.backend import AvatarInfo, AvatarRenderer, Drive, FrameByFrameRenderer, RendererBackend
+from services.video.idle import GAZES, IdleSchedule
 from services.video.visemes import MouthShape, MouthTracker, TrackerState
 
 DESIGN = 512.0
@@ -640,72 +641,6 @@ def _draw_eyes(p: _Painter, style: Style, lid: float, gaze: tuple[float, float])
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Idle life: blinks, glances, sway. Deterministic functions of time and seed, so a rewind replays them exactly.
-
-_SCHEDULE_PERIOD_S = 600.0
-_GAZES: tuple[tuple[float, float], ...] = ((0.0, 0.0), (-3.0, 0.0), (3.0, 0.0), (-2.0, 1.5), (2.0, 1.5), (0.0, -1.5))
-
-
-class _Schedule:
-    """Blink start times (2-6 s apart, sometimes a double blink) and glances, from a seed."""
-
-    def __init__(self, seed: int) -> None:
-        rng = np.random.default_rng(seed)
-        blinks: list[float] = []
-        t = float(rng.uniform(0.5, 2.5))
-        while t < _SCHEDULE_PERIOD_S:
-            blinks.append(t)
-            if rng.random() < 0.12:
-                blinks.append(t + 0.4)
-            t += float(rng.uniform(2.0, 6.0))
-        self.blinks = np.array(blinks)
-        glances: list[tuple[float, int]] = []
-        t = float(rng.uniform(1.0, 3.0))
-        while t < _SCHEDULE_PERIOD_S:
-            index = 0 if rng.random() < 0.5 else int(rng.integers(1, len(_GAZES)))
-            glances.append((t, index))
-            t += float(rng.uniform(1.2, 4.0))
-        self.glance_times = np.array([g[0] for g in glances])
-        self.glance_targets = [g[1] for g in glances]
-        self.phases = rng.uniform(0.0, 2.0 * math.pi, size=4)
-
-    def blink(self, frame_index: int, fps: int) -> float:
-        """Eyelid closure from blinking, 0..1."""
-        t = (frame_index / fps) % _SCHEDULE_PERIOD_S
-        i = int(np.searchsorted(self.blinks, t, side="right")) - 1
-        if i < 0:
-            return 0.0
-        start = round(self.blinks[i] * fps)
-        tau = ((frame_index % round(_SCHEDULE_PERIOD_S * fps)) - start + 1) / fps
-        if tau <= 0:
-            return 0.0
-        if tau < 0.075:
-            return math.sin(0.5 * math.pi * tau / 0.075)
-        if tau < 0.11:
-            return 1.0
-        if tau < 0.27:
-            return 0.5 + 0.5 * math.cos(math.pi * (tau - 0.11) / 0.16)
-        return 0.0
-
-    def gaze(self, frame_index: int, fps: int) -> int:
-        t = (frame_index / fps) % _SCHEDULE_PERIOD_S
-        i = int(np.searchsorted(self.glance_times, t, side="right")) - 1
-        return 0 if i < 0 else self.glance_targets[i]
-
-    def sway(self, frame_index: int, fps: int, energy: float, limit: int) -> tuple[float, float]:
-        """Head offset in pixels: slow breathing (vertical) and sway (horizontal), a small nod while speaking."""
-        t = frame_index / fps
-        ph = self.phases
-        amplitude = 0.55 * limit + 0.25
-        dx = amplitude * (
-            0.75 * math.sin(2 * math.pi * t / 7.3 + ph[0]) + 0.25 * math.sin(2 * math.pi * t / 3.1 + ph[1])
-        )
-        dy = amplitude * 0.9 * math.sin(2 * math.pi * t / 4.4 + ph[2])
-        dy += limit * 0.6 * energy * math.sin(2 * math.pi * t / 0.9 + ph[3])
-        return max(-limit, min(limit, dx)), max(-limit, min(limit, dy))
-
-
-# --------------------------------------------------------------------------------------------------------------------
 
 
 class _PatchCache:
@@ -747,7 +682,7 @@ class DrawnRenderer(FrameByFrameRenderer):
         self.sample_rate_hz = sample_rate_hz
         self.base = _get_base(style.name, width, height)
         self.tracker = MouthTracker(fps)
-        self.schedule = _Schedule(seed)
+        self.schedule = IdleSchedule(seed)
         self.limit = max_head_shift(width, height)
         self.mouth_box = mouth_box(width, height)
         self.eye_box = eye_box(width, height)
@@ -806,7 +741,7 @@ class DrawnRenderer(FrameByFrameRenderer):
             self.eye_box,
             dx,
             dy,
-            lambda p: _draw_eyes(p, self.style, lid_q / 16, _GAZES[gaze]),
+            lambda p: _draw_eyes(p, self.style, lid_q / 16, GAZES[gaze]),
         )
         for (x0, y0, x1, y1), (py, pu, pv) in ((self.mouth_box, mouth), (self.eye_box, eyes)):
             y_plane[y0:y1, x0:x1] = py

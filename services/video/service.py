@@ -5,6 +5,11 @@ queue fills, the reader stops reading and gRPC flow control slows the caller). T
 worker threads, so several sessions in one process do not block each other or the event loop. A reset makes frames
 of older epochs at/after its index stale: they are purged from the queue, skipped by the renderer and never emitted
 after the reset has been read.
+
+Uploaded portraits: PrepareAvatar (and a Render config carrying `portrait`) hand the bytes to the first backend
+that can prepare portraits (decode + face landmarks, off the event loop, a few at a time). The backend caches by
+content hash, so a stream that brings the same bytes after PrepareAvatar, on this worker or after a reconnection,
+costs little; a worker that never saw them prepares them itself.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -22,9 +28,9 @@ import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
 from avatar.v1 import media_pb2, video_pb2, video_pb2_grpc
-from services.common.errors import abort_invalid_argument, abort_resource_exhausted
+from services.common.errors import abort_failed_precondition, abort_invalid_argument, abort_resource_exhausted
 from services.common.logs import session_id_var
-from services.video.backend import AvatarRenderer, Drive, PhonemeSpan, RendererBackend, StaleFilter
+from services.video.backend import AvatarInfo, AvatarRenderer, Drive, PhonemeSpan, RendererBackend, StaleFilter
 from services.video.drawn import DEFAULT_AVATAR, DrawnBackend
 
 log = logging.getLogger(__name__)
@@ -39,6 +45,14 @@ RENDER_SECONDS = Histogram(
 STALE_FRAMES = Counter("video_stale_frames_dropped_total", "Drives or frames dropped because a reset superseded them")
 RESETS = Counter("video_resets_total", "Timeline resets received")
 ACTIVE_STREAMS = Gauge("video_active_streams", "Render streams in progress")
+PORTRAITS = Counter(
+    "video_portraits_prepared_total", "Portrait preparations by outcome (ok or the refusal reason)", ["outcome"]
+)
+PREPARE_SECONDS = Histogram(
+    "video_portrait_prepare_seconds",
+    "Time to prepare an uploaded portrait (a cache hit is fast)",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
 
 MIN_SIZE = 64
 MAX_SIZE = 1920
@@ -51,6 +65,7 @@ MAX_PHONEMES_PER_FRAME = 64
 MAX_PHONEME_CHARS = 32
 MAX_UTTERANCE_ID_CHARS = 256
 MAX_SESSION_ID_CHARS = 128
+MAX_CONCURRENT_PREPARES = 2  # each decode of a large photo can hold ~100 MB and a core for a while
 
 
 class BadRequest(Exception):
@@ -89,7 +104,16 @@ def check_config(config: video_pb2.RenderConfig, avatars: Sequence[str], default
         except ValueError:
             name = str(config.pixel_format)
         raise BadRequest("config.pixel_format", f"pixel format {name} is not supported; use PIXEL_FORMAT_I420")
+    if config.portrait and config.avatar:
+        raise BadRequest(
+            "config.portrait", "set either avatar or portrait, not both: a portrait becomes the stream's avatar"
+        )
     if config.avatar and config.avatar not in avatars:
+        if config.avatar.startswith("portrait-"):
+            raise BadRequest(
+                "config.avatar",
+                f"{config.avatar!r} is an uploaded portrait: send its bytes in config.portrait (avatar left empty)",
+            )
         raise BadRequest(
             "config.avatar",
             f"unknown avatar {config.avatar!r}; choose one of: {', '.join(avatars)} (empty selects {default_avatar})",
@@ -220,6 +244,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
         default_avatar: str = DEFAULT_AVATAR,
         max_queued_frames: int = 50,
         max_streams: int = 16,
+        max_concurrent_prepares: int = MAX_CONCURRENT_PREPARES,
     ) -> None:
         self.backends = list(backends) if backends is not None else [DrawnBackend()]
         self._avatars: dict[str, tuple[RendererBackend, video_pb2.Avatar]] = {}
@@ -235,6 +260,43 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
         self.max_queued_frames = max_queued_frames
         self.max_streams = max_streams
         self._active = 0
+        self._photo = next((b for b in self.backends if callable(getattr(b, "prepare_portrait", None))), None)
+        self._prepares = asyncio.Semaphore(max_concurrent_prepares)
+
+    async def _prepare(self, data: bytes) -> AvatarInfo:
+        """The prepared portrait (PortraitError when it cannot be animated); off the event loop, a few at a time."""
+        assert self._photo is not None
+        async with self._prepares:
+            started = time.perf_counter()
+            try:
+                info = await asyncio.to_thread(self._photo.prepare_portrait, data)  # type: ignore[attr-defined]
+            except ValueError as error:
+                PORTRAITS.labels(getattr(error, "reason", "invalid")).inc()
+                raise
+            PORTRAITS.labels("ok").inc()
+            PREPARE_SECONDS.observe(time.perf_counter() - started)
+            return info
+
+    async def _prepare_or_abort(self, data: bytes, field: str, context: grpc.aio.ServicerContext) -> AvatarInfo:
+        if self._photo is None:
+            await abort_failed_precondition(
+                context, "video.portraits", "this video service cannot animate portraits (no photo renderer)"
+            )
+        try:
+            return await self._prepare(data)
+        except ValueError as error:  # PortraitError: a file we cannot animate, and why
+            reason = getattr(error, "reason", "")
+            message = getattr(error, "message", str(error))
+            log.info("portrait refused", extra={"reason": reason, "bytes": len(data)})
+            await abort_invalid_argument(context, field, message, reason=reason)
+
+    async def PrepareAvatar(
+        self, request: video_pb2.PrepareAvatarRequest, context: grpc.aio.ServicerContext
+    ) -> video_pb2.PrepareAvatarResponse:
+        info = await self._prepare_or_abort(request.image, "image", context)
+        return video_pb2.PrepareAvatarResponse(
+            avatar=video_pb2.Avatar(name=info.name, description=info.description, backend=info.backend)
+        )
 
     async def ListAvatars(
         self, request: video_pb2.ListAvatarsRequest, context: grpc.aio.ServicerContext
@@ -260,8 +322,12 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
             await abort_resource_exhausted(
                 context, "video.streams", f"this video service already renders {self.max_streams} streams; retry later"
             )
-        avatar = config.avatar or self.default_avatar
-        backend, _ = self._avatars[avatar]
+        if config.portrait:
+            backend = self._photo
+            avatar = (await self._prepare_or_abort(config.portrait, "config.portrait", context)).name
+        else:
+            avatar = config.avatar or self.default_avatar
+            backend, _ = self._avatars[avatar]
         seed = zlib.crc32((config.session_id or session_id_var.get() or "video").encode())
         self._active += 1
         ACTIVE_STREAMS.inc()

@@ -67,14 +67,16 @@ class SessionOptions(_message.Message):
     def __init__(self, pacing: _Optional[_Union[Pacing, str]] = ..., persona: _Optional[str] = ..., llm_provider: _Optional[str] = ..., llm_model: _Optional[str] = ...) -> None: ...
 
 class CreateSessionRequest(_message.Message):
-    __slots__ = ("avatar", "voice", "options")
+    __slots__ = ("avatar", "voice", "options", "portrait")
     AVATAR_FIELD_NUMBER: _ClassVar[int]
     VOICE_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    PORTRAIT_FIELD_NUMBER: _ClassVar[int]
     avatar: str
     voice: str
     options: SessionOptions
-    def __init__(self, avatar: _Optional[str] = ..., voice: _Optional[str] = ..., options: _Optional[_Union[SessionOptions, _Mapping]] = ...) -> None: ...
+    portrait: bytes
+    def __init__(self, avatar: _Optional[str] = ..., voice: _Optional[str] = ..., options: _Optional[_Union[SessionOptions, _Mapping]] = ..., portrait: _Optional[bytes] = ...) -> None: ...
 
 class Session(_message.Message):
     __slots__ = ("session_id", "playlist_path", "playlist_url", "avatar", "voice", "width", "height", "fps", "media_epoch")

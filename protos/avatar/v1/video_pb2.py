@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from avatar.v1 import media_pb2 as avatar_dot_v1_dot_media__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61vatar/v1/video.proto\x12\tavatar.v1\x1a\x15\x61vatar/v1/media.proto\"\xa4\x01\n\x0cRenderConfig\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61vatar\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x05 \x01(\x05\x12\x16\n\x0esample_rate_hz\x18\x06 \x01(\x05\x12,\n\x0cpixel_format\x18\x07 \x01(\x0e\x32\x16.avatar.v1.PixelFormat\"\x83\x01\n\nFrameDrive\x12\x13\n\x0b\x66rame_index\x18\x01 \x01(\x03\x12\x14\n\x0cutterance_id\x18\x02 \x01(\t\x12\x11\n\tpcm_s16le\x18\x03 \x01(\x0c\x12(\n\x08phonemes\x18\x04 \x03(\x0b\x32\x16.avatar.v1.PhonemeMark\x12\r\n\x05\x65poch\x18\x05 \x01(\r\"8\n\rResetTimeline\x12\x18\n\x10\x66rom_frame_index\x18\x01 \x01(\x03\x12\r\n\x05\x65poch\x18\x02 \x01(\r\"\x98\x01\n\rRenderRequest\x12)\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.avatar.v1.RenderConfigH\x00\x12&\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x15.avatar.v1.FrameDriveH\x00\x12)\n\x05reset\x18\x03 \x01(\x0b\x32\x18.avatar.v1.ResetTimelineH\x00\x42\t\n\x07request\"6\n\x0eRenderResponse\x12$\n\x05\x66rame\x18\x01 \x01(\x0b\x32\x15.avatar.v1.VideoFrame\"<\n\x06\x41vatar\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\"\x14\n\x12ListAvatarsRequest\"Q\n\x13ListAvatarsResponse\x12\"\n\x07\x61vatars\x18\x01 \x03(\x0b\x32\x11.avatar.v1.Avatar\x12\x16\n\x0e\x64\x65\x66\x61ult_avatar\x18\x02 \x01(\t2\x9f\x01\n\x0cVideoService\x12\x41\n\x06Render\x12\x18.avatar.v1.RenderRequest\x1a\x19.avatar.v1.RenderResponse(\x01\x30\x01\x12L\n\x0bListAvatars\x12\x1d.avatar.v1.ListAvatarsRequest\x1a\x1e.avatar.v1.ListAvatarsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61vatar/v1/video.proto\x12\tavatar.v1\x1a\x15\x61vatar/v1/media.proto\"\xb6\x01\n\x0cRenderConfig\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61vatar\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x05 \x01(\x05\x12\x16\n\x0esample_rate_hz\x18\x06 \x01(\x05\x12,\n\x0cpixel_format\x18\x07 \x01(\x0e\x32\x16.avatar.v1.PixelFormat\x12\x10\n\x08portrait\x18\x08 \x01(\x0c\"\x83\x01\n\nFrameDrive\x12\x13\n\x0b\x66rame_index\x18\x01 \x01(\x03\x12\x14\n\x0cutterance_id\x18\x02 \x01(\t\x12\x11\n\tpcm_s16le\x18\x03 \x01(\x0c\x12(\n\x08phonemes\x18\x04 \x03(\x0b\x32\x16.avatar.v1.PhonemeMark\x12\r\n\x05\x65poch\x18\x05 \x01(\r\"8\n\rResetTimeline\x12\x18\n\x10\x66rom_frame_index\x18\x01 \x01(\x03\x12\r\n\x05\x65poch\x18\x02 \x01(\r\"\x98\x01\n\rRenderRequest\x12)\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.avatar.v1.RenderConfigH\x00\x12&\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x15.avatar.v1.FrameDriveH\x00\x12)\n\x05reset\x18\x03 \x01(\x0b\x32\x18.avatar.v1.ResetTimelineH\x00\x42\t\n\x07request\"6\n\x0eRenderResponse\x12$\n\x05\x66rame\x18\x01 \x01(\x0b\x32\x15.avatar.v1.VideoFrame\"<\n\x06\x41vatar\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\"\x14\n\x12ListAvatarsRequest\"Q\n\x13ListAvatarsResponse\x12\"\n\x07\x61vatars\x18\x01 \x03(\x0b\x32\x11.avatar.v1.Avatar\x12\x16\n\x0e\x64\x65\x66\x61ult_avatar\x18\x02 \x01(\t\"%\n\x14PrepareAvatarRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\":\n\x15PrepareAvatarResponse\x12!\n\x06\x61vatar\x18\x01 \x01(\x0b\x32\x11.avatar.v1.Avatar2\xf3\x01\n\x0cVideoService\x12\x41\n\x06Render\x12\x18.avatar.v1.RenderRequest\x1a\x19.avatar.v1.RenderResponse(\x01\x30\x01\x12L\n\x0bListAvatars\x12\x1d.avatar.v1.ListAvatarsRequest\x1a\x1e.avatar.v1.ListAvatarsResponse\x12R\n\rPrepareAvatar\x12\x1f.avatar.v1.PrepareAvatarRequest\x1a .avatar.v1.PrepareAvatarResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,21 +33,25 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'avatar.v1.video_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RENDERCONFIG']._serialized_start=60
-  _globals['_RENDERCONFIG']._serialized_end=224
-  _globals['_FRAMEDRIVE']._serialized_start=227
-  _globals['_FRAMEDRIVE']._serialized_end=358
-  _globals['_RESETTIMELINE']._serialized_start=360
-  _globals['_RESETTIMELINE']._serialized_end=416
-  _globals['_RENDERREQUEST']._serialized_start=419
-  _globals['_RENDERREQUEST']._serialized_end=571
-  _globals['_RENDERRESPONSE']._serialized_start=573
-  _globals['_RENDERRESPONSE']._serialized_end=627
-  _globals['_AVATAR']._serialized_start=629
-  _globals['_AVATAR']._serialized_end=689
-  _globals['_LISTAVATARSREQUEST']._serialized_start=691
-  _globals['_LISTAVATARSREQUEST']._serialized_end=711
-  _globals['_LISTAVATARSRESPONSE']._serialized_start=713
-  _globals['_LISTAVATARSRESPONSE']._serialized_end=794
-  _globals['_VIDEOSERVICE']._serialized_start=797
-  _globals['_VIDEOSERVICE']._serialized_end=956
+  _globals['_RENDERCONFIG']._serialized_end=242
+  _globals['_FRAMEDRIVE']._serialized_start=245
+  _globals['_FRAMEDRIVE']._serialized_end=376
+  _globals['_RESETTIMELINE']._serialized_start=378
+  _globals['_RESETTIMELINE']._serialized_end=434
+  _globals['_RENDERREQUEST']._serialized_start=437
+  _globals['_RENDERREQUEST']._serialized_end=589
+  _globals['_RENDERRESPONSE']._serialized_start=591
+  _globals['_RENDERRESPONSE']._serialized_end=645
+  _globals['_AVATAR']._serialized_start=647
+  _globals['_AVATAR']._serialized_end=707
+  _globals['_LISTAVATARSREQUEST']._serialized_start=709
+  _globals['_LISTAVATARSREQUEST']._serialized_end=729
+  _globals['_LISTAVATARSRESPONSE']._serialized_start=731
+  _globals['_LISTAVATARSRESPONSE']._serialized_end=812
+  _globals['_PREPAREAVATARREQUEST']._serialized_start=814
+  _globals['_PREPAREAVATARREQUEST']._serialized_end=851
+  _globals['_PREPAREAVATARRESPONSE']._serialized_start=853
+  _globals['_PREPAREAVATARRESPONSE']._serialized_end=911
+  _globals['_VIDEOSERVICE']._serialized_start=914
+  _globals['_VIDEOSERVICE']._serialized_end=1157
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RenderConfig(_message.Message):
-    __slots__ = ("session_id", "avatar", "width", "height", "fps", "sample_rate_hz", "pixel_format")
+    __slots__ = ("session_id", "avatar", "width", "height", "fps", "sample_rate_hz", "pixel_format", "portrait")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     AVATAR_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,7 @@ class RenderConfig(_message.Message):
     FPS_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_HZ_FIELD_NUMBER: _ClassVar[int]
     PIXEL_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    PORTRAIT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     avatar: str
     width: int
@@ -23,7 +24,8 @@ class RenderConfig(_message.Message):
     fps: int
     sample_rate_hz: int
     pixel_format: _media_pb2.PixelFormat
-    def __init__(self, session_id: _Optional[str] = ..., avatar: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[int] = ..., sample_rate_hz: _Optional[int] = ..., pixel_format: _Optional[_Union[_media_pb2.PixelFormat, str]] = ...) -> None: ...
+    portrait: bytes
+    def __init__(self, session_id: _Optional[str] = ..., avatar: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[int] = ..., sample_rate_hz: _Optional[int] = ..., pixel_format: _Optional[_Union[_media_pb2.PixelFormat, str]] = ..., portrait: _Optional[bytes] = ...) -> None: ...
 
 class FrameDrive(_message.Message):
     __slots__ = ("frame_index", "utterance_id", "pcm_s16le", "phonemes", "epoch")
@@ -84,3 +86,15 @@ class ListAvatarsResponse(_message.Message):
     avatars: _containers.RepeatedCompositeFieldContainer[Avatar]
     default_avatar: str
     def __init__(self, avatars: _Optional[_Iterable[_Union[Avatar, _Mapping]]] = ..., default_avatar: _Optional[str] = ...) -> None: ...
+
+class PrepareAvatarRequest(_message.Message):
+    __slots__ = ("image",)
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    def __init__(self, image: _Optional[bytes] = ...) -> None: ...
+
+class PrepareAvatarResponse(_message.Message):
+    __slots__ = ("avatar",)
+    AVATAR_FIELD_NUMBER: _ClassVar[int]
+    avatar: Avatar
+    def __init__(self, avatar: _Optional[_Union[Avatar, _Mapping]] = ...) -> None: ...

@@ -45,6 +45,11 @@ class VideoServiceStub:
                 request_serializer=avatar_dot_v1_dot_video__pb2.ListAvatarsRequest.SerializeToString,
                 response_deserializer=avatar_dot_v1_dot_video__pb2.ListAvatarsResponse.FromString,
                 _registered_method=True)
+        self.PrepareAvatar = channel.unary_unary(
+                '/avatar.v1.VideoService/PrepareAvatar',
+                request_serializer=avatar_dot_v1_dot_video__pb2.PrepareAvatarRequest.SerializeToString,
+                response_deserializer=avatar_dot_v1_dot_video__pb2.PrepareAvatarResponse.FromString,
+                _registered_method=True)
 
 
 class VideoServiceServicer:
@@ -66,6 +71,15 @@ class VideoServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PrepareAvatar(self, request, context):
+        """Turns an uploaded portrait into an avatar: decodes it and finds the face (slow, ~0.1 s; cached by content, so
+        preparing the same bytes again is cheap). INVALID_ARGUMENT on `image` says why a file cannot be animated (not an
+        image, too large, too many pixels, no face, face too small). The avatar is private: ListAvatars never lists it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VideoServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +92,11 @@ def add_VideoServiceServicer_to_server(servicer, server):
                     servicer.ListAvatars,
                     request_deserializer=avatar_dot_v1_dot_video__pb2.ListAvatarsRequest.FromString,
                     response_serializer=avatar_dot_v1_dot_video__pb2.ListAvatarsResponse.SerializeToString,
+            ),
+            'PrepareAvatar': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrepareAvatar,
+                    request_deserializer=avatar_dot_v1_dot_video__pb2.PrepareAvatarRequest.FromString,
+                    response_serializer=avatar_dot_v1_dot_video__pb2.PrepareAvatarResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +154,33 @@ class VideoService:
             '/avatar.v1.VideoService/ListAvatars',
             avatar_dot_v1_dot_video__pb2.ListAvatarsRequest.SerializeToString,
             avatar_dot_v1_dot_video__pb2.ListAvatarsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PrepareAvatar(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/avatar.v1.VideoService/PrepareAvatar',
+            avatar_dot_v1_dot_video__pb2.PrepareAvatarRequest.SerializeToString,
+            avatar_dot_v1_dot_video__pb2.PrepareAvatarResponse.FromString,
             options,
             channel_credentials,
             insecure,

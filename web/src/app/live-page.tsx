@@ -1,7 +1,7 @@
 "use client";
 
 import { useCallback, useEffect, useRef, useState, useSyncExternalStore, type KeyboardEvent } from "react";
-import { charCount, Controller, MAX_TEXT_CHARS, type Snapshot } from "@/lib/controller";
+import { charCount, Controller, MAX_TEXT_CHARS, PORTRAIT_TYPES, type Snapshot } from "@/lib/controller";
 import type { Mode, Turn } from "@/lib/transcript";
 
 const EMPTY: Snapshot = {
@@ -16,6 +16,7 @@ const EMPTY: Snapshot = {
   notice: "",
   inputError: "",
   sending: false,
+  uploading: false,
   playerStatus: "idle",
   behindLiveMs: null,
   latency: null,
@@ -214,7 +215,7 @@ export function LivePage() {
                 {snap.avatar === "" && <option value="">default</option>}
                 {snap.avatarOptions.map((name) => (
                   <option key={name} value={name}>
-                    {name}
+                    {name.startsWith("portrait-") ? "your photo" : name}
                   </option>
                 ))}
               </select>
@@ -235,6 +236,21 @@ export function LivePage() {
                   </option>
                 ))}
               </select>
+            </label>
+            <label className="picker picker-photo" title="A JPEG, PNG or WebP portrait, at most 8 MiB">
+              <span>{snap.uploading ? "Preparing…" : "Your photo"}</span>
+              <input
+                id="portrait-input"
+                data-testid="portrait-input"
+                type="file"
+                accept={PORTRAIT_TYPES.join(",")}
+                disabled={!controller || snap.uploading}
+                onChange={(e) => {
+                  const file = e.target.files?.[0];
+                  e.target.value = ""; // choosing the same file again starts over
+                  if (file) void controller?.usePortrait(file);
+                }}
+              />
             </label>
           </div>
 

@@ -13,6 +13,9 @@ import { Player, type PlayerStatus } from "./player";
 import { addWord, newTurn, revealWords, shownWords, type Finish, type Mode, type Turn } from "./transcript";
 
 export const MAX_TEXT_CHARS = 5000;
+/** The server's limit for an uploaded portrait (CreateSession.portrait). */
+export const MAX_PORTRAIT_BYTES = 8 * 1024 * 1024;
+export const PORTRAIT_TYPES = ["image/jpeg", "image/png", "image/webp"];
 
 export type UiState = "connecting" | "idle" | "thinking" | "speaking" | "error";
 
@@ -36,6 +39,8 @@ export interface Snapshot {
   /** Why the last text was refused (shown next to the input). */
   inputError: string;
   sending: boolean;
+  /** A photo is being uploaded and prepared. */
+  uploading: boolean;
   playerStatus: PlayerStatus;
   /** How far the picture on screen is behind real time, in ms (media epoch + on-screen media time vs now). */
   behindLiveMs: number | null;
@@ -45,6 +50,7 @@ export interface Snapshot {
 /** Test hook: window.__avatar. */
 export interface AvatarTestHook {
   sessionId: string;
+  avatar: string;
   state: UiState;
   words: string[];
   lastError: string | null;
@@ -111,6 +117,9 @@ export class Controller {
   private epochMs = 0;
   private playlistUrl = "";
   private choice = { avatar: "", voice: "" };
+  // The uploaded photo the session animates (kept to re-create the session after it expires); null: a named avatar.
+  private portrait: { bytes: Uint8Array; avatar: string } | null = null;
+  private uploading = false;
   // What the server offers (GetCatalog), fetched with each new session.
   private catalog = { avatars: [] as string[], voices: [] as string[] };
   private restartReason: RestartReason = "";
@@ -252,8 +261,56 @@ export class Controller {
   /** Picks another avatar or voice: a new session with it. */
   choose(avatar: string, voice: string): void {
     if (this.session && avatar === this.session.avatar && voice === this.session.voice) return;
+    if (this.portrait && avatar !== this.portrait.avatar) this.portrait = null;
     this.choice = { avatar, voice };
     this.restart("switch");
+  }
+
+  /** Animates a photo: a new session with it replaces the current one, which plays on if the photo is refused.
+   * Resolves true when the new session is live. */
+  async usePortrait(file: File): Promise<boolean> {
+    if (file.size > MAX_PORTRAIT_BYTES) {
+      this.setError(
+        `That photo is ${(file.size / 2 ** 20).toFixed(1)} MiB; the limit is ${MAX_PORTRAIT_BYTES / 2 ** 20} MiB.`,
+      );
+      return false;
+    }
+    this.uploading = true;
+    this.setError("");
+    this.setNotice("Preparing your photo…");
+    try {
+      const bytes = new Uint8Array(await file.arrayBuffer());
+      const reply = await this.client.createSession(
+        { portrait: bytes, voice: this.choice.voice },
+        { timeoutMs: 60000 },
+      );
+      const session = reply.session;
+      if (!session) throw new Error("CreateSession returned no session");
+      if (this.disposed) {
+        this.endClient.endSession({ sessionId: session.sessionId }).catch(() => undefined);
+        return false;
+      }
+      const old = this.session;
+      this.portrait = { bytes, avatar: session.avatar };
+      this.adopt(session, "");
+      this.setNotice("Now animating your photo.");
+      if (old) this.endClient.endSession({ sessionId: old.sessionId }).catch(() => undefined);
+      // Watch the new session: the loop is watching the old one.
+      this.watching = false;
+      this.watchAbort?.abort();
+      this.wakeLoop?.();
+      return true;
+    } catch (err) {
+      const info = describeError(err);
+      this.setNotice("");
+      if (info.kind === "invalid") this.setError(`Your photo can't be used: ${info.detail}`);
+      else if (info.kind === "unreachable") this.setError("Can't reach the server — your photo was not sent.");
+      else this.setError(info.message || `Your photo can't be used: ${info.detail}`);
+      return false;
+    } finally {
+      this.uploading = false;
+      this.changed();
+    }
   }
 
   clearInputError(): void {
@@ -302,36 +359,23 @@ export class Controller {
 
   private async createSession(): Promise<boolean> {
     const reason = this.restartReason;
+    const portrait = this.portrait;
     try {
       const reply = await this.client.createSession(
-        { avatar: this.choice.avatar, voice: this.choice.voice },
-        { timeoutMs: 15000 },
+        portrait
+          ? { portrait: portrait.bytes, voice: this.choice.voice }
+          : { avatar: this.choice.avatar, voice: this.choice.voice },
+        { timeoutMs: portrait ? 60000 : 15000 },
       );
       const session = reply.session;
       if (!session) throw new Error("CreateSession returned no session");
       this.loadCatalog();
-      if (this.disposed) {
+      if (this.disposed || this.session) {
+        // Disposed, or a photo upload made a session meanwhile.
         this.endClient.endSession({ sessionId: session.sessionId }).catch(() => undefined);
-        return false;
+        return !this.disposed;
       }
-      this.session = session;
-      this.epochMs = session.mediaEpoch ? timestampMs(session.mediaEpoch) : 0;
-      this.choice = { avatar: session.avatar, voice: session.voice };
-      this.restartReason = "";
-      this.serverState = "idle";
-      this.pendingStates = [];
-      this.orphans.clear();
-      this.onScreenUs = null;
-      this.setConnectionError(false);
-      if (this.error) this.error = "";
-      if (reason === "gone") this.setNotice("The session ended — started a new one.");
-      else if (reason === "switch") this.setNotice(`Now: avatar “${session.avatar}”, voice “${session.voice}”.`);
-      const path = session.playlistPath || session.playlistUrl;
-      this.playlistUrl = new URL(path, window.location.origin).href;
-      // The first segment (480 ms of media) is on the playlist a little after media time 480 ms.
-      this.player.load(this.playlistUrl, this.epochMs ? this.epochMs + FIRST_SEGMENT_DELAY_MS : 0);
-      for (const resolve of this.sessionWaiters.splice(0)) resolve();
-      this.changed();
+      this.adopt(session, reason);
       return true;
     } catch (err) {
       const info = describeError(err);
@@ -339,15 +383,41 @@ export class Controller {
         this.setConnectionError(true);
       } else if (info.kind === "rate-limited") {
         this.setError(`The server is busy: ${info.detail} — retrying…`);
-      } else if (info.kind === "invalid" && (this.choice.avatar || this.choice.voice)) {
-        // An avatar or voice this server does not have: say so, and fall back to its defaults.
+      } else if (info.kind === "invalid" && (this.choice.avatar || this.choice.voice || this.portrait)) {
+        // An avatar, voice or photo this server does not take (any more): say so, and fall back to its defaults.
         this.setError(info.detail);
         this.choice = { avatar: "", voice: "" };
+        this.portrait = null;
       } else {
         this.setError(info.message || "Could not start a session — retrying…");
       }
       return false;
     }
+  }
+
+  /** Makes `session` the page's session: its playlist plays, its events are watched next. */
+  private adopt(session: Session, reason: RestartReason): void {
+    this.session = session;
+    this.epochMs = session.mediaEpoch ? timestampMs(session.mediaEpoch) : 0;
+    this.choice = { avatar: session.avatar, voice: session.voice };
+    this.restartReason = "";
+    this.serverState = "idle";
+    this.pendingStates = [];
+    this.orphans.clear();
+    this.onScreenUs = null;
+    this.setConnectionError(false);
+    if (this.error) this.error = "";
+    if (reason === "gone") this.setNotice("The session ended — started a new one.");
+    else if (reason === "switch") {
+      const avatar = this.portrait?.avatar === session.avatar ? "your photo" : `avatar “${session.avatar}”`;
+      this.setNotice(`Now: ${avatar}, voice “${session.voice}”.`);
+    }
+    const path = session.playlistPath || session.playlistUrl;
+    this.playlistUrl = new URL(path, window.location.origin).href;
+    // The first segment (480 ms of media) is on the playlist a little after media time 480 ms.
+    this.player.load(this.playlistUrl, this.epochMs ? this.epochMs + FIRST_SEGMENT_DELAY_MS : 0);
+    for (const resolve of this.sessionWaiters.splice(0)) resolve();
+    this.changed();
   }
 
   /** Watches the session until the stream breaks; says what to do next. */
@@ -679,6 +749,7 @@ export class Controller {
       notice: this.notice,
       inputError: this.inputError,
       sending: this.inflight > 0,
+      uploading: this.uploading,
       playerStatus: this.playerStatus,
       behindLiveMs: this.behindLiveMs,
       latency,
@@ -700,6 +771,7 @@ export class Controller {
   private publishHook(): void {
     window.__avatar = {
       sessionId: this.snapshot.sessionId,
+      avatar: this.snapshot.avatar,
       state: this.snapshot.state,
       words: shownWords(this.turns),
       lastError: this.lastError,

@@ -1,0 +1,63 @@
+"""One session's photo avatar: the mouth follows the visemes, the eyes blink, the head sways and breathes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from services.video.backend import Drive, FrameByFrameRenderer
+from services.video.idle import IdleSchedule
+from services.video.photo.warp import PhotoWarp, Pose
+from services.video.visemes import MouthShape, MouthTracker, TrackerState
+
+HEAD_SHIFT_PX = 1.6  # largest head shift at 512 px (scaled with the output size)
+BREATH_PX = 0.7
+
+
+@dataclass(frozen=True)
+class _PhotoState:
+    tracker: TrackerState
+
+
+class PhotoRenderer(FrameByFrameRenderer):
+    """Renders frames of one prepared portrait (`PhotoWarp`, shared between sessions) with this session's
+    animation state (mouth tracker) and idle schedule (blinks, sway; seeded per session)."""
+
+    def __init__(self, warp: PhotoWarp, fps: int, seed: int) -> None:
+        super().__init__(warp.rig.width, warp.rig.height, fps)
+        self.warp = warp
+        self.tracker = MouthTracker(fps)
+        self.schedule = IdleSchedule(seed)
+        scale = min(self.width, self.height) / 512.0
+        self.head_limit = HEAD_SHIFT_PX * scale
+        self.breath_px = BREATH_PX * scale
+
+    def snapshot(self) -> _PhotoState:
+        return _PhotoState(self.tracker.state)
+
+    def restore(self, state: _PhotoState) -> None:
+        self.tracker.state = state.tracker
+
+    def pose(self, frame_index: int, shape: MouthShape) -> Pose:
+        """The full pose of a frame for a mouth shape (blink, head and breath come from the idle schedule)."""
+        energy = self.tracker.state.energy
+        dx, dy = self.schedule.sway(frame_index, self.fps, energy, self.head_limit)
+        return Pose(
+            mouth=shape,
+            blink=self.schedule.blink(frame_index, self.fps),
+            head_dx=dx,
+            head_dy=dy,
+            head_roll=self.schedule.tilt(frame_index, self.fps, energy),
+            breath_dy=self.breath_px * self.schedule.breath(frame_index, self.fps),
+        )
+
+    def render_frame(self, drive: Drive) -> bytes:
+        shape = self.tracker.step(drive.frame_index, drive.pcm, drive.phonemes)
+        return rgb_to_i420(self.warp.render(self.pose(drive.frame_index, shape)))
+
+
+def rgb_to_i420(rgb: np.ndarray) -> bytes:
+    """I420 bytes (BT.601, limited range: what H.264 players assume for untagged video) of an RGB frame."""
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).tobytes()
