@@ -18,7 +18,12 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("--port", type=int, default=None, help="listener port (default 8080)")
     render.add_argument("--admin-port", type=int, default=None, help="admin port on 127.0.0.1 (0: Envoy picks)")
     render.add_argument("--session", metavar="HOST:PORT", default=None, help="session service (gRPC)")
-    render.add_argument("--packager-http", metavar="HOST:PORT", default=None, help="packager's HLS HTTP server")
+    render.add_argument(
+        "--packager-http", metavar="HOST:PORT[,...]", default=None, help="packagers' HLS HTTP servers (comma-separated)"
+    )
+    render.add_argument(
+        "--packagers", type=int, default=1, help="k8s: packager replicas (packager-<i>.packager:8088, /hls/p<i>/)"
+    )
     render.add_argument("--web-root", type=Path, default=None, help="the built page (default: web/out)")
     render.add_argument(
         "--cors-origin",
@@ -40,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             web_root=args.web_root.resolve() if args.web_root else None,
             cors_origins=args.cors_origins or origins_from_env(),
             admin_port=args.admin_port,
+            packagers=args.packagers,
         )
     except ValueError as error:
         print(f"gateway render: {error}", file=sys.stderr)

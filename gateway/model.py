@@ -57,6 +57,7 @@ class Proxy:
     upstream: str
     timeout_s: float | None
     grpc: bool = False
+    prefix_rewrite: str | None = None  # replaces the matched prefix (e.g. /hls/p1/ -> /hls/)
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,8 @@ def _route(route: Route) -> dict[str, Any]:
     action = route.action
     if isinstance(action, Proxy):
         proxied: dict[str, Any] = {"cluster": action.upstream}
+        if action.prefix_rewrite is not None:
+            proxied["prefix_rewrite"] = action.prefix_rewrite
         if action.timeout_s is None:
             proxied["timeout"] = "0s"
             proxied["idle_timeout"] = "0s"

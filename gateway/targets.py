@@ -35,6 +35,23 @@ TARGETS: dict[str, TargetDefaults] = {
     "local": TargetDefaults("127.0.0.1", 8080, 0, "127.0.0.1:50051", "127.0.0.1:8088"),
     "k8s": TargetDefaults("0.0.0.0", 8080, 9901, "session:50051", "packager:8088"),
 }
+# With several packagers (k8s: the StatefulSet `packager` behind the headless Service `packager`), packager i serves
+# the playlists of the sessions placed on it, under /hls/p<i>/ (the session service names that path).
+K8S_PACKAGER_HTTP = "packager-{index}.packager:8088"
+
+
+def packager_routes(addresses: list[str]) -> tuple[list[Upstream], list[Route]]:
+    """One upstream per packager and its HLS route: `/hls/` for a single packager, `/hls/p<i>/` for several."""
+    if len(addresses) == 1:
+        upstream = Upstream("packager", Address.parse(addresses[0]), "http1")
+        return [upstream], [Route(HLS_PREFIX, Proxy("packager", timeout_s=HLS_TIMEOUT_S), prefix=True)]
+    upstreams, routes = [], []
+    for index, address in enumerate(addresses):
+        name = f"packager-{index}"
+        upstreams.append(Upstream(name, Address.parse(address), "http1"))
+        proxy = Proxy(name, timeout_s=HLS_TIMEOUT_S, prefix_rewrite=HLS_PREFIX)
+        routes.append(Route(f"{HLS_PREFIX}p{index}/", proxy, prefix=True))
+    return upstreams, routes
 
 
 def origins_from_env() -> tuple[str, ...] | None:
@@ -57,23 +74,31 @@ def describe(
     web_root: Path | None = None,
     cors_origins: tuple[str, ...] | list[str] | None = None,
     admin_port: int | None = None,
+    packagers: int = 1,
 ) -> Gateway:
-    """The gateway for `target`; anything not given takes the target's default."""
+    """The gateway for `target`; anything not given takes the target's default. `packager_http` may list several
+    comma-separated addresses; for k8s, `packagers` > 1 names the StatefulSet's pods."""
     defaults = TARGETS[target]
     port = defaults.port if port is None else port
+    if packager_http:
+        addresses = [a.strip() for a in packager_http.split(",") if a.strip()]
+    elif packagers > 1:
+        if target != "k8s":
+            raise ValueError("several packagers need their addresses (--packager-http a,b,...)")
+        addresses = [K8S_PACKAGER_HTTP.format(index=index) for index in range(packagers)]
+    else:
+        addresses = [defaults.packager_http]
+    hls_upstreams, hls_routes = packager_routes(addresses)
     routes = [
         Route(UPLOAD_PATH, Proxy("session", timeout_s=None, grpc=True), max_request_bytes=UPLOAD_MAX_REQUEST_BYTES),
         Route(GRPC_PREFIX, Proxy("session", timeout_s=None, grpc=True), prefix=True),
-        Route(HLS_PREFIX, Proxy("packager", timeout_s=HLS_TIMEOUT_S), prefix=True),
+        *hls_routes,
         *page_routes(DEFAULT_WEB_ROOT if web_root is None else web_root),
     ]
     return Gateway(
         listen=Address(defaults.listen_host, port),
         admin=Address("127.0.0.1", defaults.admin_port if admin_port is None else admin_port),
-        upstreams=(
-            Upstream("session", Address.parse(session or defaults.session), "http2"),
-            Upstream("packager", Address.parse(packager_http or defaults.packager_http), "http1"),
-        ),
+        upstreams=(Upstream("session", Address.parse(session or defaults.session), "http2"), *hls_upstreams),
         routes=tuple(routes),
         cors_origins=tuple(cors_origins) if cors_origins else own_origins(port),
     )

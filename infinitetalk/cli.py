@@ -16,7 +16,7 @@ from avatar.v1 import session_pb2
 from infinitetalk import contact_sheet
 from infinitetalk.client import SessionClient, playlist_url
 from infinitetalk.hls import PlaylistFollower
-from infinitetalk.stack import SERVICE_ORDER, StackPorts, Supervisor
+from infinitetalk.stack import StackPorts, Supervisor
 
 DEFAULT_ADDR = os.environ.get("INFINITETALK_ADDR", "127.0.0.1:50051")
 PORTRAIT_READ_LIMIT = 64 * 1024 * 1024  # larger files are refused locally; the server's limit is 8 MiB
@@ -24,7 +24,11 @@ REASONS = {v: k.removeprefix("FINISH_REASON_").lower() for k, v in session_pb2.F
 
 
 async def _up(args: argparse.Namespace) -> int:
-    ports = StackPorts.free() if args.free_ports else StackPorts.defaults()
+    replicas = args.video_workers > 1 or args.packagers > 1
+    if args.free_ports or replicas:
+        ports = StackPorts.free(video_workers=args.video_workers, packagers=args.packagers)
+    else:
+        ports = StackPorts.defaults()
     log_dir = Path(args.log_dir) if args.log_dir else None
     supervisor = Supervisor(ports, log_dir=log_dir)
     stop = asyncio.Event()
@@ -35,7 +39,7 @@ async def _up(args: argparse.Namespace) -> int:
     try:
         await supervisor.wait_healthy(timeout_s=120)
         print("InfiniteTalk Live is up (offline defaults).", flush=True)
-        for name in SERVICE_ORDER:
+        for name in ports.names():
             print(f"  {name:9s} grpc://{ports.addr(name)}  metrics http://{ports.host}:{ports.metrics[name]}/metrics")
         print(f"session: {ports.addr('session')}")
         print(f"hls: {ports.gateway_url}/hls/<session_id>/index.m3u8")
@@ -136,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     up = commands.add_parser("up", help="run all services locally (offline defaults) until Ctrl-C")
     up.add_argument("--free-ports", action="store_true", help="pick free ports instead of the defaults")
     up.add_argument("--log-dir", default=".run/logs", help="where each service writes its JSON log ('' = terminal)")
+    up.add_argument("--video-workers", type=int, default=1, help="video worker processes (sessions are placed)")
+    up.add_argument("--packagers", type=int, default=1, help="packager processes (HLS under /hls/p<i>/)")
 
     say = commands.add_parser("say", help="speak TEXT through a running stack and follow it on the playlist")
     say.add_argument("text")

@@ -39,13 +39,30 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def instance_names(service: str, count: int) -> list[str]:
+    """Process names of a service's replicas: the service's name alone, or `video-0`, `video-1`, ..."""
+    return [service] if count == 1 else [f"{service}-{index}" for index in range(count)]
+
+
+def service_of(name: str) -> str:
+    """The service a process name runs (`video-2` -> `video`)."""
+    return name.split("-", 1)[0]
+
+
 @dataclass
 class StackPorts:
+    """Ports of every process. Video workers and packagers may have several replicas (see `free`)."""
+
     grpc: dict[str, int]
     metrics: dict[str, int]
-    http: int
+    http: int  # the (first) packager's HLS port
     host: str = "127.0.0.1"
     gateway: int = DEFAULT_GATEWAY_PORT
+    packager_http: dict[str, int] = field(default_factory=dict)  # every packager's HLS port, by process name
+
+    def __post_init__(self) -> None:
+        if not self.packager_http:
+            self.packager_http = {"packager": self.http}
 
     @classmethod
     def defaults(cls) -> StackPorts:
@@ -53,16 +70,35 @@ class StackPorts:
         return cls(dict(DEFAULT_PORTS), dict(DEFAULT_METRICS_PORTS), DEFAULT_HTTP_PORT, gateway=gateway)
 
     @classmethod
-    def free(cls) -> StackPorts:
+    def free(cls, video_workers: int = 1, packagers: int = 1) -> StackPorts:
+        """Free loopback ports for every process; several video workers / packagers run as `video-<i>` /
+        `packager-<i>` (the session service is given all of them)."""
+        names = [
+            name
+            for service in SERVICE_ORDER
+            for name in instance_names(
+                service, video_workers if service == "video" else packagers if service == "packager" else 1
+            )
+        ]
+        packager_http = {name: free_port() for name in names if service_of(name) == "packager"}
         return cls(
-            {name: free_port() for name in SERVICE_ORDER},
-            {name: free_port() for name in SERVICE_ORDER},
-            free_port(),
+            {name: free_port() for name in names},
+            {name: free_port() for name in names},
+            next(iter(packager_http.values())),
             gateway=free_port(),
+            packager_http=packager_http,
         )
+
+    def names(self, service: str | None = None) -> list[str]:
+        """Process names (of one service, when given), in start order."""
+        return [name for name in self.grpc if service is None or service_of(name) == service]
 
     def addr(self, service: str) -> str:
         return f"{self.host}:{self.grpc[service]}"
+
+    def addrs(self, service: str) -> str:
+        """Comma-separated gRPC addresses of every replica of `service`."""
+        return ",".join(self.addr(name) for name in self.names(service))
 
     @property
     def hls_base_url(self) -> str:
@@ -77,6 +113,7 @@ class StackPorts:
 def service_env(
     service: str, ports: StackPorts, extra: dict[str, str] | None = None, public_hls_url: str | None = None
 ) -> dict[str, str]:
+    """The environment of process `service` (a service name or a replica's process name)."""
     env = dict(os.environ)
     env.update(
         {
@@ -86,15 +123,15 @@ def service_env(
             "PYTHONUNBUFFERED": "1",
         }
     )
-    if service == "packager":
-        env["HTTP_PORT"] = str(ports.http)
+    if service_of(service) == "packager":
+        env["HTTP_PORT"] = str(ports.packager_http[service])
     if service == "session":
         env.update(
             {
                 "LLM_ADDR": ports.addr("llm"),
                 "TTS_ADDR": ports.addr("tts"),
-                "VIDEO_ADDR": ports.addr("video"),
-                "PACKAGER_ADDR": ports.addr("packager"),
+                "VIDEO_ADDR": ports.addrs("video"),
+                "PACKAGER_ADDR": ports.addrs("packager"),
                 "PUBLIC_HLS_URL": env.get("PUBLIC_HLS_URL", public_hls_url or ports.hls_base_url),
             }
         )
@@ -109,6 +146,7 @@ class ManagedProcess:
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
     started_at: float = 0.0
+    supervised: bool = True
     log_file: Path | None = None
     _log_handle: object | None = field(default=None, repr=False)
 
@@ -126,7 +164,10 @@ class Supervisor:
         gateway: bool = True,
         web_root: Path | None = None,
         cors_origins: tuple[str, ...] | None = None,
+        standby: tuple[str, ...] = (),
     ) -> None:
+        """`standby`: processes not started with the others (`launch` starts one later: e.g. a video worker that
+        joins, as a new pod would)."""
         self.ports = ports
         self.report = report
         self.log_dir = log_dir
@@ -134,8 +175,9 @@ class Supervisor:
         self.cors_origins = cors_origins or origins_from_env()
         public_hls_url = ports.gateway_url if gateway else None
         self.processes = {
-            name: ManagedProcess(name, service_env(name, ports, extra_env, public_hls_url)) for name in SERVICE_ORDER
+            name: ManagedProcess(name, service_env(name, ports, extra_env, public_hls_url)) for name in ports.names()
         }
+        self.standby = set(standby)
         self._run_dir: Path | None = None  # the rendered Envoy config, while running
         if gateway:
             self.processes[GATEWAY] = ManagedProcess(GATEWAY, dict(os.environ))
@@ -165,7 +207,7 @@ class Supervisor:
             "local",
             port=self.ports.gateway,
             session=self.ports.addr("session"),
-            packager_http=f"{self.ports.host}:{self.ports.http}",
+            packager_http=",".join(f"{self.ports.host}:{port}" for port in self.ports.packager_http.values()),
             web_root=self.web_root,
             cors_origins=self.cors_origins,
             admin_port=int(os.environ.get("GATEWAY_ADMIN_PORT", "0")),
@@ -178,7 +220,7 @@ class Supervisor:
     def _argv(self, managed: ManagedProcess) -> list[str]:
         if managed.name == GATEWAY:
             return self._gateway_argv()
-        return [sys.executable, "-m", f"services.{managed.name}"]
+        return [sys.executable, "-m", f"services.{service_of(managed.name)}"]
 
     def _event(self, event: str, **fields: object) -> None:
         if not self.report:
@@ -210,15 +252,33 @@ class Supervisor:
         if GATEWAY in self.processes:
             self._run_dir = Path(tempfile.mkdtemp(prefix="infinitetalk-gateway-"))
         for managed in self.processes.values():
-            await self._spawn(managed)
-        self._watchers = [asyncio.create_task(self._watch(m)) for m in self.processes.values()]
+            if managed.name not in self.standby:
+                await self._spawn(managed)
+                self._watchers.append(asyncio.create_task(self._watch(managed)))
+
+    async def launch(self, name: str) -> None:
+        """Starts a standby (or killed) process under supervision."""
+        managed = self.processes[name]
+        self.standby.discard(name)
+        managed.supervised = True
+        await self._spawn(managed)
+        self._watchers.append(asyncio.create_task(self._watch(managed)))
+
+    async def kill(self, name: str) -> None:
+        """SIGKILLs a process and leaves it down (a node lost, not a crash to restart)."""
+        managed = self.processes[name]
+        managed.supervised = False
+        assert managed.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            managed.process.kill()
+        await managed.process.wait()
 
     async def _watch(self, managed: ManagedProcess) -> None:
         backoff = 0.2
         while not self._stopping:
             assert managed.process is not None
             code = await managed.process.wait()
-            if self._stopping:
+            if self._stopping or not managed.supervised:
                 return
             uptime = time.monotonic() - managed.started_at
             self._event("exited", name=managed.name, code=code, uptime_s=round(uptime, 2), restarting=True)
@@ -238,7 +298,7 @@ class Supervisor:
     async def wait_healthy(self, timeout_s: float = 60.0, names: tuple[str, ...] | None = None) -> None:
         """Waits for every managed process (or those named): gRPC health for services, /ready for Envoy."""
         deadline = time.monotonic() + timeout_s
-        for name in names or tuple(self.processes):
+        for name in names or tuple(n for n in self.processes if n not in self.standby):
             while True:
                 if await self.healthy(name):
                     break

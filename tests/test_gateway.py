@@ -171,6 +171,29 @@ def test_only_create_session_may_carry_a_portrait_sized_body(target):
     assert paths.index("/avatar.v1.SessionService/CreateSession") < paths.index("/avatar.v1.SessionService/")
 
 
+@pytest.mark.parametrize(
+    ("target", "args"),
+    [("k8s", ["--packagers", "3"]), ("local", ["--packager-http", "127.0.0.1:8101,127.0.0.1:8102,127.0.0.1:8103"])],
+)
+def test_each_packager_serves_its_own_hls_prefix(target, args, tmp_path):
+    text = render(target, *args)
+    validate(text, tmp_path, f"{target}-packagers")
+    config = yaml.safe_load(text)
+    routes = connection_manager(config)["route_config"]["virtual_hosts"][0]["routes"]
+    hls = {r["match"]["prefix"]: r["route"] for r in routes if r["match"].get("prefix", "").startswith("/hls/")}
+    assert list(hls) == ["/hls/p0/", "/hls/p1/", "/hls/p2/"], "no catch-all /hls/ when there are several"
+    for index in range(3):
+        assert hls[f"/hls/p{index}/"] == {
+            **hls[f"/hls/p{index}/"],
+            "cluster": f"packager-{index}",
+            "prefix_rewrite": "/hls/",
+        }
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    endpoint = clusters["packager-2"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    expected = "packager-2.packager" if target == "k8s" else "127.0.0.1"
+    assert endpoint["socket_address"]["address"] == expected
+
+
 @pytest.mark.parametrize("target", ["local", "k8s"])
 def test_rendering_is_deterministic_and_names_only_repo_or_temp_paths(target, tmp_path):
     web = make_web_root(tmp_path / "out")

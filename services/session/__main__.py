@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import grpc
 
-from avatar.v1 import llm_pb2_grpc, packager_pb2_grpc, session_pb2, session_pb2_grpc, tts_pb2_grpc, video_pb2_grpc
+from avatar.v1 import llm_pb2_grpc, session_pb2, session_pb2_grpc, tts_pb2_grpc
 from services.common.server import MAX_MESSAGE_BYTES, run, serve
 from services.session.config import SessionConfig, server_config
 from services.session.live import PeerStubs
+from services.session.placement import Packagers, VideoWorkers
 from services.session.service import SessionServicer
 
 CHANNEL_OPTIONS = [
@@ -19,23 +20,22 @@ CHANNEL_OPTIONS = [
 ]
 
 
+def open_channel(addr: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS)
+
+
 def open_stubs(config: SessionConfig) -> tuple[PeerStubs, list[grpc.aio.Channel]]:
-    channels = {
-        name: grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS)
-        for name, addr in (
-            ("llm", config.llm_addr),
-            ("tts", config.tts_addr),
-            ("video", config.video_addr),
-            ("packager", config.packager_addr),
-        )
-    }
+    """Stubs for llm and tts, and the video workers and packagers sessions are placed on (VIDEO_ADDR and
+    PACKAGER_ADDR may list several; see services.session.placement)."""
+    llm = open_channel(config.llm_addr)
+    tts = open_channel(config.tts_addr)
     stubs = PeerStubs(
-        llm=llm_pb2_grpc.LlmServiceStub(channels["llm"]),
-        tts=tts_pb2_grpc.TtsServiceStub(channels["tts"]),
-        video=video_pb2_grpc.VideoServiceStub(channels["video"]),
-        packager=packager_pb2_grpc.PackagerServiceStub(channels["packager"]),
+        llm=llm_pb2_grpc.LlmServiceStub(llm),
+        tts=tts_pb2_grpc.TtsServiceStub(tts),
+        video=VideoWorkers(config.video_addr, open_channel),
+        packagers=Packagers(config.packager_addr, open_channel),
     )
-    return stubs, list(channels.values())
+    return stubs, [llm, tts]
 
 
 async def main() -> None:
@@ -55,6 +55,8 @@ async def main() -> None:
     finally:
         for channel in channels:
             await channel.close()
+        await stubs.video.close()
+        await stubs.packagers.close()
 
 
 if __name__ == "__main__":

@@ -6,13 +6,16 @@ from dataclasses import dataclass
 
 from services.common.config import ConfigError, ServerConfig, env_float, env_int, env_str
 from services.common.media import FPS
+from services.session.placement import parse_addresses, parse_video_spec
 
 
 @dataclass(frozen=True)
 class SessionConfig:
     """Peers, limits and playout tuning.
 
-    LLM_ADDR, TTS_ADDR, VIDEO_ADDR, PACKAGER_ADDR (host:port, required); PUBLIC_HLS_URL (e.g.
+    LLM_ADDR, TTS_ADDR (host:port, required); VIDEO_ADDR (host:port[,host:port...] or dns:///name:port: the
+    video workers) and PACKAGER_ADDR (host:port[,host:port...]), required, see services.session.placement;
+    PUBLIC_HLS_URL (e.g.
     http://127.0.0.1:8088, used to give absolute playlist URLs; optional); MAX_SESSIONS; MAX_TEXT_CHARS;
     MAX_WATCHERS_PER_SESSION; REQUESTS_PER_SECOND / REQUEST_BURST (per session: Say, Chat, Interrupt);
     SESSION_IDLE_TIMEOUT_S (a session nobody uses or watches ends); SEGMENT_DURATION_MS; LOOKAHEAD_FRAMES.
@@ -33,6 +36,11 @@ class SessionConfig:
     lookahead_frames: int = 10
 
     def __post_init__(self) -> None:
+        try:
+            parse_video_spec(self.video_addr)
+            parse_addresses(self.packager_addr, "PACKAGER_ADDR")
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         frame_ms = 1000 // FPS
         if self.segment_duration_ms % frame_ms or not 200 <= self.segment_duration_ms <= 1000:
             raise ConfigError(

@@ -26,12 +26,10 @@ from avatar.v1 import (
     llm_pb2_grpc,
     media_pb2,
     packager_pb2,
-    packager_pb2_grpc,
     session_pb2,
     tts_pb2,
     tts_pb2_grpc,
     video_pb2,
-    video_pb2_grpc,
 )
 from services.common.clauses import split_clauses
 from services.common.logs import session_id_var
@@ -39,6 +37,7 @@ from services.common.media import FPS, HEIGHT, SAMPLE_RATE_HZ, WIDTH, frame_star
 from services.session.config import SessionConfig
 from services.session.events import EventBus
 from services.session.peers import REFUSALS, OutboxFull, PeerLink, PeerRefused
+from services.session.placement import Packager, Packagers, VideoWorker, VideoWorkers
 from services.session.timeline import FrameSlot, Mark, Timeline
 
 log = logging.getLogger(__name__)
@@ -83,12 +82,13 @@ def new_id() -> str:
 
 @dataclass
 class PeerStubs:
-    """Stubs on the shared channels to the four peer services."""
+    """The peer services: stubs on shared channels to llm and tts; the video workers and packagers sessions are
+    placed on."""
 
     llm: llm_pb2_grpc.LlmServiceStub
     tts: tts_pb2_grpc.TtsServiceStub
-    video: video_pb2_grpc.VideoServiceStub
-    packager: packager_pb2_grpc.PackagerServiceStub
+    video: VideoWorkers
+    packagers: Packagers
 
 
 @dataclass
@@ -124,12 +124,20 @@ class LiveSession:
         stubs: PeerStubs,
         config: SessionConfig,
         on_ended: Callable[[LiveSession], None],
+        *,
+        video_worker: VideoWorker,
+        packager: Packager,
         portrait: bytes = b"",
     ) -> None:
-        """`portrait`: uploaded image bytes to animate (then `avatar` is its prepared name). They live in the video
-        link's config, which is sent first on every (re)connection so any video worker can serve the stream, and are
-        dropped with the session."""
+        """`video_worker` and `packager`: where the session was placed (it releases them when it ends); the video
+        stream moves to another worker if its worker's stream breaks. `portrait`: uploaded image bytes to animate
+        (then `avatar` is its prepared name). They live in the video link's config, which is sent first on every
+        (re)connection so any video worker can serve the stream, and are dropped with the session."""
         self.session_id = session_id
+        self.stubs = stubs
+        self.video_worker = video_worker
+        self.packager = packager
+        self._placement_released = False
         self.avatar = avatar
         self.voice = voice
         self.realtime = options.pacing != session_pb2.PACING_OFFLINE
@@ -190,7 +198,7 @@ class LiveSession:
             ),
             "video": PeerLink(
                 "video",
-                stubs.video.Render,
+                lambda **kwargs: self.video_worker.stub.Render(**kwargs),
                 video_pb2.RenderRequest(
                     config=video_pb2.RenderConfig(
                         session_id=session_id,
@@ -207,10 +215,11 @@ class LiveSession:
                 self._on_video,
                 self._down_handler("video"),
                 self._on_video_up,
+                before_reconnect=self._place_video_again,
             ),
             "packager": PeerLink(
                 "packager",
-                stubs.packager.Publish,
+                packager.stub.Publish,
                 packager_pb2.PublishRequest(config=self._publish_config()),
                 session_id,
                 self._on_packager,
@@ -222,7 +231,25 @@ class LiveSession:
     # -- lifecycle ---------------------------------------------------------------------------------------------
     @property
     def playlist_path(self) -> str:
-        return f"/hls/{self.session_id}/index.m3u8"
+        return self.stubs.packagers.playlist_path(self.packager, self.session_id)
+
+    async def _place_video_again(self) -> None:
+        """The video stream broke (its worker died, restarted or refused): reserve room on the best worker now
+        (NoCapacity: the link waits and asks again; the stream idles on its last frame meanwhile)."""
+        lost = self.video_worker
+        if not self._placement_released:
+            self.stubs.video.release(lost)
+        self.video_worker = await self.stubs.video.place(avoid=lost.addr)
+        if self._placement_released:  # the session ended while waiting
+            self.stubs.video.release(self.video_worker)
+        elif self.video_worker.addr != lost.addr:
+            log.info("video stream placed on another worker", extra={"from": lost.addr, "to": self.video_worker.addr})
+
+    def _release_placement(self) -> None:
+        if not self._placement_released:
+            self._placement_released = True
+            self.stubs.video.release(self.video_worker)
+            self.stubs.packagers.release(self.packager)
 
     def media_epoch_timestamp(self) -> Timestamp:
         epoch = Timestamp()
@@ -302,6 +329,7 @@ class LiveSession:
 
     async def _close_links(self) -> None:
         await asyncio.gather(*(link.close() for link in self._links.values()), return_exceptions=True)
+        self._release_placement()
         if self._playout_task is not None and not self._playout_task.done():
             self._playout_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

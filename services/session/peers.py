@@ -55,7 +55,11 @@ class PeerLink:
         on_down: Callable[[grpc.aio.AioRpcError | Exception], None],
         on_up: Callable[[bool], None] | None = None,
         reconnect: bool = True,
+        before_reconnect: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """`open_call` is called for every (re)connection, so it may pick a different peer each time;
+        `before_reconnect` runs before each reconnection (e.g. to place the stream elsewhere) and may raise to wait
+        a backoff step and try again."""
         self.component = component
         self._open_call = open_call
         self.config = config_message  # sent first on every (re)connection
@@ -64,6 +68,7 @@ class PeerLink:
         self._on_down = on_down
         self._on_up = on_up
         self._reconnect = reconnect
+        self._before_reconnect = before_reconnect
         self._outbox: asyncio.Queue[Message] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._call: grpc.aio.StreamStreamCall | None = None
@@ -140,6 +145,14 @@ class PeerLink:
                 return
             await asyncio.sleep(backoff)
             backoff = min(BACKOFF_MAX_S, backoff * 2)
+            while self._before_reconnect is not None and not self._closing:
+                try:
+                    await self._before_reconnect()
+                    break
+                except Exception as wait_reason:  # e.g. no worker has room yet: the stream idles meanwhile
+                    log.info("peer stream waits", extra={"component": self.component, "reason": str(wait_reason)})
+                    await asyncio.sleep(backoff)
+                    backoff = min(BACKOFF_MAX_S, backoff * 2)
 
     async def _write(self, call: grpc.aio.StreamStreamCall) -> None:
         await call.write(self.config)

@@ -25,6 +25,7 @@ from services.session.config import SessionConfig
 from services.session.events import WatcherTooSlow
 from services.session.limits import TokenBucket
 from services.session.live import LiveSession, PeerStubs, SessionStartError, new_id
+from services.session.placement import NoCapacity, VideoWorker
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,13 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         cached = self._catalogue_cache
         if cached is not None and time.monotonic() - cached[0] < CATALOGUE_TTL_S:
             return cached[1]
-        avatars = await self.stubs.video.ListAvatars(video_pb2.ListAvatarsRequest(), timeout=10)
+        try:
+            video = self.stubs.video.stub
+        except NoCapacity as error:
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), str(error)
+            ) from None
+        avatars = await video.ListAvatars(video_pb2.ListAvatarsRequest(), timeout=10)
         voices = await self.stubs.tts.ListVoices(tts_pb2.ListVoicesRequest(), timeout=10)
         catalogue = session_pb2.GetCatalogResponse(
             avatars=avatars.avatars,
@@ -142,11 +149,11 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             )
             raise
 
-    async def _prepare_portrait(self, portrait: bytes, context: grpc.aio.ServicerContext) -> str:
+    async def _prepare_portrait(self, portrait: bytes, worker: VideoWorker, context: grpc.aio.ServicerContext) -> str:
         """The prepared portrait's avatar name; the video service's reason for refusing a file reaches the caller
         verbatim (not an image, no face, too many pixels, ...)."""
         try:
-            response = await self.stubs.video.PrepareAvatar(
+            response = await worker.stub.PrepareAvatar(
                 video_pb2.PrepareAvatarRequest(image=portrait), timeout=PREPARE_TIMEOUT_S
             )
         except grpc.aio.AioRpcError as error:
@@ -205,25 +212,45 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         avatars = [a.name for a in catalogue.avatars]
         voices = [v.name for v in catalogue.voices]
         voice = request.voice or catalogue.default_voice
-        if portrait:
-            avatar = await self._prepare_portrait(portrait, context)
-        else:
+        if not portrait:
             avatar = request.avatar or catalogue.default_avatar
             if avatar not in avatars:
                 await abort_invalid_argument(context, "avatar", f"unknown avatar {avatar!r}; choose one of {avatars}")
         if voice not in voices:
             await abort_invalid_argument(context, "voice", f"unknown voice {voice!r}; choose one of {voices}")
-        session_id = new_id()
-        session_id_var.set(session_id)
-        session = LiveSession(
-            session_id, avatar, voice, request.options, self.stubs, self.config, self._forget, portrait=portrait
-        )
-        self.sessions[session_id] = session
         try:
-            await session.start()
-        except SessionStartError as error:
-            self.sessions.pop(session_id, None)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+            worker = await self.stubs.video.place()
+        except NoCapacity as error:
+            await abort_resource_exhausted(context, "video.workers", f"no room for another session: {error}")
+        packager = self.stubs.packagers.place()
+        session: LiveSession | None = None
+        try:
+            if portrait:  # prepared on the worker that will render it
+                avatar = await self._prepare_portrait(portrait, worker, context)
+            session_id = new_id()
+            session_id_var.set(session_id)
+            session = LiveSession(
+                session_id,
+                avatar,
+                voice,
+                request.options,
+                self.stubs,
+                self.config,
+                self._forget,
+                video_worker=worker,
+                packager=packager,
+                portrait=portrait,
+            )
+            self.sessions[session_id] = session
+            try:
+                await session.start()
+            except SessionStartError as error:
+                self.sessions.pop(session_id, None)
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        finally:
+            if session is None:  # refused before the session existed: give the reserved room back
+                self.stubs.video.release(worker)
+                self.stubs.packagers.release(packager)
         log.info("session created", extra={"avatar": avatar, "voice": voice, "realtime": session.realtime})
         playlist_url = f"{self.config.public_hls_url}{session.playlist_path}" if self.config.public_hls_url else ""
         return session_pb2.CreateSessionResponse(

@@ -17,6 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
 import time
 import zlib
 from collections import deque
@@ -44,7 +47,8 @@ RENDER_SECONDS = Histogram(
 )
 STALE_FRAMES = Counter("video_stale_frames_dropped_total", "Drives or frames dropped because a reset superseded them")
 RESETS = Counter("video_resets_total", "Timeline resets received")
-ACTIVE_STREAMS = Gauge("video_active_streams", "Render streams in progress")
+ACTIVE_STREAMS = Gauge("video_active_streams", "Render streams in progress (sessions on this worker)")
+STREAM_CAPACITY = Gauge("video_stream_capacity", "Render streams this worker accepts at once")
 PORTRAITS = Counter(
     "video_portraits_prepared_total", "Portrait preparations by outcome (ok or the refusal reason)", ["outcome"]
 )
@@ -259,6 +263,9 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
         self.default_avatar = default_avatar
         self.max_queued_frames = max_queued_frames
         self.max_streams = max_streams
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+        self._fps = 0.0
+        STREAM_CAPACITY.set(max_streams)
         self._active = 0
         self._photo = next((b for b in self.backends if callable(getattr(b, "prepare_portrait", None))), None)
         self._prepares = asyncio.Semaphore(max_concurrent_prepares)
@@ -296,6 +303,16 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
         info = await self._prepare_or_abort(request.image, "image", context)
         return video_pb2.PrepareAvatarResponse(
             avatar=video_pb2.Avatar(name=info.name, description=info.description, backend=info.backend)
+        )
+
+    async def GetWorkerStatus(
+        self, request: video_pb2.GetWorkerStatusRequest, context: grpc.aio.ServicerContext
+    ) -> video_pb2.GetWorkerStatusResponse:
+        return video_pb2.GetWorkerStatusResponse(
+            capacity=self.max_streams,
+            active_streams=self._active,
+            worker_id=self.worker_id,
+            frames_per_second=self._fps,
         )
 
     async def ListAvatars(
@@ -352,6 +369,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
                         continue
                     FRAMES_RENDERED.labels(backend.name).inc()
                     RENDER_SECONDS.labels(backend.name).observe(frame.render_s)
+                    self._fps = renderer.frames_per_second_capacity
                     sent += 1
                     yield video_pb2.RenderResponse(
                         frame=media_pb2.VideoFrame(

@@ -98,3 +98,19 @@ class PrepareAvatarResponse(_message.Message):
     AVATAR_FIELD_NUMBER: _ClassVar[int]
     avatar: Avatar
     def __init__(self, avatar: _Optional[_Union[Avatar, _Mapping]] = ...) -> None: ...
+
+class GetWorkerStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetWorkerStatusResponse(_message.Message):
+    __slots__ = ("capacity", "active_streams", "worker_id", "frames_per_second")
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    capacity: int
+    active_streams: int
+    worker_id: str
+    frames_per_second: float
+    def __init__(self, capacity: _Optional[int] = ..., active_streams: _Optional[int] = ..., worker_id: _Optional[str] = ..., frames_per_second: _Optional[float] = ...) -> None: ...

@@ -50,6 +50,11 @@ class VideoServiceStub:
                 request_serializer=avatar_dot_v1_dot_video__pb2.PrepareAvatarRequest.SerializeToString,
                 response_deserializer=avatar_dot_v1_dot_video__pb2.PrepareAvatarResponse.FromString,
                 _registered_method=True)
+        self.GetWorkerStatus = channel.unary_unary(
+                '/avatar.v1.VideoService/GetWorkerStatus',
+                request_serializer=avatar_dot_v1_dot_video__pb2.GetWorkerStatusRequest.SerializeToString,
+                response_deserializer=avatar_dot_v1_dot_video__pb2.GetWorkerStatusResponse.FromString,
+                _registered_method=True)
 
 
 class VideoServiceServicer:
@@ -80,6 +85,13 @@ class VideoServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetWorkerStatus(self, request, context):
+        """How many Render streams this worker takes and how many it serves now: what placement balances on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VideoServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +109,11 @@ def add_VideoServiceServicer_to_server(servicer, server):
                     servicer.PrepareAvatar,
                     request_deserializer=avatar_dot_v1_dot_video__pb2.PrepareAvatarRequest.FromString,
                     response_serializer=avatar_dot_v1_dot_video__pb2.PrepareAvatarResponse.SerializeToString,
+            ),
+            'GetWorkerStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkerStatus,
+                    request_deserializer=avatar_dot_v1_dot_video__pb2.GetWorkerStatusRequest.FromString,
+                    response_serializer=avatar_dot_v1_dot_video__pb2.GetWorkerStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +198,33 @@ class VideoService:
             '/avatar.v1.VideoService/PrepareAvatar',
             avatar_dot_v1_dot_video__pb2.PrepareAvatarRequest.SerializeToString,
             avatar_dot_v1_dot_video__pb2.PrepareAvatarResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkerStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/avatar.v1.VideoService/GetWorkerStatus',
+            avatar_dot_v1_dot_video__pb2.GetWorkerStatusRequest.SerializeToString,
+            avatar_dot_v1_dot_video__pb2.GetWorkerStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
