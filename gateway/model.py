@@ -71,6 +71,15 @@ class File:
 
 
 @dataclass(frozen=True)
+class Directory:
+    """Serve files under `root` (Envoy's file_server filter, enabled on this route only): for a page whose files
+    are only known where Envoy runs (a container image), so the config does not list them."""
+
+    root: str
+    index: str = "index.html"
+
+
+@dataclass(frozen=True)
 class Inline:
     """Answer with a fixed body."""
 
@@ -87,7 +96,7 @@ class Route:
     `max_request_bytes` overrides `Limits.max_request_bytes` for this route only (e.g. a photo upload)."""
 
     path: str
-    action: Proxy | File | Inline
+    action: Proxy | File | Inline | Directory
     prefix: bool = False
     max_request_bytes: int | None = None
 

@@ -6,7 +6,8 @@ from typing import Any
 
 import yaml
 
-from gateway.model import Address, File, Gateway, Proxy, Route, Upstream
+from gateway.model import Address, Directory, File, Gateway, Proxy, Route, Upstream
+from gateway.webroot import CONTENT_TYPES
 
 MIB = 1024 * 1024
 MIN_DIRECT_RESPONSE_BYTES = 8 * MIB
@@ -46,9 +47,31 @@ def _header(key: str, value: str) -> dict[str, Any]:
     return {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
 
 
+FILE_SERVER = "envoy.filters.http.file_server"
+
+
 def _route(route: Route) -> dict[str, Any]:
     match = {"prefix" if route.prefix else "path": route.path}
     action = route.action
+    if isinstance(action, Directory):
+        # The file server answers GET/HEAD for files under root; what it does not find falls through to this 404.
+        return {
+            "match": match,
+            "direct_response": {"status": 404, "body": {"inline_string": "not found\n"}},
+            "typed_per_filter_config": {
+                FILE_SERVER: {
+                    "@type": _type("envoy.config.route.v3.FilterConfig"),
+                    "config": {
+                        "@type": _type("envoy.extensions.filters.http.file_server.v3.FileServerConfig"),
+                        "manager_config": {"thread_pool": {"thread_count": 1}},
+                        "path_mappings": [{"request_path_prefix": "/", "file_path_prefix": action.root}],
+                        "directory_behaviors": [{"default_file": action.index}],
+                        "content_types": {suffix.lstrip("."): kind for suffix, kind in sorted(CONTENT_TYPES.items())},
+                        "default_content_type": "application/octet-stream",
+                    },
+                }
+            },
+        }
     if isinstance(action, Proxy):
         proxied: dict[str, Any] = {"cluster": action.upstream}
         if action.prefix_rewrite is not None:
@@ -107,6 +130,17 @@ def _direct_response_limit(gateway: Gateway) -> int:
 
 
 def _http_filters(gateway: Gateway) -> list[dict[str, Any]]:
+    serves_files = any(isinstance(route.action, Directory) for route in gateway.routes)
+    file_server = [
+        {
+            "name": FILE_SERVER,
+            "disabled": True,  # enabled per route (a Directory route) only: elsewhere it would answer everything
+            "typed_config": {
+                "@type": _type("envoy.extensions.filters.http.file_server.v3.FileServerConfig"),
+                "manager_config": {"thread_pool": {"thread_count": 1}},
+            },
+        }
+    ]
     return [
         {
             "name": "envoy.filters.http.grpc_web",
@@ -123,6 +157,7 @@ def _http_filters(gateway: Gateway) -> list[dict[str, Any]]:
                 "max_request_bytes": gateway.limits.max_request_bytes,
             },
         },
+        *(file_server if serves_files else []),
         {
             "name": "envoy.filters.http.router",
             "typed_config": {"@type": _type("envoy.extensions.filters.http.router.v3.Router")},

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from gateway.model import Address, Gateway, Proxy, Route, Upstream
+from gateway.model import Address, Directory, Gateway, Proxy, Route, Upstream
 from gateway.webroot import page_routes
 
 Target = Literal["local", "k8s"]
@@ -38,6 +38,8 @@ TARGETS: dict[str, TargetDefaults] = {
 # With several packagers (k8s: the StatefulSet `packager` behind the headless Service `packager`), packager i serves
 # the playlists of the sessions placed on it, under /hls/p<i>/ (the session service names that path).
 K8S_PACKAGER_HTTP = "packager-{index}.packager:8088"
+# In the gateway image the built page lives here; the k8s config serves the folder (its files are not listed).
+K8S_WEB_ROOT = "/srv/web"
 
 
 def packager_routes(addresses: list[str]) -> tuple[list[Upstream], list[Route]]:
@@ -93,7 +95,11 @@ def describe(
         Route(UPLOAD_PATH, Proxy("session", timeout_s=None, grpc=True), max_request_bytes=UPLOAD_MAX_REQUEST_BYTES),
         Route(GRPC_PREFIX, Proxy("session", timeout_s=None, grpc=True), prefix=True),
         *hls_routes,
-        *page_routes(DEFAULT_WEB_ROOT if web_root is None else web_root),
+        *(
+            [Route("/", Directory(str(web_root or K8S_WEB_ROOT)), prefix=True)]
+            if target == "k8s"
+            else page_routes(DEFAULT_WEB_ROOT if web_root is None else web_root)
+        ),
     ]
     return Gateway(
         listen=Address(defaults.listen_host, port),

@@ -22,7 +22,7 @@ from avatar.v1 import session_pb2
 from gateway.model import Address, Gateway
 from gateway.process import envoy_argv, envoy_binary
 from gateway.render import render_yaml
-from gateway.targets import REPO_ROOT, describe
+from gateway.targets import K8S_WEB_ROOT, REPO_ROOT, describe
 from infinitetalk.stack import free_port
 from tests.test_e2e_pipeline import segments_on
 
@@ -194,15 +194,46 @@ def test_each_packager_serves_its_own_hls_prefix(target, args, tmp_path):
     assert endpoint["socket_address"]["address"] == expected
 
 
+def test_k8s_serves_the_page_folder_with_content_types(tmp_path):
+    """In the image the page's files are only known at run time: Envoy's file server serves the folder, on the
+    catch-all route only (elsewhere it would answer gRPC-Web posts)."""
+    web = make_web_root(tmp_path / "out")
+    (web / "app.js").write_text("console.log(1)")
+    port = free_port()
+    config = render("k8s", "--web-root", str(web), "--port", str(port), "--session", "127.0.0.1:1")
+    config = config.replace("0.0.0.0", "127.0.0.1")
+    routes = connection_manager(yaml.safe_load(config))["route_config"]["virtual_hosts"][0]["routes"]
+    serving = [r for r in routes if "envoy.filters.http.file_server" in r.get("typed_per_filter_config", {})]
+    assert [r["match"] for r in serving] == [{"prefix": "/"}] and routes[-1] is serving[0]
+    path = tmp_path / "k8s-page.yaml"
+    path.write_text(config)
+    process = subprocess.Popen(
+        envoy_argv(path, tmp_path / "admin"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 10
+        status, headers, body = request(port, "GET", "/")
+        while status == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            status, headers, body = request(port, "GET", "/")
+        assert status == 200 and headers["content-type"].startswith("text/html") and body
+        status, headers, _ = request(port, "GET", "/app.js")
+        assert status == 200 and headers["content-type"].startswith("text/javascript")
+        assert request(port, "GET", "/missing.js")[0] == 404
+    finally:
+        process.terminate()
+        process.wait()
+
+
 @pytest.mark.parametrize("target", ["local", "k8s"])
 def test_rendering_is_deterministic_and_names_only_repo_or_temp_paths(target, tmp_path):
     web = make_web_root(tmp_path / "out")
     for args in ((), ("--web-root", str(web))):
         first, second = render(target, *args), render(target, *args)
         assert first == second
-        allowed = (str(REPO_ROOT), str(Path(tempfile.gettempdir()).resolve()), str(tmp_path))
+        allowed = (str(REPO_ROOT), str(Path(tempfile.gettempdir()).resolve()), str(tmp_path), K8S_WEB_ROOT)
         files = list(filenames(yaml.safe_load(first)))
-        assert files or not args
+        assert files or not args or target == "k8s"  # k8s serves the page's folder (file_server), not each file
         assert all(name.startswith(allowed) for name in files), files
         for path in re.findall(r"(?<![\w.:/])(/(?:[\w.@+-]+/)+[\w.@+-]+)", first):
             if Path(path).parent.is_dir():  # a real place on this machine, not a URL path
