@@ -191,7 +191,7 @@ def test_bad_input(encoder: AudioEncoder) -> None:
 
 
 def test_missing_folder_and_files(model_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="not found: .*nowhere"):
+    with pytest.raises(FileNotFoundError, match=r"not found: .*nowhere"):
         AudioEncoder(tmp_path / "nowhere")
     for name in ("preprocessor_config.json", "config.json", "model.safetensors"):
         broken = tmp_path / f"without-{name}"

@@ -4,6 +4,7 @@ by the real loaders: chunk by chunk output, idle without the model, short uttera
 from __future__ import annotations
 
 import asyncio
+import re
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -134,3 +135,18 @@ def test_idle_frames_match_the_photo_renderer(backend) -> None:
     out = asyncio.run(run(renderer, [Drive(i) for i in range(3)]))
     assert [data for _, _, data in out] == [photo.render_frame(Drive(i)) for i in range(3)]
     assert np.frombuffer(out[0][2], np.uint8).std() > 5, "a picture, not a blank"
+
+
+def test_the_benchmark_runs_on_the_tiny_model() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.infinitetalk", "--tiny", "--size", "64", "--steps", "1", "--device", "cpu"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = [line.split("|") for line in done.stdout.splitlines() if re.match(r"\| [a-z].*\| +[\d.]+ \|$", line)]
+    rows = {cells[1].strip(): float(cells[2]) for cells in table}
+    assert rows["new frames per second (output / compute)"] > 0
+    assert 0 < rows["time to first speech frame (s)"] <= rows["seconds for the first chunk"] + 1

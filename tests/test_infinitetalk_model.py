@@ -28,7 +28,7 @@ from services.video.infinitetalk.model import (
     InfiniteTalkTransformer,
     latent_audio_windows,
 )
-from services.video.infinitetalk.tiny import build_tiny_model, save_tiny_checkpoints
+from services.video.infinitetalk.tiny import build_tiny_model, official_state_dict, save_tiny_checkpoints
 
 H_LAT = W_LAT = 4  # 2x2 patches per latent frame: small enough for CPU at 21 latent frames
 
@@ -394,3 +394,123 @@ def test_lora_merge(tiny_files: tuple[Path, Path], tmp_path: Path) -> None:
     save_file({f"{nope}.lora_down.weight": down, f"{nope}.lora_up.weight": up}, str(bad))
     with pytest.raises(CheckpointError, match=r"blocks\.0\.nope"):
         merge_lora(merged, bad)
+
+
+# --- parity with upstream's math -------------------------------------------------------------------------------------
+
+
+def _upstream_forward(sd: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Upstream multitalk WanModel.forward (single speaker, batch 1, no TeaCache) written from its source in plain torch
+    over the *official* key names: an independent check of the key mapping and of the block composition."""
+    c, eps, dim, heads = TINY, TINY.eps, TINY.dim, TINY.num_heads
+    hd = dim // heads
+
+    def lin(x: torch.Tensor, p: str) -> torch.Tensor:
+        return torch.nn.functional.linear(x, sd[f"{p}.weight"], sd[f"{p}.bias"])
+
+    def ln(x: torch.Tensor, p: str | None = None, e: float = eps) -> torch.Tensor:
+        w, b = (sd[f"{p}.weight"], sd[f"{p}.bias"]) if p else (None, None)
+        return torch.nn.functional.layer_norm(x, (x.shape[-1],), w, b, e)
+
+    def rms(x: torch.Tensor, p: str) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * sd[f"{p}.weight"]
+
+    def rope_params(n: int, d: int) -> torch.Tensor:
+        f = torch.outer(torch.arange(n), 1.0 / torch.pow(10000, torch.arange(0, d, 2).double().div(d)))
+        return torch.polar(torch.ones_like(f), f)
+
+    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # [L, H, hd] layout
+        w = torch.softmax(torch.einsum("qhd,khd->hqk", q, k) / math.sqrt(hd), dim=-1)
+        return torch.einsum("hqk,khd->qhd", w, v).flatten(1)
+
+    x = torch.nn.functional.conv3d(
+        inputs["latents"], sd["patch_embedding.weight"], sd["patch_embedding.bias"], stride=(1, 2, 2)
+    )
+    nf, nh, nw = x.shape[2:]
+    x = x.flatten(2).transpose(1, 2)[0]  # [L, dim]
+    half = c.freq_dim // 2
+    sinus = torch.outer(inputs["timestep"].double(), torch.pow(10000, -torch.arange(half).double().div(half)))
+    e = lin(
+        torch.nn.functional.silu(lin(torch.cat([sinus.cos(), sinus.sin()], 1).float(), "time_embedding.0")),
+        "time_embedding.2",
+    )
+    e0 = lin(torch.nn.functional.silu(e), "time_projection.1").unflatten(1, (6, dim))[0]  # [6, dim]
+    text = torch.cat([inputs["text"][0], inputs["text"].new_zeros(512 - inputs["text"].shape[1], c.text_dim)])
+    text = lin(torch.nn.functional.gelu(lin(text, "text_embedding.0"), approximate="tanh"), "text_embedding.2")
+    img = lin(
+        torch.nn.functional.gelu(lin(ln(inputs["image"][0], "img_emb.proj.0", 1e-5), "img_emb.proj.1")),
+        "img_emb.proj.3",
+    )
+    img = ln(img, "img_emb.proj.4", 1e-5)
+    # RoPE, as upstream rope_params / rope_apply.
+    freqs = torch.cat(
+        [rope_params(1024, hd - 4 * (hd // 6)), rope_params(1024, 2 * (hd // 6)), rope_params(1024, 2 * (hd // 6))], 1
+    )
+    ch = hd // 2
+    ft, fh, fw = freqs.split([ch - 2 * (ch // 3), ch // 3, ch // 3], dim=1)
+    grid = torch.cat(
+        [
+            ft[:nf].view(nf, 1, 1, -1).expand(nf, nh, nw, -1),
+            fh[:nh].view(1, nh, 1, -1).expand(nf, nh, nw, -1),
+            fw[:nw].view(1, 1, nw, -1).expand(nf, nh, nw, -1),
+        ],
+        -1,
+    ).reshape(nf * nh * nw, 1, -1)
+
+    def rope(t: torch.Tensor) -> torch.Tensor:
+        return (
+            torch.view_as_real(torch.view_as_complex(t.double().reshape(*t.shape[:2], -1, 2)) * grid).flatten(2).float()
+        )
+
+    # Audio: per-latent-frame windows by explicit indexing, then AudioProjModel.
+    audio = inputs["audio"][0]  # [frames, 5, S, C]
+    windows = [audio[0].flatten()]
+    for j in range(1, nf):
+        v0 = 4 * j - 3
+        picked = [audio[v0, 0], audio[v0, 1], audio[v0, 2], audio[v0 + 1, 2], audio[v0 + 2, 2], audio[v0 + 3, 2],
+                  audio[v0 + 3, 3], audio[v0 + 3, 4]]  # fmt: skip
+        windows.append(torch.stack(picked).flatten())
+    hidden = [torch.relu(lin(windows[0], "audio_proj.proj1"))] + [
+        torch.relu(lin(w, "audio_proj.proj1_vf")) for w in windows[1:]
+    ]
+    tokens = lin(torch.relu(lin(torch.stack(hidden), "audio_proj.proj2")), "audio_proj.proj3")
+    tokens = ln(tokens.view(nf, c.audio_context_tokens, c.audio_output_dim), "audio_proj.norm", 1e-5)
+
+    per_frame = nh * nw
+    for i in range(c.num_layers):
+        b = f"blocks.{i}"
+        m = sd[f"{b}.modulation"][0] + e0  # [6, dim]
+        y = ln(x) * (1 + m[1]) + m[0]
+        q = rope(rms(lin(y, f"{b}.self_attn.q"), f"{b}.self_attn.norm_q").view(-1, heads, hd))
+        k = rope(rms(lin(y, f"{b}.self_attn.k"), f"{b}.self_attn.norm_k").view(-1, heads, hd))
+        v = lin(y, f"{b}.self_attn.v").view(-1, heads, hd)
+        x = x + lin(attend(q, k, v), f"{b}.self_attn.o") * m[2]
+        y = ln(x, f"{b}.norm3")
+        q = rms(lin(y, f"{b}.cross_attn.q"), f"{b}.cross_attn.norm_q").view(-1, heads, hd)
+        k = rms(lin(text, f"{b}.cross_attn.k"), f"{b}.cross_attn.norm_k").view(-1, heads, hd)
+        v = lin(text, f"{b}.cross_attn.v").view(-1, heads, hd)
+        ki = rms(lin(img, f"{b}.cross_attn.k_img"), f"{b}.cross_attn.norm_k_img").view(-1, heads, hd)
+        vi = lin(img, f"{b}.cross_attn.v_img").view(-1, heads, hd)
+        x = x + lin(attend(q, k, v) + attend(q, ki, vi), f"{b}.cross_attn.o")
+        y = ln(x, f"{b}.norm_x")
+        out = []
+        for f in range(nf):
+            qa = lin(y[f * per_frame : (f + 1) * per_frame], f"{b}.audio_cross_attn.q_linear").view(-1, heads, hd)
+            kv = lin(tokens[f], f"{b}.audio_cross_attn.kv_linear").view(-1, 2, heads, hd)
+            out.append(lin(attend(qa, kv[:, 0], kv[:, 1]), f"{b}.audio_cross_attn.proj"))
+        x = x + torch.cat(out)
+        y = torch.nn.functional.gelu(lin(ln(x) * (1 + m[4]) + m[3], f"{b}.ffn.0"), approximate="tanh")
+        x = x + lin(y, f"{b}.ffn.2") * m[5]
+    hm = sd["head.modulation"][0] + e  # [2, dim]
+    x = lin(ln(x) * (1 + hm[1]) + hm[0], "head.head")
+    x = x.view(nf, nh, nw, 1, 2, 2, c.out_channels)
+    return torch.einsum("fhwpqrc->cfphqwr", x).reshape(c.out_channels, nf, nh * 2, nw * 2)[None]
+
+
+def test_forward_matches_upstream_math_on_official_weights(tiny: InfiniteTalkTransformer) -> None:
+    sd = official_state_dict(tiny)
+    inputs = _inputs(3)
+    with torch.no_grad():
+        ours = tiny(**inputs)
+        ref = _upstream_forward(sd, inputs)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)

@@ -5,7 +5,8 @@ Environment: HOST, PORT, METRICS_PORT, SHUTDOWN_GRACE_S (see services.common.con
 photo avatars and uploaded portraits; 0: drawn faces only),
 VIDEO_MAX_QUEUED_FRAMES (50 drives waiting per stream), VIDEO_MAX_STREAMS (16 concurrent Render streams),
 VIDEO_WARM_SIZE (512: prepares the default avatar at this square size at start-up; 0 skips), FACE_MODEL_DIR (where the
-face landmark models are; default: inside the installed mediapipe wheel).
+face landmark models are; default: inside the installed mediapipe wheel); INFINITETALK and INFINITETALK_* (the GPU
+model backend: see services.video.infinitetalk.loader).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from services.common.config import ConfigError, ServerConfig, env_int, env_str
 from services.common.server import run, serve
 from services.video.backend import RendererBackend
 from services.video.drawn import DrawnBackend, warm_up
+from services.video.infinitetalk import loader as infinitetalk
 from services.video.photo.backend import DEFAULT_PHOTO_AVATAR, PhotoBackend
 from services.video.photo.landmarks import FaceLandmarker, FaceModelsMissing
 from services.video.service import VideoServicer
@@ -40,6 +42,9 @@ async def main() -> None:
             backends.insert(0, photo)
         except FaceModelsMissing as error:
             log.warning("photo avatars are off: %s", error)
+    if photo is not None and infinitetalk.enabled():
+        # Slow (loads the models): before the service reports SERVING. Its avatars are `<photo avatar>-infinitetalk`.
+        backends.insert(0, await asyncio.to_thread(infinitetalk.backend_from_env, photo))
     default_avatar = env_str("VIDEO_DEFAULT_AVATAR", DEFAULT_PHOTO_AVATAR if photo else "drawn")
     try:
         servicer = VideoServicer(

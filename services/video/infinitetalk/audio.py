@@ -16,9 +16,8 @@ uses self-attention over the whole input and its positional convolution spans 12
 differ from the same frames' features in the whole utterance, and the interpolation to 25 fps depends on the total
 length; upstream (and the InfiniteTalk adapter's training) encodes the whole file. Incremental encoding would also
 need right context: a chunk covers 81 frames plus a 2-frame window margin, so the first chunk cannot start before
-3.4 s of audio exist anyway, while a clause from the TTS arrives in one piece. The cost is small against the video
-model (wav2vec2-base runs in tens of milliseconds per second of speech on a GPU), so whole-utterance encoding loses
-nothing and keeps parity.
+about 3.3 s of audio exist anyway, while a clause from the TTS arrives in one piece. The encoder (95M parameters for
+wav2vec2-base) is small next to the 14B video model, so whole-utterance encoding costs little and keeps parity.
 
 Deviations from upstream, on purpose:
 
@@ -53,7 +52,12 @@ MAX_UTTERANCE_S = 600.0  # attention cost grows with the square of the length; a
 WINDOW = 5
 CONFIG_FILE = "config.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 # Parameters a checkpoint may lack without changing inference (SpecAugment's mask vector is used in training only).
 OPTIONAL_KEYS = ("masked_spec_embed",)
 
@@ -66,7 +70,7 @@ def loudness_normalize(pcm: np.ndarray, sample_rate_hz: int, lufs: float = -23.0
     if not math.isfinite(lufs):
         raise ValueError(f"target loudness must be finite, got {lufs}")
     meter = pyloudnorm.Meter(sample_rate_hz)
-    if len(x) < int(round(meter.block_size * sample_rate_hz)) + 1:
+    if len(x) < meter.block_size * sample_rate_hz:
         return x
     with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # log10(0) for silence; "possible clipped samples" (upstream does not clip)
@@ -136,7 +140,9 @@ class AudioEncoder:
             )
         self.extractor = Wav2Vec2FeatureExtractor.from_pretrained(path, local_files_only=True)
         if self.extractor.sampling_rate != MODEL_RATE_HZ:
-            raise ValueError(f"{path / PREPROCESSOR_FILE}: sampling_rate {self.extractor.sampling_rate}, expected 16000")
+            raise ValueError(
+                f"{path / PREPROCESSOR_FILE}: sampling_rate {self.extractor.sampling_rate}, expected 16000"
+            )
         self.model: Wav2Vec2Model = model.to(device=device, dtype=dtype).eval()
         self.device = torch.device(device)
         self.dtype = dtype
@@ -159,8 +165,9 @@ class AudioEncoder:
         motion_frame: int = schedule.MOTION_FRAME,
     ) -> tuple[torch.Tensor, int]:
         """(features padded to `schedule.padded_length(total)`, total): what the chunk loop windows. An utterance longer
-        than one chunk is padded by upstream's reflection; a shorter one (upstream refuses it) is encoded with
-        silence appended after the feature extractor's normalisation, so the face rests after the speech."""
+        than one chunk is padded by upstream's reflection; one of at most `frame_num` frames (upstream refuses it) is
+        encoded with silence appended after the feature extractor's normalisation, so the face rests after the
+        speech. Its output frames past `total` are trimmed by the schedule."""
         x, total = self._prepare(pcm, sample_rate_hz, fps)
         length = schedule.padded_length(total, frame_num, motion_frame)
         if total > frame_num:

@@ -252,5 +252,3 @@ class InfiniteTalkBackend(RendererBackend):
         return InfiniteTalkRenderer(
             self.generator, self.audio, idle, reference, sample_rate_hz, seed, self.frame_num, self.motion_frame
         )
-
-
