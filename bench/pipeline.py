@@ -107,6 +107,8 @@ async def bench_video(addr: str, pcm: bytes) -> tuple[float, list[bytes]]:
         feeder = asyncio.create_task(feed())
         frames = []
         async for response in call:
+            if not response.HasField("frame"):
+                continue
             frames.append(response.frame.data)
             if len(frames) == frames_needed:
                 break

@@ -346,6 +346,16 @@ def test_video_capacity_and_autoscaler(overlay: tuple[str, Rendered]) -> None:
         assert spec["nodeSelector"]["nvidia.com/gpu.present"] == "true"
         assert any(t["key"] == "nvidia.com/gpu" and t["effect"] == "NoSchedule" for t in spec["tolerations"])
         assert spec["containers"][0]["image"].startswith("infinitetalk/video-gpu:")
+        # The InfiniteTalk backend is on, reading its weights from the read-only volume the overlay mounts.
+        env = rendered.configmap_data("video-env")
+        assert env["INFINITETALK"] == "1" and env["INFINITETALK_DEVICE"] == "cuda"
+        mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
+        root = mounts["weights"]["mountPath"]
+        assert mounts["weights"]["readOnly"] is True
+        for key in ("INFINITETALK_DIT_DIR", "INFINITETALK_WAN_DIFFUSERS_DIR", "INFINITETALK_WEIGHTS"):
+            assert env[key].startswith(root + "/"), key
+        claim = next(v for v in spec["volumes"] if v["name"] == "weights")["persistentVolumeClaim"]["claimName"]
+        assert rendered.get("PersistentVolumeClaim", claim)["spec"]["accessModes"] == ["ReadOnlyMany"]
 
 
 # --- pods -------------------------------------------------------------------------------------------------------------

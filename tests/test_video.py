@@ -93,7 +93,11 @@ async def run(stub, requests: list[video_pb2.RenderRequest], hold_open: bool = F
         if hold_open:
             await asyncio.Event().wait()
 
-    return [response.frame async for response in stub.Render(feed(), metadata=(("x-session-id", "test-session"),))]
+    return [
+        response.frame
+        async for response in stub.Render(feed(), metadata=(("x-session-id", "test-session"),))
+        if response.HasField("frame")
+    ]
 
 
 def luma(frame: media_pb2.VideoFrame) -> np.ndarray:
@@ -239,6 +243,8 @@ async def test_reset_rewinds_and_reemits_with_new_epoch() -> None:
 
         frames = []
         async for response in stub.Render(feed()):
+            if not response.HasField("frame"):
+                continue
             frames.append(response.frame)
             if response.frame.frame_index == 35:
                 seen_35.set()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.common.config import ConfigError, ServerConfig, env_float, env_int, env_str
-from services.common.media import FPS
+from services.common.media import FPS, HEIGHT, WIDTH
 from services.session.placement import parse_addresses, parse_video_spec
 
 
@@ -18,7 +18,8 @@ class SessionConfig:
     PUBLIC_HLS_URL (e.g.
     http://127.0.0.1:8088, used to give absolute playlist URLs; optional); MAX_SESSIONS; MAX_TEXT_CHARS;
     MAX_WATCHERS_PER_SESSION; REQUESTS_PER_SECOND / REQUEST_BURST (per session: Say, Chat, Interrupt);
-    SESSION_IDLE_TIMEOUT_S (a session nobody uses or watches ends); SEGMENT_DURATION_MS; LOOKAHEAD_FRAMES.
+    SESSION_IDLE_TIMEOUT_S (a session nobody uses or watches ends); SEGMENT_DURATION_MS; LOOKAHEAD_FRAMES;
+    VIDEO_WIDTH / VIDEO_HEIGHT (512).
     """
 
     llm_addr: str
@@ -34,6 +35,8 @@ class SessionConfig:
     idle_timeout_s: float = 900.0
     segment_duration_ms: int = 480
     lookahead_frames: int = 10
+    video_width: int = WIDTH
+    video_height: int = HEIGHT
 
     def __post_init__(self) -> None:
         try:
@@ -41,6 +44,9 @@ class SessionConfig:
             parse_addresses(self.packager_addr, "PACKAGER_ADDR")
         except ValueError as error:
             raise ConfigError(str(error)) from None
+        for name, value in (("VIDEO_WIDTH", self.video_width), ("VIDEO_HEIGHT", self.video_height)):
+            if value % 16 or not 64 <= value <= 1920:
+                raise ConfigError(f"{name}={value} must be a multiple of 16 from 64 to 1920")
         frame_ms = 1000 // FPS
         if self.segment_duration_ms % frame_ms or not 200 <= self.segment_duration_ms <= 1000:
             raise ConfigError(
@@ -64,6 +70,8 @@ class SessionConfig:
             idle_timeout_s=env_float("SESSION_IDLE_TIMEOUT_S", 900.0),
             segment_duration_ms=env_int("SEGMENT_DURATION_MS", 480, minimum=40),
             lookahead_frames=env_int("LOOKAHEAD_FRAMES", 10, minimum=3),
+            video_width=env_int("VIDEO_WIDTH", WIDTH, minimum=64),
+            video_height=env_int("VIDEO_HEIGHT", HEIGHT, minimum=64),
         )
 
 

@@ -33,11 +33,12 @@ from avatar.v1 import (
 )
 from services.common.clauses import split_clauses
 from services.common.logs import session_id_var
-from services.common.media import FPS, HEIGHT, SAMPLE_RATE_HZ, WIDTH, frame_start_us
+from services.common.media import FPS, SAMPLE_RATE_HZ, frame_start_us
 from services.session.config import SessionConfig
 from services.session.events import EventBus
 from services.session.peers import REFUSALS, OutboxFull, PeerLink, PeerRefused
 from services.session.placement import Packager, Packagers, VideoWorker, VideoWorkers
+from services.session.preroll import needs_preroll, preroll_frames
 from services.session.timeline import FrameSlot, Mark, Timeline
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 # lookahead; a frame is forced out (with a gap if the voice is late) MIN_LEAD ahead; a cut takes effect CUT_MARGIN
 # frames after the frame being played.
 IDLE_LEAD = 3
+# With a slow renderer, the whole utterance's drives go out at once (bounded: 10 minutes of frames).
+SLOW_LEAD_FRAMES = 25 * 600
 MIN_LEAD = 2
 CUT_MARGIN = 2
 RENDER_GRACE_S = 0.03
@@ -54,6 +57,11 @@ OFFLINE_TAIL_FRAMES = 10
 RECENT_UTTERANCES = 16
 
 UTTERANCES = Counter("session_utterances_total", "Utterances by source and finish reason", ["source", "reason"])
+PREROLL_FRAMES = Histogram(
+    "session_preroll_frames",
+    "Idle frames played before an utterance so a slow renderer plays it through",
+    buckets=(0, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+)
 STALLED_FRAMES = Counter("session_stalled_frames_total", "Frames whose render was late; the last frame was repeated")
 LIVE_SESSIONS = Gauge("session_live_sessions", "Sessions open")
 LATENCY = Histogram(
@@ -146,11 +154,17 @@ class LiveSession:
         self._on_ended = on_ended
         self.fps = FPS
         self.sample_rate_hz = SAMPLE_RATE_HZ
-        self.width, self.height = WIDTH, HEIGHT
+        self.width, self.height = config.video_width, config.video_height
         self.timeline = Timeline(self.fps, self.sample_rate_hz)
         self.bus = EventBus(config.max_watchers_per_session)
         self.state = session_pb2.SESSION_STATE_IDLE
         self.state_utterance = ""
+        self.state_expected_start_us = 0
+        # The video renderer's pace (RenderStatus); when it cannot keep up in real time, an utterance starts at
+        # `_speech_from` (decided once its audio is complete) and the stream idles until then.
+        self._video_pace: video_pb2.RenderStatus | None = None
+        self._speech_from: int | None = None
+        self._flush_until = 0
         self.utterance: Utterance | None = None
         self._recent: OrderedDict[str, Utterance] = OrderedDict()
         self._rendered: dict[int, media_pb2.VideoFrame] = {}
@@ -373,6 +387,7 @@ class LiveSession:
         while len(self._recent) > RECENT_UTTERANCES:
             self._recent.popitem(last=False)
         self.timeline.begin(utterance.utterance_id)
+        self._speech_from = None
         self._set_state(session_pb2.SESSION_STATE_THINKING, utterance.utterance_id)
         self._work.set()
         return utterance
@@ -393,6 +408,7 @@ class LiveSession:
         if utterance is None or utterance.finished:
             return "", 0
         cut_frame = min(self.next_play + CUT_MARGIN, self.timeline.write_head)
+        self._speech_from = None
         epoch_before = self.timeline.epoch
         self.timeline.cut(cut_frame)
         if self.timeline.epoch != epoch_before:
@@ -543,6 +559,9 @@ class LiveSession:
             self._work.set()
 
     def _on_video(self, response: video_pb2.RenderResponse) -> None:
+        if response.HasField("status"):
+            self._video_pace = response.status
+            return
         frame = response.frame
         slot = self.timeline.slots.get(frame.frame_index)
         if slot is not None and slot.epoch == frame.epoch:
@@ -654,8 +673,23 @@ class LiveSession:
             index = timeline.write_head
             current = timeline.current
             if self.realtime:
+                slow = self._slow_video()
+                if slow and current is not None and not current.started and not self._ending:
+                    if not current.complete or (self._speech_from is None and not self._plan_preroll(index)):
+                        # Wait for all of the utterance's audio (the voice is far faster than real time): idle.
+                        if index >= self.next_play + IDLE_LEAD:
+                            return
+                        self._send_drive(timeline.idle_slot())
+                        continue
+                    if self._speech_from is not None and index < self._speech_from:
+                        self._send_drive(timeline.idle_slot())  # idle frames are cheap: the renderer works ahead
+                        continue
                 has_speech = current is not None and (current.started or current.pending_samples > 0)
                 lead = self.config.lookahead_frames if has_speech else IDLE_LEAD
+                if slow and (has_speech or index < self._flush_until):
+                    # The whole utterance goes to the renderer at once, and the idle frame after it too, so the
+                    # renderer knows where it ends and can render its last chunk ahead as well.
+                    lead = SLOW_LEAD_FRAMES
                 if self._ending or index >= self.next_play + lead:
                     return
                 force = index <= self.next_play + MIN_LEAD
@@ -670,7 +704,32 @@ class LiveSession:
             slot = timeline.next_slot(force)
             if slot is None:
                 return
+            if slot.ends_utterance:
+                self._flush_until = slot.frame_index + 2
             self._send_drive(slot)
+
+    def _slow_video(self) -> bool:
+        pace = self._video_pace
+        return pace is not None and needs_preroll(
+            pace.frames_per_second, pace.lookahead_frames, self.fps, self.config.lookahead_frames
+        )
+
+    def _plan_preroll(self, index: int) -> bool:
+        """Decides where the current (complete) utterance's speech starts; tells watchers (RENDERING)."""
+        current = self.timeline.current
+        pace = self._video_pace
+        if current is None or pace is None:
+            return False
+        frames = -(-current.pending_samples // self.timeline.samples_per_frame)
+        wait = preroll_frames(frames, pace.frames_per_second, pace.lookahead_frames, self.fps)
+        self._speech_from = max(index, self.next_play + IDLE_LEAD) + wait
+        PREROLL_FRAMES.observe(wait)
+        self._set_state(
+            session_pb2.SESSION_STATE_RENDERING,
+            current.utterance_id,
+            expected_start_us=frame_start_us(self._speech_from, self.fps),
+        )
+        return True
 
     async def _await_frame(self, index: int, deadline: float | None) -> media_pb2.VideoFrame | None:
         while True:
@@ -732,6 +791,7 @@ class LiveSession:
         index = slot.frame_index
         if frame is None:
             STALLED_FRAMES.inc()
+            log.debug("frame late: the last one is repeated", extra={"frame_index": index, "speech": slot.speech})
             frame = self._last_frame
             if frame is None:
                 frame = _blank_frame(self.width, self.height)
@@ -787,12 +847,17 @@ class LiveSession:
             self._finish(utterance, frame_start_us(end_frame, self.fps))
 
     # -- events ------------------------------------------------------------------------------------------------
-    def _set_state(self, state: int, utterance_id: str) -> None:
+    def _set_state(self, state: int, utterance_id: str, expected_start_us: int = 0) -> None:
         if state == self.state and utterance_id == self.state_utterance:
             return
         self.state = state
         self.state_utterance = utterance_id
-        self._emit(state_changed=session_pb2.StateChanged(state=state, utterance_id=utterance_id))
+        self.state_expected_start_us = expected_start_us
+        self._emit(
+            state_changed=session_pb2.StateChanged(
+                state=state, utterance_id=utterance_id, expected_start_us=expected_start_us
+            )
+        )
 
     def _event(self, **event) -> session_pb2.WatchSessionResponse:
         now = Timestamp()
@@ -805,7 +870,11 @@ class LiveSession:
         self.bus.publish(self._event(**event))
 
     def watch(self) -> AsyncIterator[session_pb2.WatchSessionResponse]:
-        first = self._event(state_changed=session_pb2.StateChanged(state=self.state, utterance_id=self.state_utterance))
+        first = self._event(
+            state_changed=session_pb2.StateChanged(
+                state=self.state, utterance_id=self.state_utterance, expected_start_us=self.state_expected_start_us
+            )
+        )
         return self.bus.watch(first)
 
 

@@ -132,6 +132,13 @@ class Timeline:
         self.write_head += 1
         return slot
 
+    def idle_slot(self) -> FrameSlot:
+        """An idle slot at the write head, leaving the current utterance's audio for later (a pre-roll)."""
+        slot = FrameSlot(frame_index=self.write_head, epoch=self.epoch)
+        self.slots[slot.frame_index] = slot
+        self.write_head += 1
+        return slot
+
     def _take_audio(self, current: UtteranceAudio, slot: FrameSlot) -> None:
         take = min(current.pending_samples, self.samples_per_frame)
         pcm = bytes(current.pending[: take * 2])

@@ -194,6 +194,19 @@ class _StreamState:
         self.last_index = min(self.last_index, reset.from_frame_index - 1)
 
 
+def _pace(renderer: AvatarRenderer) -> video_pb2.RenderStatus:
+    return video_pb2.RenderStatus(
+        frames_per_second=renderer.frames_per_second_capacity, lookahead_frames=renderer.lookahead_frames
+    )
+
+
+def _pace_changed(before: video_pb2.RenderStatus, now: video_pb2.RenderStatus) -> bool:
+    """Worth telling the session: the lookahead changed, or the pace moved by more than 10%."""
+    if before.lookahead_frames != now.lookahead_frames:
+        return True
+    return abs(now.frames_per_second - before.frames_per_second) > 0.1 * max(before.frames_per_second, 1e-6)
+
+
 class _DriveQueue:
     """A bounded FIFO of drives that a reset can purge; `close` ends the consumer's iteration."""
 
@@ -362,6 +375,9 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
             state = _StreamState(config.fps, config.sample_rate_hz)
             queue = _DriveQueue(self.max_queued_frames)
             reader = asyncio.create_task(self._read(request_iterator, state, queue, renderer))
+            reported = _pace(renderer)
+            since_report = 0
+            yield video_pb2.RenderResponse(status=reported)
             async with contextlib.aclosing(renderer.render(queue.drives(state.stale))) as frames:
                 async for frame in frames:
                     if state.stale.is_stale(frame.frame_index, frame.epoch):
@@ -370,6 +386,11 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
                     FRAMES_RENDERED.labels(backend.name).inc()
                     RENDER_SECONDS.labels(backend.name).observe(frame.render_s)
                     self._fps = renderer.frames_per_second_capacity
+                    since_report += 1
+                    pace = _pace(renderer)
+                    if since_report >= config.fps and _pace_changed(reported, pace):
+                        reported, since_report = pace, 0
+                        yield video_pb2.RenderResponse(status=pace)
                     sent += 1
                     yield video_pb2.RenderResponse(
                         frame=media_pb2.VideoFrame(

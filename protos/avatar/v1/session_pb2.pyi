@@ -25,6 +25,7 @@ class SessionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SESSION_STATE_THINKING: _ClassVar[SessionState]
     SESSION_STATE_SPEAKING: _ClassVar[SessionState]
     SESSION_STATE_ENDED: _ClassVar[SessionState]
+    SESSION_STATE_RENDERING: _ClassVar[SessionState]
 
 class UtteranceSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -46,6 +47,7 @@ SESSION_STATE_IDLE: SessionState
 SESSION_STATE_THINKING: SessionState
 SESSION_STATE_SPEAKING: SessionState
 SESSION_STATE_ENDED: SessionState
+SESSION_STATE_RENDERING: SessionState
 UTTERANCE_SOURCE_UNSPECIFIED: UtteranceSource
 UTTERANCE_SOURCE_SAY: UtteranceSource
 UTTERANCE_SOURCE_CHAT: UtteranceSource
@@ -181,12 +183,14 @@ class WatchSessionRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ...) -> None: ...
 
 class StateChanged(_message.Message):
-    __slots__ = ("state", "utterance_id")
+    __slots__ = ("state", "utterance_id", "expected_start_us")
     STATE_FIELD_NUMBER: _ClassVar[int]
     UTTERANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_START_US_FIELD_NUMBER: _ClassVar[int]
     state: SessionState
     utterance_id: str
-    def __init__(self, state: _Optional[_Union[SessionState, str]] = ..., utterance_id: _Optional[str] = ...) -> None: ...
+    expected_start_us: int
+    def __init__(self, state: _Optional[_Union[SessionState, str]] = ..., utterance_id: _Optional[str] = ..., expected_start_us: _Optional[int] = ...) -> None: ...
 
 class SpeechStarted(_message.Message):
     __slots__ = ("utterance_id", "source", "start_us")

@@ -60,10 +60,20 @@ class RenderRequest(_message.Message):
     def __init__(self, config: _Optional[_Union[RenderConfig, _Mapping]] = ..., frame: _Optional[_Union[FrameDrive, _Mapping]] = ..., reset: _Optional[_Union[ResetTimeline, _Mapping]] = ...) -> None: ...
 
 class RenderResponse(_message.Message):
-    __slots__ = ("frame",)
+    __slots__ = ("frame", "status")
     FRAME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     frame: _media_pb2.VideoFrame
-    def __init__(self, frame: _Optional[_Union[_media_pb2.VideoFrame, _Mapping]] = ...) -> None: ...
+    status: RenderStatus
+    def __init__(self, frame: _Optional[_Union[_media_pb2.VideoFrame, _Mapping]] = ..., status: _Optional[_Union[RenderStatus, _Mapping]] = ...) -> None: ...
+
+class RenderStatus(_message.Message):
+    __slots__ = ("frames_per_second", "lookahead_frames")
+    FRAMES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    LOOKAHEAD_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    frames_per_second: float
+    lookahead_frames: int
+    def __init__(self, frames_per_second: _Optional[float] = ..., lookahead_frames: _Optional[int] = ...) -> None: ...
 
 class Avatar(_message.Message):
     __slots__ = ("name", "description", "backend")

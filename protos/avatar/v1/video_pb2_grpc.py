@@ -63,7 +63,8 @@ class VideoServiceServicer:
 
     def Render(self, request_iterator, context):
         """First request carries `config`; then one `frame` per timeline frame, in frame order, and `reset` when the
-        session rewrites the timeline from some frame on (interrupt). Exactly one response frame per request frame.
+        session rewrites the timeline from some frame on (interrupt). Exactly one response frame per request frame, plus
+        `status` messages (no frame) that tell the renderer's pace.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -37,6 +37,7 @@ from services.video.photo.renderer import PhotoRenderer, rgb_to_i420
 
 SUFFIX = "-infinitetalk"
 DEFAULT_PROMPT = "A person is talking to the camera, natural head movements, clear lip movements, studio lighting."
+DEFAULT_FPS_ESTIMATE = 2.0  # frames/s assumed before anything was measured (a 14B model on one GPU is slower)
 NEGATIVE_PROMPT_DEFAULT = "static, blurred, low quality, deformed face, extra limbs, subtitles, watermark"
 
 
@@ -81,6 +82,8 @@ class InfiniteTalkRenderer(AvatarRenderer):
         self._cancel = threading.Event()
         self._fps_measured = 0.0
         self.chunks_generated = 0
+        self.pace: dict[tuple[int, int], float] = {}  # shared with the backend: the last pace per size
+        self.pace_estimate = DEFAULT_FPS_ESTIMATE
 
     @property
     def lookahead_frames(self) -> int:
@@ -88,7 +91,9 @@ class InfiniteTalkRenderer(AvatarRenderer):
 
     @property
     def frames_per_second_capacity(self) -> float:
-        return self._fps_measured or float(self.fps)
+        """This stream's measured pace; before its first chunk, the backend's last measurement at this size, or
+        the configured estimate."""
+        return self._fps_measured or self.pace.get((self.width, self.height), self.pace_estimate)
 
     async def reset(self, from_frame_index: int, epoch: int) -> None:
         self._stale.add(from_frame_index, epoch)
@@ -164,6 +169,7 @@ class InfiniteTalkRenderer(AvatarRenderer):
             frames = to_rgb(video)
             new = frames[chunk.skip : chunk.skip + chunk.emitted]
             self._fps_measured = len(new) / max(elapsed, 1e-6)
+            self.pace[(self.width, self.height)] = self._fps_measured
             run.tail = video[:, :, -self.motion_frame :]
             run.next_chunk += 1
             per_frame = elapsed / max(1, len(new))
@@ -217,10 +223,13 @@ class InfiniteTalkBackend(RendererBackend):
         negative_prompt: str = NEGATIVE_PROMPT_DEFAULT,
         frame_num: int = schedule.FRAME_NUM,
         motion_frame: int = schedule.MOTION_FRAME,
+        fps_estimate: float = DEFAULT_FPS_ESTIMATE,
     ) -> None:
         self.generator = generator
         self.audio = audio
         self.photo = photo
+        self.fps_estimate = fps_estimate
+        self.pace: dict[tuple[int, int], float] = {}
         self.prompt = prompt
         self.negative_prompt = negative_prompt
         self.frame_num = frame_num
@@ -249,6 +258,9 @@ class InfiniteTalkBackend(RendererBackend):
             reference = self.generator.reference(picture, self.prompt, self.negative_prompt)
             with self._lock:
                 self._references[key] = reference
-        return InfiniteTalkRenderer(
+        renderer = InfiniteTalkRenderer(
             self.generator, self.audio, idle, reference, sample_rate_hz, seed, self.frame_num, self.motion_frame
         )
+        renderer.pace = self.pace
+        renderer.pace_estimate = self.fps_estimate
+        return renderer

@@ -17,6 +17,7 @@ the official layouts instead and loads them through the same loaders: for demos 
 | `INFINITETALK_LORA`, `INFINITETALK_LORA_SCALE` | , 1 | a lightx2v / FusionX LoRA merged at load time |
 | `INFINITETALK_COMPILE` | 0 | 1: `torch.compile` the DiT |
 | `INFINITETALK_PROMPT` | a talking-person prompt | the text condition |
+| `INFINITETALK_FPS_ESTIMATE` | 2 | frames/s assumed for pre-roll until the first chunk is measured |
 | `INFINITETALK_TINY` | 0 | 1: tiny random models (no weights needed) |
 """
 
@@ -30,7 +31,7 @@ import torch
 
 from services.common.config import ConfigError, env_float, env_int, env_str
 from services.video.infinitetalk.audio import AudioEncoder, save_tiny_wav2vec2
-from services.video.infinitetalk.backend import DEFAULT_PROMPT, InfiniteTalkBackend
+from services.video.infinitetalk.backend import DEFAULT_FPS_ESTIMATE, DEFAULT_PROMPT, InfiniteTalkBackend
 from services.video.infinitetalk.checkpoint import load_transformer
 from services.video.infinitetalk.components import Components, save_tiny_components
 from services.video.infinitetalk.model import OFFICIAL_14B, TINY
@@ -91,4 +92,10 @@ def backend_from_env(photo: PhotoBackend) -> InfiniteTalkBackend:
     components = Components.load(paths["wan"], device=device, dtype=dtype if not tiny else torch.float32)
     audio = AudioEncoder(paths["wav2vec2"], device=device)
     generator = ChunkGenerator(transformer, components, sampling_from_env())
-    return InfiniteTalkBackend(generator, audio, photo, prompt=env_str("INFINITETALK_PROMPT", DEFAULT_PROMPT))
+    return InfiniteTalkBackend(
+        generator,
+        audio,
+        photo,
+        prompt=env_str("INFINITETALK_PROMPT", DEFAULT_PROMPT),
+        fps_estimate=env_float("INFINITETALK_FPS_ESTIMATE", DEFAULT_FPS_ESTIMATE),
+    )

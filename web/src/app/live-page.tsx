@@ -58,6 +58,7 @@ const STATE_LABELS: Record<Snapshot["state"], string> = {
   connecting: "Connecting",
   idle: "Listening",
   thinking: "Thinking",
+  rendering: "Rendering the answer's video",
   speaking: "Speaking",
   error: "Offline",
 };
@@ -142,7 +143,7 @@ export function LivePage() {
     }
   };
 
-  const busy = snap.state === "thinking" || snap.state === "speaking";
+  const busy = snap.state === "thinking" || snap.state === "rendering" || snap.state === "speaking";
   const showSpinner = snap.playerStatus !== "playing";
   const spinnerText =
     snap.state === "error"

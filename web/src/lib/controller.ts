@@ -17,7 +17,7 @@ export const MAX_TEXT_CHARS = 5000;
 export const MAX_PORTRAIT_BYTES = 8 * 1024 * 1024;
 export const PORTRAIT_TYPES = ["image/jpeg", "image/png", "image/webp"];
 
-export type UiState = "connecting" | "idle" | "thinking" | "speaking" | "error";
+export type UiState = "connecting" | "idle" | "thinking" | "rendering" | "speaking" | "error";
 
 export interface LatencyReadout {
   firstSpeechMs: number | null;
@@ -65,9 +65,10 @@ declare global {
   }
 }
 
-const STATE_NAMES: Record<number, "idle" | "thinking" | "speaking" | "ended"> = {
+const STATE_NAMES: Record<number, "idle" | "thinking" | "rendering" | "speaking" | "ended"> = {
   [SessionState.IDLE]: "idle",
   [SessionState.THINKING]: "thinking",
+  [SessionState.RENDERING]: "rendering",
   [SessionState.SPEAKING]: "speaking",
   [SessionState.ENDED]: "ended",
 };
@@ -87,7 +88,7 @@ const FIRST_SEGMENT_DELAY_MS = 650;
 const SESSION_ERROR_MS = 10000;
 
 interface PendingState {
-  state: "idle" | "thinking" | "speaking" | "ended";
+  state: "idle" | "thinking" | "rendering" | "speaking" | "ended";
   atUs: number;
   receivedAt: number;
 }
@@ -524,7 +525,7 @@ export class Controller {
         if (state === "ended") {
           this.serverState = "ended";
           this.pendingStates = [];
-        } else if (immediate || state === "thinking") {
+        } else if (immediate || state === "thinking" || state === "rendering") {
           // The first event (current state), and "thinking" (feedback for the person who just pressed Send),
           // show at once; anything queued before them is history.
           this.pendingStates = [];
