@@ -8,7 +8,9 @@ allocation on a GPU; the process's peak RSS on CPU).
 Without weights it builds the tiny random model (same architecture, official layouts, real loaders):
     .venv/bin/python -m bench.infinitetalk --tiny --size 64 --steps 2
 With the weights (see README "Running with InfiniteTalk on a GPU"), set the INFINITETALK_* paths and run:
-    .venv/bin/python -m bench.infinitetalk --size 480 --steps 8 --device cuda
+    .venv/bin/python -m bench.infinitetalk --size 480 --steps 8 --device cuda [--dtype fp8] [--teacache 0.2]
+On N GPUs of one node (sequence parallelism; rank 0 prints the table):
+    INFINITETALK_SEQUENCE_PARALLEL=1 torchrun --nproc-per-node N -m bench.infinitetalk --size 480 --steps 8
 `--tiny --size 480` (or 720) runs the tiny model at the real sequence length (81 frames of 480x480: 21 latent frames
 of 30x30 patches), which measures the attention-length and VAE cost of the full shapes on a GPU without the weights.
 """
@@ -42,6 +44,13 @@ async def run(args: argparse.Namespace) -> None:
     if args.tiny:
         os.environ["INFINITETALK_TINY"] = "1"
     os.environ["INFINITETALK_STEPS"] = str(args.steps)
+    if args.dtype:
+        os.environ["INFINITETALK_DTYPE"] = args.dtype
+    if args.teacache:
+        os.environ["INFINITETALK_TEACACHE"] = str(args.teacache)
+    if loader.parallel_rank() > 0:
+        loader.follow_from_env()
+        return
     backend = loader.backend_from_env(PhotoBackend())
     renderer = backend.open("astronaut-infinitetalk", args.size, args.size, 25, 24000, seed=0)
     frames_needed = schedule.FRAME_NUM + (args.chunks - 1) * (schedule.FRAME_NUM - schedule.MOTION_FRAME)
@@ -96,6 +105,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--chunks", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="", help="bf16, fp16, fp32 or fp8 (default: INFINITETALK_DTYPE)")
+    parser.add_argument("--teacache", type=float, default=0.0, help="TeaCache threshold (0: off; upstream: 0.2)")
     args = parser.parse_args()
     asyncio.run(run(args))
 

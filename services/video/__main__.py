@@ -32,6 +32,10 @@ SERVICE_NAME = video_pb2.DESCRIPTOR.services_by_name["VideoService"].full_name
 
 
 async def main() -> None:
+    if infinitetalk.enabled() and infinitetalk.parallel_rank() > 0:
+        # A sequence-parallel helper rank (torchrun): no gRPC server, it computes its shard of rank 0's forwards.
+        await asyncio.to_thread(infinitetalk.follow_from_env)
+        return
     config = ServerConfig.from_env(default_port=50054, default_metrics_port=9104)
     backends: list[RendererBackend] = [DrawnBackend()]
     photo: PhotoBackend | None = None

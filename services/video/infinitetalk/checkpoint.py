@@ -23,6 +23,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from services.video.infinitetalk.model import InfiniteTalkConfig, InfiniteTalkTransformer
+from services.video.infinitetalk.speedups import FP8, quantize_linears_fp8
 
 log = logging.getLogger(__name__)
 
@@ -291,20 +292,29 @@ def load_transformer(
     dit_dir: Path,
     infinitetalk_file: Path,
     config: InfiniteTalkConfig,
-    dtype: torch.dtype = torch.bfloat16,
+    dtype: torch.dtype | str = torch.bfloat16,
     device: torch.device | str = "cpu",
     *,
     loras: Iterable[tuple[Path, float]] = (),
     keep_fp32_modules: bool = True,
+    fp8_compute_dtype: torch.dtype = torch.bfloat16,
 ) -> InfiniteTalkTransformer:
     """Build the model for ``config`` and fill it from the official DiT folder and ``single/infinitetalk.safetensors``.
 
     ``dtype``: bf16/fp16/fp32 (norms, modulation tables and the timestep embedder stay fp32 unless
     ``keep_fp32_modules`` is False, as diffusers does). ``loras``: (file, scale) pairs merged into the weights after
     loading (lightx2v / FusionX distillation LoRAs). Raises CheckpointError on any path or tensor problem.
+
+    ``dtype="fp8"`` (or ``torch.float8_e4m3fn``): the model is loaded on the host in ``fp8_compute_dtype``, LoRAs are
+    merged, then the transformer blocks' Linear weights are quantised to float8 one by one on ``device``
+    (``speedups.quantize_linears_fp8``) and the rest is moved there; forward computes in ``fp8_compute_dtype``.
     """
+    fp8 = dtype in ("fp8", FP8)
+    target_device = device
+    if fp8:
+        dtype, device = fp8_compute_dtype, "cpu"  # full precision only ever on the host
     if dtype not in (torch.bfloat16, torch.float16, torch.float32):
-        raise ValueError(f"unsupported dtype {dtype}; use torch.bfloat16, torch.float16 or torch.float32")
+        raise ValueError(f"unsupported dtype {dtype}; use torch.bfloat16, torch.float16, torch.float32 or 'fp8'")
     infinitetalk_file = Path(infinitetalk_file)
     shards = dit_shards(Path(dit_dir))
     _check_config_json(Path(dit_dir), config)
@@ -336,6 +346,10 @@ def load_transformer(
     _materialise_rope(model, device)
     for lora_path, scale in loras:
         merge_lora(model, Path(lora_path), scale)
+    if fp8:
+        count = quantize_linears_fp8(model, fp8_compute_dtype, device=target_device)
+        model.to(target_device)
+        log.info("stored %d Linear weights in float8 (compute in %s)", count, fp8_compute_dtype)
     return model.eval().requires_grad_(False)
 
 

@@ -17,6 +17,7 @@ insert the audio attention where upstream does. Only the single-speaker path is 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -319,6 +320,8 @@ class InfiniteTalkTransformer(nn.Module):
         image: torch.Tensor,
         audio: torch.Tensor,
         audio_scale: float = 1.0,
+        block_cache: Callable[[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]], torch.Tensor]
+        | None = None,
     ) -> torch.Tensor:
         """Velocity [B, 16, F_lat, H_lat, W_lat] in float32.
 
@@ -326,6 +329,8 @@ class InfiniteTalkTransformer(nn.Module):
         text_dim] (zero-padded to 512 like upstream); ``image`` CLIP penultimate states [B, 257, image_dim]; ``audio``
         wav2vec2 windows [B, 4*(F_lat-1)+1, 5, blocks, channels]. ``audio_scale`` scales the audio attention residual;
         0 skips it (upstream has no such path: its "no audio" CFG branch feeds zero audio features instead).
+        ``block_cache(hidden_states, timestep_proj, run_blocks)``, when given, runs (or skips) the transformer blocks in
+        place of ``run_blocks(hidden_states)`` (TeaCache, see ``speedups.TeaCache.bind``).
         """
         self._check_inputs(latents, timestep, text, image, audio)
         dit = self.dit
@@ -344,8 +349,16 @@ class InfiniteTalkTransformer(nn.Module):
         context = torch.cat([context_image, context], dim=1)
 
         audio_tokens = self.encode_audio(audio) if audio_scale != 0.0 else None
-        for block in dit.blocks:
-            hidden_states = block(hidden_states, context, timestep_proj, rotary_emb, audio_tokens, audio_scale)
+
+        def run_blocks(hidden: torch.Tensor) -> torch.Tensor:
+            for block in dit.blocks:
+                hidden = block(hidden, context, timestep_proj, rotary_emb, audio_tokens, audio_scale)
+            return hidden
+
+        if block_cache is None:
+            hidden_states = run_blocks(hidden_states)
+        else:
+            hidden_states = block_cache(hidden_states, timestep_proj, run_blocks)
 
         shift, scale = (dit.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
         hidden_states = (dit.norm_out(hidden_states.float()) * (1 + scale) + shift).type_as(hidden_states)

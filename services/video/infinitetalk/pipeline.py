@@ -7,7 +7,9 @@ with a 4-channel mask that marks the first frame as given (20 conditioning chann
 reference for the first chunk, the last 9 generated frames after) are VAE-encoded and written over the first latent
 frames before every model call; timesteps run from 1000 to 0 in `steps` steps, warped by `shift`; guidance combines
 three passes: `uncond + text_scale * (cond - no_text) + audio_scale * (no_text - uncond)` (no text = the negative
-prompt's embedding; no audio = zero audio features). Euler steps on the predicted velocity.
+prompt's embedding; no audio = zero audio features). Euler steps on the predicted velocity. Optional TeaCache
+(`SamplingOptions.teacache_threshold`) skips the transformer blocks of steps whose timestep modulation barely changed;
+its per-branch state is reset at the start of every chunk.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 
 from services.video.infinitetalk.components import Components
+from services.video.infinitetalk.speedups import DEFAULT_WARMUP_STEPS, TeaCache, coefficients_for
 
 NUM_TIMESTEPS = 1000
 LATENT_CHANNELS = 16
@@ -42,6 +45,10 @@ class SamplingOptions:
     audio_guidance: float = 4.0
     shift: float = 7.0
     seed: int = 0
+    # TeaCache step skipping (speedups.TeaCache): 0 = off; upstream suggests 0.2 (higher skips more). The first
+    # `teacache_warmup_steps` steps and the last step always run the transformer blocks.
+    teacache_threshold: float = 0.0
+    teacache_warmup_steps: int = DEFAULT_WARMUP_STEPS
 
 
 def timesteps(options: SamplingOptions) -> list[float]:
@@ -92,6 +99,11 @@ class ChunkGenerator:
         self.lock = threading.Lock()
         self.device = components.device
         self.dtype = next(transformer.parameters()).dtype
+        self.teacache = (
+            TeaCache(options.teacache_threshold, options.steps, warmup_steps=options.teacache_warmup_steps)
+            if options.teacache_threshold > 0
+            else None
+        )
 
     def reference(self, rgb: np.ndarray, prompt: str, negative_prompt: str) -> Reference:
         c = self.components
@@ -127,6 +139,8 @@ class ChunkGenerator:
         audio = audio[None].to(self.device, self.dtype)
         silence = torch.zeros_like(audio)
         steps = timesteps(options)
+        if self.teacache is not None:  # a chunk starts from noise: nothing from the previous chunk may be re-used
+            self.teacache.reset(len(steps) - 1, coefficients_for(height, width))
         use_text = not math.isclose(options.text_guidance, 1.0)
         for i in range(len(steps) - 1):
             if cancelled():
@@ -134,19 +148,23 @@ class ChunkGenerator:
             latent[:, :, :given] = motion_latents
             x = torch.cat([latent.to(self.dtype), y], dim=1)
             t = torch.tensor([steps[i]], device=self.device)
-            cond = self._predict(x, t, reference.text, reference.image, audio)
+            cond = self._predict(x, t, reference.text, reference.image, audio, ("cond", i))
             if use_text:
-                no_text = self._predict(x, t, reference.text_null, reference.image, audio)
-                uncond = self._predict(x, t, reference.text_null, reference.image, silence)
+                no_text = self._predict(x, t, reference.text_null, reference.image, audio, ("no_text", i))
+                uncond = self._predict(x, t, reference.text_null, reference.image, silence, ("uncond", i))
                 velocity = (
                     uncond + options.text_guidance * (cond - no_text) + options.audio_guidance * (no_text - uncond)
                 )
             else:
-                no_audio = self._predict(x, t, reference.text, reference.image, silence)
+                no_audio = self._predict(x, t, reference.text, reference.image, silence, ("no_audio", i))
                 velocity = no_audio + options.audio_guidance * (cond - no_audio)
             latent = latent - velocity.float() * ((steps[i] - steps[i + 1]) / NUM_TIMESTEPS)
         latent[:, :, :given] = motion_latents
         return c.decode_video(latent)
 
-    def _predict(self, x, t, text, image, audio) -> torch.Tensor:
-        return self.transformer(x, t, text.to(self.dtype), image.to(self.dtype), audio)
+    def _predict(self, x, t, text, image, audio, branch: tuple[str, int]) -> torch.Tensor:
+        """One model call; `branch` (CFG branch name, step index) keys the TeaCache state when it is on."""
+        if self.teacache is None:
+            return self.transformer(x, t, text.to(self.dtype), image.to(self.dtype), audio)
+        cache = self.teacache.bind(*branch)
+        return self.transformer(x, t, text.to(self.dtype), image.to(self.dtype), audio, block_cache=cache)
