@@ -69,10 +69,23 @@ def test_sampling_schedule_and_first_frame_mask_follow_upstream() -> None:
     assert mask[:, :, 0].eq(1).all() and mask[:, :, 1:].eq(0).all(), "only the first (given) frame is marked"
 
 
-def test_a_long_utterance_streams_chunk_by_chunk_between_idle_frames(backend, spoken) -> None:
+def test_a_long_utterance_streams_chunk_by_chunk_between_idle_frames(backend, spoken, monkeypatch) -> None:
     renderer = backend.open("astronaut-infinitetalk", SIZE, SIZE, 25, 24000, seed=1)
+    calls: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = []
+    generate = renderer.generator.generate
+
+    def spy(reference, audio, motion, **kwargs):
+        video = generate(reference, audio, motion, **kwargs)
+        calls.append((audio, motion, video))
+        return video
+
+    monkeypatch.setattr(renderer.generator, "generate", spy)
     drives = [Drive(i) for i in range(5)] + speech_drives(spoken, 5, 100) + [Drive(105 + i) for i in range(5)]
     out = asyncio.run(run(renderer, drives))
+    # Upstream's overlap: chunk 0 starts from the portrait alone; chunk 1 re-uses chunk 0's last 9 frames as motion.
+    assert calls[0][1] is None and calls[1][1] is not None
+    torch.testing.assert_close(calls[1][1], calls[0][2][:, :, -schedule.MOTION_FRAME :])
+    assert [audio.shape[0] for audio, _, _ in calls] == [schedule.FRAME_NUM] * 2, "81 frames of audio windows each"
     assert [index for index, _, _ in out] == list(range(110)), "one frame per drive, in order"
     assert all(len(data) == SIZE * SIZE * 3 // 2 for _, _, data in out)
     chunks = schedule.plan(100)

@@ -352,7 +352,7 @@ def test_video_capacity_and_autoscaler(overlay: tuple[str, Rendered]) -> None:
         mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
         root = mounts["weights"]["mountPath"]
         assert mounts["weights"]["readOnly"] is True
-        for key in ("INFINITETALK_DIT_DIR", "INFINITETALK_WAN_DIFFUSERS_DIR", "INFINITETALK_WEIGHTS"):
+        for key in ("INFINITETALK_WAN_DIR", "INFINITETALK_WEIGHTS", "INFINITETALK_WAV2VEC2_DIR"):
             assert env[key].startswith(root + "/"), key
         claim = next(v for v in spec["volumes"] if v["name"] == "weights")["persistentVolumeClaim"]["claimName"]
         assert rendered.get("PersistentVolumeClaim", claim)["spec"]["accessModes"] == ["ReadOnlyMany"]

@@ -69,6 +69,21 @@ class Components:
             module.to(target).eval().requires_grad_(False)
         return cls(vae, text, tokenizer, image, processor, target, dtype)
 
+    @classmethod
+    def load_official(
+        cls, wan_dir: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32, configs=None
+    ) -> Components:
+        """The same components from the official `Wan-AI/Wan2.1-I2V-14B-480P` folder (`Wan2.1_VAE.pth`, the umT5 and
+        CLIP `.pth` files, `google/umt5-xxl/`), through the key mappings of `official.py`. `configs`
+        (`official.OfficialConfigs`) defaults to the release's architectures."""
+        from services.video.infinitetalk.official import load_official_parts
+
+        vae, text, tokenizer, image, processor = load_official_parts(Path(wan_dir), dtype, configs)
+        target = torch.device(device)
+        for module in (vae, text, image):
+            module.to(target).eval().requires_grad_(False)
+        return cls(vae, text, tokenizer, image, processor, target, dtype)
+
     # -- conditioning, once per session ----------------------------------------------------------------------------
     @torch.no_grad()
     def encode_text(self, prompt: str) -> torch.Tensor:

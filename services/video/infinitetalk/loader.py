@@ -7,8 +7,11 @@ the official layouts instead and loads them through the same loaders: for demos 
 | variable | default | meaning |
 | --- | --- | --- |
 | `INFINITETALK` | 0 | 1: offer InfiniteTalk avatars (`<photo avatar>-infinitetalk`) |
-| `INFINITETALK_WAN_DIFFUSERS_DIR` | required | `Wan-AI/Wan2.1-I2V-14B-480P-Diffusers` (VAE, umT5, CLIP parts) |
-| `INFINITETALK_DIT_DIR` | required | `Wan-AI/Wan2.1-I2V-14B-480P` (the official DiT shards + index) |
+| `INFINITETALK_WAN_DIR` | required | `Wan-AI/Wan2.1-I2V-14B-480P`: the DiT shards + index, `Wan2.1_VAE.pth`, |
+| | | the umT5 and CLIP `.pth` files and `google/umt5-xxl/` (VAE, text and image encoders) |
+| `INFINITETALK_DIT_DIR` | `INFINITETALK_WAN_DIR` | the DiT shards + index, if kept elsewhere |
+| `INFINITETALK_WAN_DIFFUSERS_DIR` | | optional: `Wan-AI/Wan2.1-I2V-14B-480P-Diffusers`; when set, the VAE, umT5 and |
+| | | CLIP come from its `vae/`, `text_encoder/`, `image_encoder/` folders instead |
 | `INFINITETALK_WEIGHTS` | required | `MeiGen-AI/InfiniteTalk/single/infinitetalk.safetensors` |
 | `INFINITETALK_WAV2VEC2_DIR` | required | `TencentGameMate/chinese-wav2vec2-base` |
 | `INFINITETALK_DEVICE`, `INFINITETALK_DTYPE` | cuda, bf16 | where and in what precision the DiT runs |
@@ -39,8 +42,9 @@ from services.common.config import ConfigError, env_float, env_int, env_str
 from services.video.infinitetalk.audio import AudioEncoder, save_tiny_wav2vec2
 from services.video.infinitetalk.backend import DEFAULT_FPS_ESTIMATE, DEFAULT_PROMPT, InfiniteTalkBackend
 from services.video.infinitetalk.checkpoint import load_transformer
-from services.video.infinitetalk.components import Components, save_tiny_components
+from services.video.infinitetalk.components import Components
 from services.video.infinitetalk.model import OFFICIAL_14B, TINY, InfiniteTalkConfig
+from services.video.infinitetalk.official import OfficialConfigs, save_tiny_official
 from services.video.infinitetalk.pipeline import ChunkGenerator, SamplingOptions
 from services.video.infinitetalk.speedups import DEFAULT_WARMUP_STEPS
 from services.video.infinitetalk.tiny import save_tiny_checkpoints
@@ -78,10 +82,11 @@ def teacache_threshold() -> float:
 
 
 def tiny_paths(root: Path) -> dict[str, Path]:
-    """Writes tiny random models in the official layouts under `root`; returns the paths the loader reads."""
+    """Writes tiny random models in the official layouts under `root` (VAE, umT5 and CLIP beside the DiT, as in the
+    release's folder); returns the paths the loader reads."""
     dit_dir, weights = save_tiny_checkpoints(root / "weights")
     return {
-        "wan": save_tiny_components(root / "Wan2.1-I2V-14B-480P-Diffusers", TINY.text_dim, TINY.image_dim),
+        "wan": save_tiny_official(dit_dir, TINY.text_dim, TINY.image_dim),
         "dit": dit_dir,
         "weights": weights,
         "wav2vec2": save_tiny_wav2vec2(root / "chinese-wav2vec2-base"),
@@ -98,11 +103,27 @@ class ModelSetup:
     dtype: torch.dtype | str
     fp8_compute: torch.dtype
     tiny: bool
+    wan_format: str = "official"  # paths["wan"] is the official folder, or "diffusers": the Diffusers-format one
+
+
+def wan_paths_from_env() -> tuple[Path, Path, str]:
+    """(DiT folder, VAE/umT5/CLIP folder, that folder's format). One official folder serves both by default."""
+    official = os.environ.get("INFINITETALK_WAN_DIR", "")
+    dit = os.environ.get("INFINITETALK_DIT_DIR", "") or official
+    if not dit:
+        raise ConfigError(
+            "environment variable INFINITETALK_WAN_DIR is required: the folder of Wan-AI/Wan2.1-I2V-14B-480P"
+        )
+    diffusers = os.environ.get("INFINITETALK_WAN_DIFFUSERS_DIR", "")
+    if diffusers:
+        return Path(dit), Path(diffusers), "diffusers"
+    return Path(dit), Path(official or dit), "official"
 
 
 def setup_from_env() -> ModelSetup:
     tiny = env_int("INFINITETALK_TINY", 0, minimum=0) == 1
     fp8_compute = torch.bfloat16
+    wan_format = "official"
     if tiny:
         paths = tiny_paths(Path(tempfile.mkdtemp(prefix="infinitetalk-tiny-")))
         config, device = TINY, env_str("INFINITETALK_DEVICE", "cpu")
@@ -110,9 +131,10 @@ def setup_from_env() -> ModelSetup:
         dtype: torch.dtype | str = "fp8" if env_str("INFINITETALK_DTYPE", "fp32") == "fp8" else torch.float32
         fp8_compute = torch.float32
     else:
+        dit_dir, wan_dir, wan_format = wan_paths_from_env()
         paths = {
-            "wan": Path(env_str("INFINITETALK_WAN_DIFFUSERS_DIR")),
-            "dit": Path(env_str("INFINITETALK_DIT_DIR")),
+            "wan": wan_dir,
+            "dit": dit_dir,
             "weights": Path(env_str("INFINITETALK_WEIGHTS")),
             "wav2vec2": Path(env_str("INFINITETALK_WAV2VEC2_DIR")),
         }
@@ -123,7 +145,15 @@ def setup_from_env() -> ModelSetup:
         dtype = DTYPES[name]
     if device == "cuda" and parallel_world() > 1:
         device = f"cuda:{env_int('LOCAL_RANK', 0, minimum=0)}"
-    return ModelSetup(paths, config, device, dtype, fp8_compute, tiny)
+    return ModelSetup(paths, config, device, dtype, fp8_compute, tiny, wan_format)
+
+
+def components_from_setup(setup: ModelSetup, dtype: torch.dtype) -> Components:
+    """The VAE, umT5 and CLIP from the official folder (tiny architectures in tiny mode) or the Diffusers one."""
+    if setup.wan_format == "diffusers":
+        return Components.load(setup.paths["wan"], device=setup.device, dtype=dtype)
+    configs = OfficialConfigs.tiny(TINY.text_dim, TINY.image_dim) if setup.tiny else None
+    return Components.load_official(setup.paths["wan"], device=setup.device, dtype=dtype, configs=configs)
 
 
 def parallel_world() -> int:
@@ -189,7 +219,7 @@ def backend_from_env(photo: PhotoBackend) -> InfiniteTalkBackend:
     dtype = setup.dtype
     component_dtype = torch.float32 if setup.tiny else (setup.fp8_compute if dtype == "fp8" else dtype)
     paths, device = setup.paths, setup.device
-    components = Components.load(paths["wan"], device=device, dtype=component_dtype)  # type: ignore[arg-type]
+    components = components_from_setup(setup, component_dtype)  # type: ignore[arg-type]
     audio = AudioEncoder(paths["wav2vec2"], device=device)
     generator = ChunkGenerator(transformer, components, options)
     return InfiniteTalkBackend(
