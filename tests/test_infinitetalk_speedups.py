@@ -327,3 +327,26 @@ def test_teacache_state_resets_for_every_chunk(tiny, components, chunk_audio, mo
     _generate(two, chunk_audio)
     assert two.teacache is not None and set(two.teacache._branches) == {"cond", "no_audio"}
     assert (two.teacache.computed, two.teacache.skipped) == (4, 2)
+
+
+def test_torch_compile_option_compiles_the_loaded_dit(monkeypatch) -> None:
+    """INFINITETALK_COMPILE=1: the loader hands out a torch.compile'd DiT that computes what the eager one does."""
+    from services.video.infinitetalk import loader
+    from services.video.infinitetalk.model import TINY
+
+    monkeypatch.setenv("INFINITETALK_TINY", "1")
+    monkeypatch.setenv("INFINITETALK_DEVICE", "cpu")
+    monkeypatch.setenv("INFINITETALK_COMPILE", "1")
+    setup = loader.setup_from_env()
+    compiled, _ = loader.transformer_from_env(setup)
+    assert isinstance(compiled, torch._dynamo.eval_frame.OptimizedModule)
+    generator = torch.Generator().manual_seed(1)
+    inputs = {
+        "latents": torch.randn(1, 36, 2, 4, 4, generator=generator),
+        "timestep": torch.tensor([500.0]),
+        "text": torch.randn(1, 3, TINY.text_dim, generator=generator),
+        "image": torch.randn(1, 5, TINY.image_dim, generator=generator),
+        "audio": torch.randn(1, 5, 5, TINY.audio_blocks, TINY.audio_channels, generator=generator),
+    }
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(**inputs), compiled._orig_mod(**inputs), rtol=1e-4, atol=1e-5)
