@@ -99,3 +99,15 @@ def test_address_lists_are_checked_at_start(video: str, packager: str, words: st
     else:
         with pytest.raises(ConfigError, match=words.replace("/", ".").replace(":", ".")):
             make()
+
+
+async def test_the_catalogue_comes_from_a_live_worker_when_another_is_dead() -> None:
+    server, addr = await start_worker(2)
+    workers = VideoWorkers(f"127.0.0.1:1,{addr}", grpc.aio.insecure_channel)
+    try:
+        for _ in range(3):  # whichever worker the round robin starts at
+            avatars = await workers.list_avatars(timeout_s=2)
+            assert "drawn" in [a.name for a in avatars.avatars]
+    finally:
+        await workers.close()
+        await server.stop(0)

@@ -37,6 +37,10 @@ class NoCapacity(Exception):
     """No video worker can take another session now."""
 
 
+def _unavailable(message: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), message)
+
+
 def parse_addresses(spec: str, name: str) -> list[str]:
     """`host:port[,host:port...]` -> addresses; a ValueError names the variable."""
     addresses = [part.strip() for part in spec.split(",") if part.strip()]
@@ -107,14 +111,22 @@ class VideoWorkers:
         addresses = sorted({f"[{i[4][0]}]:{port}" if ":" in i[4][0] else f"{i[4][0]}:{port}" for i in infos})
         self._set(addresses)
 
-    @property
-    def stub(self) -> video_pb2_grpc.VideoServiceStub:
-        """Some worker (round robin), for calls any worker answers alike: ListAvatars, PrepareAvatar."""
-        if not self.workers:
-            raise NoCapacity("no video worker is known yet")
+    async def list_avatars(self, timeout_s: float = 10.0) -> video_pb2.ListAvatarsResponse:
+        """The avatars on offer, from the first worker that answers (every worker offers the same ones): a dead
+        worker in the list must not make the catalogue, and so CreateSession, fail."""
+        await self.refresh()
         workers = list(self.workers.values())
+        if not workers:
+            raise _unavailable("no video worker is known yet")
         self._next = (self._next + 1) % len(workers)
-        return workers[self._next].stub
+        last: grpc.aio.AioRpcError | None = None
+        for worker in workers[self._next :] + workers[: self._next]:
+            try:
+                return await worker.stub.ListAvatars(video_pb2.ListAvatarsRequest(), timeout=timeout_s)
+            except grpc.aio.AioRpcError as error:
+                last = error
+        assert last is not None
+        raise last
 
     async def _status(self, worker: VideoWorker) -> video_pb2.GetWorkerStatusResponse | None:
         try:

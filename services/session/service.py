@@ -123,13 +123,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         cached = self._catalogue_cache
         if cached is not None and time.monotonic() - cached[0] < CATALOGUE_TTL_S:
             return cached[1]
-        try:
-            video = self.stubs.video.stub
-        except NoCapacity as error:
-            raise grpc.aio.AioRpcError(
-                grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), str(error)
-            ) from None
-        avatars = await video.ListAvatars(video_pb2.ListAvatarsRequest(), timeout=10)
+        avatars = await self.stubs.video.list_avatars()
         voices = await self.stubs.tts.ListVoices(tts_pb2.ListVoicesRequest(), timeout=10)
         catalogue = session_pb2.GetCatalogResponse(
             avatars=avatars.avatars,
