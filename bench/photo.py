@@ -17,12 +17,12 @@ import os
 import statistics
 import time
 
-import cv2
 import numpy as np
 
 from services.video.drawn import DrawnBackend
 from services.video.photo.backend import PhotoBackend
 from services.video.photo.lipsync import measure, mouth_openings
+from services.video.photo.renderer import i420_to_rgb
 from services.video.speech_drives import SpokenText, speak
 
 TEXT = (
@@ -53,8 +53,7 @@ def lip_sync(backend: PhotoBackend, avatar: str, spoken: SpokenText):
     renderer = backend.open(avatar, 512, 512, spoken.fps, spoken.sample_rate_hz, seed=1)
     frames, track = [], []
     for drive in spoken.drives:
-        i420 = np.frombuffer(renderer.render_frame(drive), np.uint8).reshape(512 * 3 // 2, 512)
-        frames.append(cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420))
+        frames.append(i420_to_rgb(renderer.render_frame(drive), 512, 512))
         track.append(renderer.tracker.state.shape.open)
     envelope = spoken.envelope()
     loud = np.nonzero(envelope > 0.01)[0]

@@ -49,6 +49,7 @@ async def make_sheet(
     from services.video.drawn import DrawnBackend
     from services.video.photo.backend import PhotoBackend
     from services.video.photo.lipsync import mouth_openings, smooth
+    from services.video.photo.renderer import i420_to_rgb
     from services.video.speech_drives import speak
 
     spoken = await speak(text)
@@ -59,8 +60,7 @@ async def make_sheet(
     renderer = backend.open(avatar, size, size, spoken.fps, spoken.sample_rate_hz, seed=1)
     frames = []
     for drive in spoken.drives:
-        i420 = np.frombuffer(renderer.render_frame(drive), np.uint8).reshape(size * 3 // 2, size)
-        frames.append(cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420))
+        frames.append(i420_to_rgb(renderer.render_frame(drive), size, size))
     times = np.arange(len(frames)) / spoken.fps
     x0, y0, x1, y1 = 0, 0, size, size
     rig = getattr(getattr(renderer, "warp", None), "rig", None)

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -305,6 +306,16 @@ class Supervisor:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{name} did not become healthy within {timeout_s:.0f} s")
                 await asyncio.sleep(0.1)
+
+    @contextlib.asynccontextmanager
+    async def running(self, timeout_s: float = 120.0) -> AsyncIterator[Supervisor]:
+        """Started and healthy for the block; stopped after it, however it ends."""
+        await self.start()
+        try:
+            await self.wait_healthy(timeout_s=timeout_s)
+            yield self
+        finally:
+            await self.stop()
 
     def pid(self, name: str) -> int:
         process = self.processes[name].process

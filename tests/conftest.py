@@ -19,13 +19,8 @@ ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", Path(__file__).resolve().paren
 @pytest_asyncio.fixture(loop_scope="session", scope="session")
 async def stack() -> AsyncIterator[Supervisor]:
     logs = Path(tempfile.mkdtemp(prefix="infinitetalk-test-logs-"))
-    supervisor = Supervisor(StackPorts.free(), log_dir=logs, report=False)
-    await supervisor.start()
-    try:
-        await supervisor.wait_healthy(timeout_s=120)
+    async with Supervisor(StackPorts.free(), log_dir=logs, report=False).running() as supervisor:
         yield supervisor
-    finally:
-        await supervisor.stop()
 
 
 @pytest.fixture

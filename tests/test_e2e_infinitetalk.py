@@ -42,12 +42,8 @@ async def slow_stack():
         report=False,
         gateway=False,
     )
-    await supervisor.start()
-    try:
-        await supervisor.wait_healthy(timeout_s=180)
+    async with supervisor.running(timeout_s=180):
         yield supervisor
-    finally:
-        await supervisor.stop()
 
 
 async def stalled_frames(ports: StackPorts) -> float:

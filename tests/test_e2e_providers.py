@@ -62,12 +62,10 @@ async def providers() -> AsyncIterator[Providers]:
         "LOG_LEVEL": "DEBUG",
     }
     supervisor = Supervisor(StackPorts.free(), log_dir=logs, extra_env=env, report=False, gateway=False)
-    await supervisor.start()
     try:
-        await supervisor.wait_healthy(timeout_s=120)
-        yield Providers(supervisor, openai, elevenlabs, openai_tts)
+        async with supervisor.running():
+            yield Providers(supervisor, openai, elevenlabs, openai_tts)
     finally:
-        await supervisor.stop()
         for server in (openai, elevenlabs, openai_tts):
             await server.stop()
     for name, text in await asyncio.to_thread(read_logs, logs):

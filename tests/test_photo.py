@@ -20,7 +20,7 @@ from services.video.photo.backend import BUILTINS, PhotoBackend, portrait_name
 from services.video.photo.landmarks import FaceLandmarker
 from services.video.photo.lipsync import measure, mouth_openings
 from services.video.photo.portrait import PortraitError
-from services.video.photo.renderer import PhotoRenderer
+from services.video.photo.renderer import PhotoRenderer, i420_to_rgb
 from services.video.speech_drives import SpokenText, frame_drives, speak
 
 SENTENCE = "Hello there! I am a photo that talks. Watch my lips move with every word."
@@ -31,10 +31,6 @@ def encoded(rgb: np.ndarray, kind: str = "JPEG") -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, kind)
     return buffer.getvalue()
-
-
-def to_rgb(i420: bytes, width: int, height: int) -> np.ndarray:
-    return cv2.cvtColor(np.frombuffer(i420, np.uint8).reshape(height * 3 // 2, width), cv2.COLOR_YUV2RGB_I420)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +47,7 @@ def render(renderer: PhotoRenderer, drives: list[Drive]) -> tuple[list[np.ndarra
     """Output frames (RGB, decoded from the I420 the service sends) and the renderer's mouth track."""
     frames, track = [], []
     for drive in drives:
-        frames.append(to_rgb(renderer.render_frame(drive), renderer.width, renderer.height))
+        frames.append(i420_to_rgb(renderer.render_frame(drive), renderer.width, renderer.height))
         track.append(renderer.tracker.state.shape.open)
     return frames, np.array(track)
 
@@ -93,7 +89,7 @@ def test_uploaded_portrait_prepares_once_by_content_hash(backend: PhotoBackend, 
     assert backend.prepared(info.name) is backend.prepared(info.name)
     assert backend.prepare_portrait(upload) == info
     renderer = backend.open(info.name, 320, 240, FPS, 24000, seed=3)
-    frame = to_rgb(renderer.render_frame(Drive(0)), 320, 240)
+    frame = i420_to_rgb(renderer.render_frame(Drive(0)), 320, 240)
     face = FaceLandmarker.shared().find(frame)
     assert face is not None, "the framed output shows the uploaded face"
 
@@ -211,7 +207,7 @@ async def test_idle_blinks_and_sways_and_rewinds_exactly(backend: PhotoBackend) 
     renderer = backend.open("astronaut", 256, 256, FPS, 24000, seed=11)
     frames = await _frames(renderer, [Drive(i) for i in range(FPS * 7)])
     rig = renderer.warp.rig
-    rgbs = [to_rgb(f, 256, 256) for f in frames]
+    rgbs = [i420_to_rgb(f, 256, 256) for f in frames]
     eye_change = []
     for rgb in rgbs:
         change = 0.0

@@ -38,12 +38,8 @@ async def cluster():
         report=False,
         standby=(JOINER,),
     )
-    await supervisor.start()
-    try:
-        await supervisor.wait_healthy(timeout_s=120)
+    async with supervisor.running():
         yield supervisor
-    finally:
-        await supervisor.stop()
 
 
 async def worker_status(ports: StackPorts, name: str) -> video_pb2.GetWorkerStatusResponse | None:

@@ -146,16 +146,7 @@ class InfiniteTalkRenderer(AvatarRenderer):
                     return
                 chunk = chunks[run.next_chunk]
             else:
-                step = self.frame_num - self.motion_frame
-                start = run.next_chunk * step
-                chunk = schedule.Chunk(
-                    run.next_chunk,
-                    start,
-                    start + self.frame_num,
-                    1 if run.next_chunk == 0 else self.motion_frame,
-                    0 if run.next_chunk == 0 else start + self.motion_frame,
-                    start + self.frame_num,
-                )
+                chunk = schedule.chunk_at(run.next_chunk, None, self.frame_num, self.motion_frame)
                 if total < chunk.audio_end:
                     return  # not enough audio yet
             started = time.perf_counter()

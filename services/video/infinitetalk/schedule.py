@@ -61,6 +61,17 @@ def _check(frame_num: int, motion_frame: int) -> None:
         raise ValueError(f"motion_frame must be 4n+1 and smaller than frame_num ({frame_num}), got {motion_frame}")
 
 
+def chunk_at(
+    index: int, total_frames: int | None = None, frame_num: int = FRAME_NUM, motion_frame: int = MOTION_FRAME
+) -> Chunk:
+    """Chunk `index` of an utterance; `total_frames` trims its output (None: still growing, a live stream)."""
+    start = index * (frame_num - motion_frame)
+    end = start + frame_num
+    motion = 1 if index == 0 else motion_frame
+    emit_start = 0 if index == 0 else start + motion
+    return Chunk(index, start, end, motion, emit_start, end if total_frames is None else min(end, total_frames))
+
+
 def plan(total_frames: int, frame_num: int = FRAME_NUM, motion_frame: int = MOTION_FRAME) -> list[Chunk]:
     """The chunks for an utterance of `total_frames` video frames; their emitted ranges cover [0, total_frames) exactly
     once, in order. An empty utterance needs no chunk."""
@@ -68,15 +79,10 @@ def plan(total_frames: int, frame_num: int = FRAME_NUM, motion_frame: int = MOTI
     if total_frames < 0:
         raise ValueError(f"total_frames must be >= 0, got {total_frames}")
     chunks: list[Chunk] = []
-    start, motion = 0, 1
     while total_frames > 0:
-        end = start + frame_num
-        emit_start = 0 if not chunks else start + motion
-        chunks.append(Chunk(len(chunks), start, end, motion, emit_start, min(end, total_frames)))
-        if end >= total_frames:
+        chunks.append(chunk_at(len(chunks), total_frames, frame_num, motion_frame))
+        if chunks[-1].audio_end >= total_frames:
             break
-        motion = motion_frame
-        start += frame_num - motion
     return chunks
 
 
