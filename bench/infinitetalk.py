@@ -27,7 +27,7 @@ import time
 import numpy as np
 import torch
 
-from services.video.backend import Drive
+from services.video.backend import Drive, IdleLoop
 from services.video.infinitetalk import loader, schedule
 from services.video.photo.backend import PhotoBackend
 from services.video.speech_drives import speak
@@ -52,7 +52,7 @@ async def run(args: argparse.Namespace) -> None:
         loader.follow_from_env()
         return
     backend = loader.backend_from_env(PhotoBackend())
-    renderer = backend.open("astronaut-infinitetalk", args.size, args.size, 25, 24000, seed=0)
+    renderer = backend.open("astronaut-infinitetalk", args.size, args.size, 25, 24000, IdleLoop(240))
     frames_needed = schedule.FRAME_NUM + (args.chunks - 1) * (schedule.FRAME_NUM - schedule.MOTION_FRAME)
     text = (
         "Hello there. " + "This sentence keeps the avatar talking for a while so that several chunks are needed. " * 6

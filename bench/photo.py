@@ -1,10 +1,13 @@
-"""Photo-avatar renderer benchmark: real-time factor on one core at 512x512 and 720x720 (25 fps), and lip sync.
+"""Photo-avatar renderer benchmark: per-frame cost on one core at 512x512 and 720x720 (25 fps), and lip sync.
 
-The renderer runs in this process, pinned to one CPU with one OpenCV thread, over a spoken sentence (offline voice,
-phoneme marks). For each size it prints the per-frame render time (median, p95 over --runs passes), the real-time
-factor (compute s / media s; below 1 is faster than real time) and how many times real time that is. Lip sync is
-measured as the tests do: the landmark model reads the mouth opening of every output frame, correlated with the
-speech envelope and with the renderer's viseme track; the mouth onset is compared with the audio onset.
+The renderer runs in this process, pinned to one CPU with one OpenCV thread. For each size it times the frames of a
+spoken sentence (offline voice, phoneme marks) and of one idle loop, and prints the render time per frame (thread
+CPU time, median and p95 over --runs passes) separately for idle frames (no voice, the renderer at rest: what the
+idle loop is made of, rendered once per avatar) and speaking frames (the voice's frames and the few after it while
+the mouth settles), with the real-time factor over the sentence (compute s / media s; below 1 is faster than real
+time) and how many times real time that is. Lip sync is measured as the tests do: the landmark model reads the mouth
+opening of every output frame, correlated with the speech envelope and with the renderer's viseme track; the mouth
+onset is compared with the audio onset.
 
 Usage: .venv/bin/python -m bench.photo [--runs 3] [--avatar astronaut]   (from the repo root)
 """
@@ -16,15 +19,20 @@ import asyncio
 import os
 import statistics
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from services.video.backend import Drive, IdleLoop
 from services.video.drawn import DrawnBackend
+from services.video.idle import loop_frames
 from services.video.photo.backend import PhotoBackend
 from services.video.photo.lipsync import measure, mouth_openings
 from services.video.photo.renderer import i420_to_rgb
 from services.video.speech_drives import SpokenText, speak
+from services.video.visemes import REST
 
+CHUNK_FRAMES = 12  # the idle loop is a whole number of 480 ms chunks
 TEXT = (
     "Hello there! I am a photo that talks. Every word you hear moves my lips, my jaw and my cheeks, "
     "and between sentences I blink and breathe."
@@ -36,21 +44,43 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def time_renderer(backend, avatar: str, size: int, spoken: SpokenText, runs: int) -> list[float]:
-    """Per-frame thread CPU seconds over `runs` passes of the sentence (a fresh renderer each pass)."""
-    per_frame: list[float] = []
-    backend.open(avatar, size, size, spoken.fps, spoken.sample_rate_hz, seed=0)  # preparation is not per frame
+@dataclass
+class Timings:
+    idle: list[float] = field(default_factory=list)  # thread CPU seconds per frame
+    speaking: list[float] = field(default_factory=list)
+    sentence_s: float = 0.0  # total over the sentence passes
+
+
+def time_renderer(backend, avatar: str, size: int, spoken: SpokenText, runs: int) -> Timings:
+    """Per-frame thread CPU seconds over `runs` passes of the sentence and of one idle loop (a fresh renderer each
+    pass), split into idle and speaking frames."""
+    loop = IdleLoop(loop_frames(spoken.fps, CHUNK_FRAMES))
+    timings = Timings()
+    renderer = backend.open(avatar, size, size, spoken.fps, spoken.sample_rate_hz, loop)  # preparation, compiling
+    renderer.render_frame(Drive(0))
+    idle_drives = [Drive(index) for index in range(loop.frames)]
     for run in range(runs):
-        renderer = backend.open(avatar, size, size, spoken.fps, spoken.sample_rate_hz, seed=run)
+        renderer = backend.open(avatar, size, size, spoken.fps, spoken.sample_rate_hz, IdleLoop(loop.frames, 12 * run))
         for drive in spoken.drives:
             started = time.thread_time()
             renderer.render_frame(drive)
-            per_frame.append(time.thread_time() - started)
-    return per_frame
+            elapsed = time.thread_time() - started
+            timings.sentence_s += elapsed
+            state = renderer.tracker.state
+            at_rest = drive.pcm is None and not drive.phonemes and state.shape == REST and state.energy == 0.0
+            (timings.idle if at_rest else timings.speaking).append(elapsed)
+        renderer = backend.open(avatar, size, size, spoken.fps, spoken.sample_rate_hz, loop)
+        for drive in idle_drives:
+            started = time.thread_time()
+            renderer.render_frame(drive)
+            timings.idle.append(time.thread_time() - started)
+    return timings
 
 
 def lip_sync(backend: PhotoBackend, avatar: str, spoken: SpokenText):
-    renderer = backend.open(avatar, 512, 512, spoken.fps, spoken.sample_rate_hz, seed=1)
+    renderer = backend.open(
+        avatar, 512, 512, spoken.fps, spoken.sample_rate_hz, IdleLoop(loop_frames(spoken.fps, CHUNK_FRAMES))
+    )
     frames, track = [], []
     for drive in spoken.drives:
         frames.append(i420_to_rgb(renderer.render_frame(drive), 512, 512))
@@ -74,17 +104,22 @@ def main() -> None:
     rows = []
     for label, backend, avatar in (("photo", photo, args.avatar), ("drawn", DrawnBackend(), "drawn")):
         for size in (512, 720):
-            times = time_renderer(backend, avatar, size, spoken, args.runs)
-            rtf = sum(times) / (media_s * args.runs)
-            rows.append((f"{label} ({avatar}) {size}x{size}", statistics.median(times), percentile(times, 0.95), rtf))
-    sync = lip_sync(photo, args.avatar, spoken)
+            t = time_renderer(backend, avatar, size, spoken, args.runs)
+            rtf = t.sentence_s / (media_s * args.runs)
+            rows.append((f"{label} ({avatar}) {size}x{size}", t, rtf))
 
     print(f"\nPhoto-avatar renderer benchmark (one core of {os.cpu_count()}, 25 fps, {media_s:.1f} s of speech "
           f"and idle, {args.runs} runs)\n")  # fmt: skip
-    print(f"| {'renderer':28s} | {'ms/frame median':>15s} | {'p95':>6s} | {'RTF':>6s} | {'x real time':>11s} |")
-    print(f"|{'-' * 30}|{'-' * 17}|{'-' * 8}|{'-' * 8}|{'-' * 13}|")
-    for name, median, p95, rtf in rows:
-        print(f"| {name:28s} | {median * 1000:15.1f} | {p95 * 1000:6.1f} | {rtf:6.3f} | {1 / rtf:11.1f} |")
+    print("ms per frame (thread CPU time); idle: at rest without voice (the idle loop); speaking: the voice's frames")
+    print("and the frames after it until the mouth is at rest; RTF over the sentence.\n")
+    print(f"| {'renderer':28s} | {'idle median':>11s} | {'idle p95':>8s} | {'speaking median':>15s} "
+          f"| {'speaking p95':>12s} | {'RTF':>6s} | {'x real time':>11s} |")  # fmt: skip
+    print(f"|{'-' * 30}|{'-' * 13}|{'-' * 10}|{'-' * 17}|{'-' * 14}|{'-' * 8}|{'-' * 13}|")
+    for name, t, rtf in rows:
+        print(f"| {name:28s} | {statistics.median(t.idle) * 1000:11.2f} | {percentile(t.idle, 0.95) * 1000:8.2f} "
+              f"| {statistics.median(t.speaking) * 1000:15.2f} | {percentile(t.speaking, 0.95) * 1000:12.2f} "
+              f"| {rtf:6.3f} | {1 / rtf:11.1f} |")  # fmt: skip
+    sync = lip_sync(photo, args.avatar, spoken)
     print(f"\n| {'lip sync (landmark model on the output frames, 512x512)':58s} | {'value':>8s} |")
     print(f"|{'-' * 60}|{'-' * 10}|")
     onset_ms = None if sync.mouth_onset_s is None else (sync.mouth_onset_s - sync.audio_onset_s) * 1000

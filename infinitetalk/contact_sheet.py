@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 DEFAULT_TEXT = "Hello there! I am a photo that talks, and my lips move with every word."
+CHUNK_FRAMES = 12  # the idle loop's length is a whole number of these (a 480 ms segment at 25 fps)
 
 
 def _caption(tile: np.ndarray, lines: list[str]) -> None:
@@ -46,7 +47,9 @@ async def make_sheet(
     text: str, avatar: str, portrait: bytes | None, size: int, columns: int, rows: int, tile: int
 ) -> np.ndarray:
     """The contact sheet as an RGB image."""
+    from services.video.backend import IdleLoop
     from services.video.drawn import DrawnBackend
+    from services.video.idle import loop_frames
     from services.video.photo.backend import PhotoBackend
     from services.video.photo.lipsync import mouth_openings, smooth
     from services.video.photo.renderer import i420_to_rgb
@@ -57,7 +60,8 @@ async def make_sheet(
     if portrait is not None:
         avatar = photo.prepare_portrait(portrait).name
     backend = DrawnBackend() if avatar.startswith("drawn") else photo
-    renderer = backend.open(avatar, size, size, spoken.fps, spoken.sample_rate_hz, seed=1)
+    loop = IdleLoop(loop_frames(spoken.fps, CHUNK_FRAMES))
+    renderer = backend.open(avatar, size, size, spoken.fps, spoken.sample_rate_hz, loop)
     frames = []
     for drive in spoken.drives:
         frames.append(i420_to_rgb(renderer.render_frame(drive), size, size))

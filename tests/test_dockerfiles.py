@@ -209,6 +209,41 @@ def test_video_images_carry_the_face_models() -> None:
     assert any("nvidia/cuda:" in stage.image for stage in stages(REPO / "services/video/Dockerfile.gpu"))
 
 
+def final_env(path: Path) -> dict[str, str]:
+    """The final stage's ENV (KEY=value forms, as these Dockerfiles write them)."""
+    env: dict[str, str] = {}
+    for keyword, rest in stages(path)[-1].instructions:
+        if keyword == "ENV":
+            for word in shlex.split(rest):
+                key, _, value = word.partition("=")
+                env[key] = value
+    return env
+
+
+def test_video_images_cache_numba_kernels_on_a_writable_volume() -> None:
+    """The photo renderer's numba kernels (cache=True) need a writable cache directory: the package directory is
+    read-only in the image and the pod's root filesystem is read-only, so NUMBA_CACHE_DIR points into an emptyDir
+    the video workload mounts."""
+    workloads = [doc for doc in yaml.safe_load_all((REPO / WORKLOAD_FILES["video"]).read_text()) if doc]
+    (workload,) = [doc for doc in workloads if doc["kind"] in ("Deployment", "StatefulSet")]
+    spec = workload["spec"]["template"]["spec"]
+    empty_dirs = {volume["name"] for volume in spec.get("volumes", []) if "emptyDir" in volume}
+    (container,) = spec["containers"]
+    writable = [
+        mount["mountPath"].rstrip("/")
+        for mount in container.get("volumeMounts", [])
+        if mount["name"] in empty_dirs and not mount.get("readOnly")
+    ]
+    paths = sorted(REPO.glob("services/video/Dockerfile*"))
+    assert len(paths) == 2
+    for path in paths:
+        cache = final_env(path).get("NUMBA_CACHE_DIR", "")
+        assert cache.startswith("/"), f"{path}: set NUMBA_CACHE_DIR to an absolute, writable path"
+        assert any(cache == root or cache.startswith(root + "/") for root in writable), (
+            f"{path}: NUMBA_CACHE_DIR={cache} is not on a writable emptyDir of the video pod ({writable})"
+        )
+
+
 def test_dockerignore_keeps_the_context_small() -> None:
     entries = {
         line.strip() for line in (REPO / ".dockerignore").read_text().splitlines() if line.strip()[:1] not in ("", "#")

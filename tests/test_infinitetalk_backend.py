@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from services.video.backend import Drive
+from services.video.backend import Drive, IdleLoop
 from services.video.infinitetalk import schedule
 from services.video.infinitetalk.audio import AudioEncoder, save_tiny_wav2vec2
 from services.video.infinitetalk.backend import InfiniteTalkBackend, InfiniteTalkRenderer
@@ -26,6 +26,7 @@ from services.video.photo.backend import PhotoBackend
 from services.video.speech_drives import SpokenText, speak
 
 SIZE = 64
+LOOP = IdleLoop(240)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def test_sampling_schedule_and_first_frame_mask_follow_upstream() -> None:
 
 
 def test_a_long_utterance_streams_chunk_by_chunk_between_idle_frames(backend, spoken, monkeypatch) -> None:
-    renderer = backend.open("astronaut-infinitetalk", SIZE, SIZE, 25, 24000, seed=1)
+    renderer = backend.open("astronaut-infinitetalk", SIZE, SIZE, 25, 24000, LOOP)
     calls: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = []
     generate = renderer.generator.generate
 
@@ -102,7 +103,7 @@ def test_a_long_utterance_streams_chunk_by_chunk_between_idle_frames(backend, sp
 
 
 def test_a_short_utterance_is_one_padded_chunk_trimmed_to_its_length(backend, spoken) -> None:
-    renderer = backend.open("astronaut-infinitetalk", SIZE, SIZE, 25, 24000, seed=2)
+    renderer = backend.open("astronaut-infinitetalk", SIZE, SIZE, 25, 24000, LOOP)
     drives = speech_drives(spoken, 0, 20) + [Drive(20 + i) for i in range(3)]
     out = asyncio.run(run(renderer, drives))
     assert [index for index, _, _ in out] == list(range(23))
@@ -110,7 +111,7 @@ def test_a_short_utterance_is_one_padded_chunk_trimmed_to_its_length(backend, sp
 
 
 def test_an_interrupt_mid_chunk_cancels_it_and_the_next_utterance_plays(backend, spoken) -> None:
-    renderer = backend.open("astronaut-infinitetalk", SIZE, SIZE, 25, 24000, seed=3)
+    renderer = backend.open("astronaut-infinitetalk", SIZE, SIZE, 25, 24000, LOOP)
 
     async def scenario() -> list[tuple[int, int]]:
         queue: asyncio.Queue[Drive | None] = asyncio.Queue()
@@ -143,8 +144,8 @@ def test_an_interrupt_mid_chunk_cancels_it_and_the_next_utterance_plays(backend,
 
 
 def test_idle_frames_match_the_photo_renderer(backend) -> None:
-    renderer = backend.open("astronaut-infinitetalk", SIZE, SIZE, 25, 24000, seed=4)
-    photo = PhotoBackend().open("astronaut", SIZE, SIZE, 25, 24000, seed=4)
+    renderer = backend.open("astronaut-infinitetalk", SIZE, SIZE, 25, 24000, LOOP)
+    photo = PhotoBackend().open("astronaut", SIZE, SIZE, 25, 24000, LOOP)
     out = asyncio.run(run(renderer, [Drive(i) for i in range(3)]))
     assert [data for _, _, data in out] == [photo.render_frame(Drive(i)) for i in range(3)]
     assert np.frombuffer(out[0][2], np.uint8).std() > 5, "a picture, not a blank"

@@ -30,6 +30,9 @@ SCRAPER_LABEL = {"infinitetalk.dev/metrics-scraper": "true"}
 # The web root inside the gateway image (gateway/Dockerfile copies the page there).
 IMAGE_WEB_ROOT = "/srv/web"
 POD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
+# Settings the services no longer read (encoding moved from the packager to the video workers: VIDEO_CRF,
+# VIDEO_MAX_KBPS); a ConfigMap that still sets one is stale.
+OBSOLETE_SETTINGS = ("PACKAGER_CRF", "PACKAGER_MAX_KBPS", "PACKAGER_ENCODER_THREADS", "PACKAGER_BURN_CLOCK")
 
 
 def render_command(packagers: int) -> list[str]:
@@ -325,21 +328,39 @@ def test_packager_addresses_match_the_replicas(overlay: tuple[str, Rendered]) ->
     assert addresses == [f"packager-{i}.packager:50055" for i in range(replicas)]
 
 
+def quantity(value: str | int | float) -> float:
+    """A Kubernetes quantity as a number (only the forms these manifests use: plain, milli, binary suffixes)."""
+    text = str(value)
+    for suffix, factor in (("m", 1e-3), ("Ki", 2**10), ("Mi", 2**20), ("Gi", 2**30)):
+        if text.endswith(suffix):
+            return float(text.removesuffix(suffix)) * factor
+    return float(text)
+
+
 def test_video_capacity_and_autoscaler(overlay: tuple[str, Rendered]) -> None:
+    """Workers measure their capacity from their CPU limit (VIDEO_MAX_STREAMS is only a ceiling) and export
+    video_load (1 = full); the HPA scales on it with a target below 1, so a new worker is up before the others fill."""
     name, rendered = overlay
-    capacity = int(rendered.configmap_data("video-env")["VIDEO_MAX_STREAMS"])
+    env = rendered.configmap_data("video-env")
+    assert int(env["VIDEO_MAX_STREAMS"]) >= 1, "VIDEO_MAX_STREAMS is a ceiling on the measured capacity"
+    if "VIDEO_SPEAKING_SHARE" in env:
+        assert 0 < float(env["VIDEO_SPEAKING_SHARE"]) <= 1
+    if "VIDEO_CPU_BUDGET" in env:
+        assert float(env["VIDEO_CPU_BUDGET"]) > 0
+    video = rendered.get("Deployment", "video")
+    assert "replicas" not in video["spec"], "the HPA owns the replica count"
+    # The measured capacity starts from the cgroup's cpu.max: without a CPU limit a worker would count the node's
+    # cores as its own.
+    assert quantity(pod_spec(video)["containers"][0]["resources"]["limits"]["cpu"]) >= 1
     hpa = rendered.get("HorizontalPodAutoscaler", "video")
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "video"}
-    rendered.get("Deployment", "video")
-    assert "replicas" not in rendered.get("Deployment", "video")["spec"], "the HPA owns the replica count"
     (metric,) = hpa["spec"]["metrics"]
-    assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == "video_active_streams"
-    target = metric["pods"]["target"]["averageValue"]
-    value = int(target[:-1]) / 1000 if str(target).endswith("m") else float(target)
-    assert 0 < value < capacity, f"{name}: the HPA must scale before workers are full ({value} vs {capacity})"
+    assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == "video_load"
+    assert metric["pods"]["target"]["type"] == "AverageValue"
+    value = quantity(metric["pods"]["target"]["averageValue"])
+    assert 0 < value < 1, f"{name}: the HPA must scale before workers are full (video_load target {value}, full is 1)"
     assert 1 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
     if name == "gpu":
-        video = rendered.get("Deployment", "video")
         spec = pod_spec(video)
         limits = spec["containers"][0]["resources"]["limits"]
         assert limits["nvidia.com/gpu"] == "1"
@@ -347,7 +368,6 @@ def test_video_capacity_and_autoscaler(overlay: tuple[str, Rendered]) -> None:
         assert any(t["key"] == "nvidia.com/gpu" and t["effect"] == "NoSchedule" for t in spec["tolerations"])
         assert spec["containers"][0]["image"].startswith("infinitetalk/video-gpu:")
         # The InfiniteTalk backend is on, reading its weights from the read-only volume the overlay mounts.
-        env = rendered.configmap_data("video-env")
         assert env["INFINITETALK"] == "1" and env["INFINITETALK_DEVICE"] == "cuda"
         mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
         root = mounts["weights"]["mountPath"]
@@ -356,6 +376,13 @@ def test_video_capacity_and_autoscaler(overlay: tuple[str, Rendered]) -> None:
             assert env[key].startswith(root + "/"), key
         claim = next(v for v in spec["volumes"] if v["name"] == "weights")["persistentVolumeClaim"]["claimName"]
         assert rendered.get("PersistentVolumeClaim", claim)["spec"]["accessModes"] == ["ReadOnlyMany"]
+
+
+def test_no_configmap_sets_an_obsolete_setting(overlay: tuple[str, Rendered]) -> None:
+    _, rendered = overlay
+    for configmap in rendered.of("ConfigMap"):
+        stale = set(configmap.get("data", {})) & set(OBSOLETE_SETTINGS)
+        assert not stale, f"ConfigMap {configmap['metadata']['name']} sets {sorted(stale)}: nothing reads it"
 
 
 # --- pods -------------------------------------------------------------------------------------------------------------
@@ -517,11 +544,15 @@ def test_network_policies_open_every_used_path(overlay: tuple[str, Rendered]) ->
     _, rendered = overlay
     gateway = rendered.get("Deployment", "gateway")
     session = rendered.get("Deployment", "session")
+    video = rendered.get("Deployment", "video")
     paths: list[tuple[dict[str, Any], str]] = []
     for addresses in envoy_cluster_addresses(envoy_config(rendered)).values():
         paths += [(gateway, address) for address in addresses]
     for addresses in session_peers(rendered).values():
         paths += [(session, address) for address in addresses]
+    # A video worker publishes each session's video (PublishVideo) to the packager address the session service gives
+    # it, which is one of PACKAGER_ADDR's.
+    paths += [(video, address) for address in session_peers(rendered)["PACKAGER_ADDR"]]
     for source, address in paths:
         target, port = resolve(rendered, address)
         assert allowed(rendered, source, target, port), f"{source['metadata']['name']} -> {address} is blocked"
@@ -539,9 +570,17 @@ def test_network_policies_deny_what_is_not_on_the_diagram(overlay: tuple[str, Re
     llm = rendered.get("Deployment", "llm")
     packager = rendered.get("StatefulSet", "packager")
     session = rendered.get("Deployment", "session")
+    tts = rendered.get("Deployment", "tts")
     assert not allowed(rendered, gateway, video, 50054), "the gateway must not reach video workers"
     assert not allowed(rendered, gateway, packager, 50055), "the gateway must not publish to packagers"
-    assert not allowed(rendered, video, llm, 50052), "video workers call nobody"
+    assert not allowed(rendered, video, llm, 50052), "video workers call only the packagers"
+    assert not allowed(rendered, video, tts, 50053), "video workers call only the packagers"
+    assert not allowed(rendered, video, session, 50051), "video workers call only the packagers"
+    assert not allowed(rendered, video, video, 50054), "video workers do not call each other"
+    assert not allowed(rendered, video, packager, 8088), "video workers publish over gRPC, they do not fetch HLS"
+    assert not allowed(rendered, llm, packager, 50055), "only the session service and video workers publish"
+    assert not allowed(rendered, tts, packager, 50055), "only the session service and video workers publish"
+    assert not allowed(rendered, packager, video, 50054), "packagers call nobody"
     assert not allowed(rendered, llm, session, 50051), "llm calls nobody in the cluster"
     assert not allowed(rendered, session, packager, 8088), "the session service does not fetch HLS"
     default_deny = rendered.get("NetworkPolicy", "default-deny")["spec"]

@@ -1,5 +1,6 @@
 """Photo avatars: preparation (built-in and uploaded portraits, refusals), lip sync measured with the landmark model
-on the output frames, identity kept outside the mouth, idle life (blinks, sway), rewind."""
+on the output frames, identity kept outside the mouth, idle life (blinks, sway), rewind. (The idle loop's rules:
+tests/test_idle_loop.py.)"""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from services.common.media import MAX_PORTRAIT_BYTES
-from services.video.backend import Drive
+from services.video.backend import Drive, IdleLoop
 from services.video.drawn import DrawnBackend
+from services.video.idle import loop_frames
 from services.video.photo.backend import BUILTINS, PhotoBackend, portrait_name
 from services.video.photo.landmarks import FaceLandmarker
 from services.video.photo.lipsync import measure, mouth_openings
@@ -25,6 +27,7 @@ from services.video.speech_drives import SpokenText, frame_drives, speak
 
 SENTENCE = "Hello there! I am a photo that talks. Watch my lips move with every word."
 FPS = 25
+LOOP = IdleLoop(loop_frames(FPS, 12))
 
 
 def encoded(rgb: np.ndarray, kind: str = "JPEG") -> bytes:
@@ -63,7 +66,7 @@ def speech_span(spoken: SpokenText) -> tuple[float, float]:
 
 @pytest.mark.parametrize("name", sorted(BUILTINS))
 def test_each_builtin_photo_avatar_prepares_and_renders(backend: PhotoBackend, name: str) -> None:
-    renderer = backend.open(name, 512, 512, FPS, 24000, seed=1)
+    renderer = backend.open(name, 512, 512, FPS, 24000, LOOP)
     rig = renderer.warp.rig
     assert rig.face.presence > 0.9
     assert 60 < rig.mouth.half_width * 2 < 200, "the mouth is found at a plausible size"
@@ -74,7 +77,7 @@ def test_each_builtin_photo_avatar_prepares_and_renders(backend: PhotoBackend, n
 
 @pytest.mark.parametrize("name", ["drawn", "drawn-kai"])
 def test_drawn_fallback_avatars_still_render(name: str) -> None:
-    renderer = DrawnBackend().open(name, 256, 256, FPS, 24000, seed=1)
+    renderer = DrawnBackend().open(name, 256, 256, FPS, 24000, LOOP)
     assert len(renderer.render_frame(Drive(0))) == 256 * 256 * 3 // 2
 
 
@@ -88,7 +91,7 @@ def test_uploaded_portrait_prepares_once_by_content_hash(backend: PhotoBackend, 
     assert info.name not in [a.name for a in backend.avatars()], "uploads are private: never listed"
     assert backend.prepared(info.name) is backend.prepared(info.name)
     assert backend.prepare_portrait(upload) == info
-    renderer = backend.open(info.name, 320, 240, FPS, 24000, seed=3)
+    renderer = backend.open(info.name, 320, 240, FPS, 24000, LOOP)
     frame = i420_to_rgb(renderer.render_frame(Drive(0)), 320, 240)
     face = FaceLandmarker.shared().find(frame)
     assert face is not None, "the framed output shows the uploaded face"
@@ -96,7 +99,7 @@ def test_uploaded_portrait_prepares_once_by_content_hash(backend: PhotoBackend, 
 
 def test_unknown_avatar_is_a_key_error(backend: PhotoBackend) -> None:
     with pytest.raises(KeyError):
-        backend.open("portrait-" + "0" * 32, 256, 256, FPS, 24000, seed=1)
+        backend.open("portrait-" + "0" * 32, 256, 256, FPS, 24000, LOOP)
 
 
 def _gradient() -> np.ndarray:
@@ -130,7 +133,7 @@ def test_bad_portraits_are_refused_with_a_reason(backend: PhotoBackend, make, re
     assert refused.value.reason == reason
     assert words in refused.value.message
     # The backend is unharmed: the built-in still renders.
-    assert len(backend.open("astronaut", 256, 256, FPS, 24000, seed=1).render_frame(Drive(0))) == 256 * 256 * 3 // 2
+    assert len(backend.open("astronaut", 256, 256, FPS, 24000, LOOP).render_frame(Drive(0))) == 256 * 256 * 3 // 2
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -141,7 +144,7 @@ def test_bad_portraits_are_refused_with_a_reason(backend: PhotoBackend, make, re
 def closed_lips(backend: PhotoBackend) -> str:
     """An upload whose lips are closed (the built-in smiles with its teeth showing): our own rest frame, so the
     mouth's interior must be painted rather than taken from the photo."""
-    renderer = backend.open("astronaut", 720, 720, FPS, 24000, seed=1)
+    renderer = backend.open("astronaut", 720, 720, FPS, 24000, LOOP)
     rest = renderer.warp.render(renderer.pose(0, renderer.tracker.step(0, None, ())))
     name = backend.prepare_portrait(encoded(rest, "PNG")).name
     mouth = backend.warp(name, 512, 512).rig.mouth
@@ -157,7 +160,7 @@ def closed_lips(backend: PhotoBackend) -> str:
 def test_mouth_follows_the_speech(
     backend: PhotoBackend, spoken: SpokenText, closed_lips: str, avatar: str, with_marks: bool
 ) -> None:
-    renderer = backend.open(closed_lips if avatar == "closed-lips" else avatar, 512, 512, FPS, 24000, seed=7)
+    renderer = backend.open(closed_lips if avatar == "closed-lips" else avatar, 512, 512, FPS, 24000, LOOP)
     drives = spoken.drives if with_marks else frame_drives(spoken.pcm, [], with_marks=False)
     frames, track = render(renderer, drives)
     openings = mouth_openings(frames)
@@ -179,7 +182,7 @@ def test_mouth_follows_the_speech(
 
 
 def test_identity_is_kept_outside_the_mouth(backend: PhotoBackend, spoken: SpokenText) -> None:
-    renderer = backend.open("astronaut", 512, 512, FPS, 24000, seed=7)
+    renderer = backend.open("astronaut", 512, 512, FPS, 24000, LOOP)
     source = renderer.warp.rig.image
     x0, y0, x1, y1 = renderer.warp.rig.mouth.box
     outside = np.ones(source.shape[:2], bool)
@@ -204,7 +207,7 @@ async def _frames(renderer: PhotoRenderer, drives: list[Drive]) -> list[bytes]:
 
 
 async def test_idle_blinks_and_sways_and_rewinds_exactly(backend: PhotoBackend) -> None:
-    renderer = backend.open("astronaut", 256, 256, FPS, 24000, seed=11)
+    renderer = backend.open("astronaut", 256, 256, FPS, 24000, LOOP)
     frames = await _frames(renderer, [Drive(i) for i in range(FPS * 7)])
     rig = renderer.warp.rig
     rgbs = [i420_to_rgb(f, 256, 256) for f in frames]
@@ -217,7 +220,7 @@ async def test_idle_blinks_and_sways_and_rewinds_exactly(backend: PhotoBackend) 
         eye_change.append(change)
     assert max(eye_change) > 8.0, "the eyes blink within 7 s of idle"
     assert len(set(frames)) > len(frames) // 2, "the head is never frozen"
-    # A reset replays the same frames (the idle animation is a function of the frame index and the seed).
+    # A reset replays the same frames (the idle animation is a function of the loop phase).
     await renderer.reset(100, epoch=1)
     again = await _frames(renderer, [Drive(i, epoch=1) for i in range(100, 110)])
     assert again == frames[100:110]

@@ -3,19 +3,25 @@ processes is tests/test_scaleout.py)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import grpc
 import pytest
 
 from avatar.v1 import video_pb2, video_pb2_grpc
 from services.common.config import ConfigError
 from services.common.server import create_server
+from services.session import placement
 from services.session.config import SessionConfig
 from services.session.placement import NoCapacity, Packagers, VideoWorkers
+from services.video.capacity import CapacityMeter
 from services.video.service import VideoServicer
 
 
 async def start_worker(capacity: int):
-    servicer = VideoServicer(max_streams=capacity)
+    # The capacity is the meter's ceiling: a budget far beyond what the measurements could ask for.
+    meter = CapacityMeter(budget_cores=1000.0, fps=25, speaking_share=0.25, max_streams=capacity, frame_cpu_s=0.004)
+    servicer = VideoServicer(meter=meter)
 
     def register(server: grpc.aio.Server) -> None:
         video_pb2_grpc.add_VideoServiceServicer_to_server(servicer, server)
@@ -30,8 +36,37 @@ async def test_worker_reports_its_capacity() -> None:
     try:
         async with grpc.aio.insecure_channel(addr) as channel:
             status = await video_pb2_grpc.VideoServiceStub(channel).GetWorkerStatus(video_pb2.GetWorkerStatusRequest())
-        assert (status.capacity, status.active_streams) == (3, 0) and status.worker_id
+        assert (status.capacity, status.active_streams, status.speaking_capacity) == (3, 0, 3) and status.worker_id
     finally:
+        await server.stop(0)
+
+
+async def test_recent_status_is_cached_for_the_ttl_then_asked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    server, addr = await start_worker(2)
+    workers = VideoWorkers(addr, grpc.aio.insecure_channel)
+    now = [1000.0]
+    monkeypatch.setattr(placement, "time", SimpleNamespace(monotonic=lambda: now[0]))  # placement's clock only
+    try:
+        worker = workers.workers[addr]
+        asked = 0
+        ask = worker.stub.GetWorkerStatus
+
+        async def counting(request, **kwargs):
+            nonlocal asked
+            asked += 1
+            return await ask(request, **kwargs)
+
+        worker.stub.GetWorkerStatus = counting
+        first = await workers.recent_status(worker)
+        assert first is not None and first.capacity == 2 and asked == 1
+        now[0] += placement.STATUS_TTL_S - 0.01
+        assert await workers.recent_status(worker) is first and asked == 1, "cached within the TTL"
+        now[0] += 0.02
+        fresh = await workers.recent_status(worker)
+        assert asked == 2 and fresh is not first and fresh.worker_id == first.worker_id, "asked again after it"
+        assert await workers.recent_status(worker) is fresh and asked == 2
+    finally:
+        await workers.close()
         await server.stop(0)
 
 

@@ -4,6 +4,7 @@ cancellation, errors, limits; plus the resampler and the written-to-spoken word 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 from collections.abc import AsyncIterator
@@ -53,10 +54,15 @@ class FakeEngine(SpeechEngine):
             if not words:
                 continue
             await self.gate.wait()
-            n = 8000 * len(words)
-            pcm = (np.sin(np.arange(n) * 2 * np.pi * 300 / 16000) * 8000).astype(np.int16)
-            spans = [(w, 0.5 * i + 0.05, 0.5 * i + 0.45) for i, w in enumerate(words)]
-            yield EngineAudio(pcm=pcm, sample_rate_hz=16000, phonemes=[("a", s, e) for _, s, e in spans], words=spans)
+            yield tone(words)
+
+
+def tone(words: list[str]) -> EngineAudio:
+    """Half a second of 300 Hz tone per word at 16 kHz, with a word and a phoneme mark for each."""
+    n = 8000 * len(words)
+    pcm = (np.sin(np.arange(n) * 2 * np.pi * 300 / 16000) * 8000).astype(np.int16)
+    spans = [(w, 0.5 * i + 0.05, 0.5 * i + 0.45) for i, w in enumerate(words)]
+    return EngineAudio(pcm=pcm, sample_rate_hz=16000, phonemes=[("a", s, e) for _, s, e in spans], words=spans)
 
 
 @contextlib.asynccontextmanager
@@ -400,3 +406,296 @@ def test_engine_choice_and_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     engines = load_engines("piper")
     assert [e.name for e in engines] == ["espeak"]
     assert TtsServicer(engines).default_voice == "espeak-en-us"
+
+
+def test_piper_session_threads_sleep_instead_of_spinning() -> None:
+    """onnxruntime's defaults take one intra-op thread per core and let idle threads spin (busy-wait), which costs
+    more CPU than the synthesis itself: the voice's session must have few threads, none of them spinning."""
+    import onnxruntime
+
+    from services.tts.piper import threads_from_env
+
+    options = real_engines()[0].session.get_session_options()
+    # A session made with default options has no such entries at all (get_session_config_entry raises).
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == threads_from_env()
+    assert options.inter_op_num_threads == 1
+    assert options.execution_mode == onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+
+
+def test_piper_threads_from_environment() -> None:
+    from services.common.config import ConfigError
+    from services.tts.piper import session_options, threads_from_env
+
+    assert 1 <= threads_from_env({}) <= 2
+    assert threads_from_env({"TTS_THREADS": "1"}) == 1
+    assert threads_from_env({"TTS_THREADS": " 3 "}) == 3
+    for bad in ("two", "0", "-1"):
+        with pytest.raises(ConfigError, match="TTS_THREADS"):
+            threads_from_env({"TTS_THREADS": bad})
+    options = session_options(1)
+    assert options.intra_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+# --- CPU scheduling of local engines across streams ------------------------------------------------------------------
+
+
+class RecordingEngine(SpeechEngine):
+    """Records each sentence as its synthesis starts and how many sentences are being made at once; a sentence with a
+    word "hold..." in it waits for `holds[word]` (set it to let it finish); `step_s` of sleep per sentence lets steps
+    overlap."""
+
+    name = "recording"
+
+    def __init__(self, *, remote: bool = False, step_s: float = 0.0) -> None:
+        self.remote = remote
+        self.step_s = step_s
+        self.started: list[str] = []
+        self.active = 0
+        self.most_active = 0
+        self.holds: collections.defaultdict[str, asyncio.Event] = collections.defaultdict(asyncio.Event)
+
+    def voices(self) -> list[VoiceInfo]:
+        return [VoiceInfo("rec", "en", self.name, "test tone", "recording:tone")]
+
+    async def synthesize(self, text: str, voice: str) -> AsyncIterator[EngineAudio]:
+        for sentence in text.split("."):
+            words = sentence.split()
+            if not words:
+                continue
+            self.started.append(sentence.strip())
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
+            try:
+                for word in words:
+                    if word.startswith("hold"):
+                        await self.holds[word].wait()
+                await asyncio.sleep(self.step_s)
+            finally:
+                self.active -= 1
+            yield tone(words)
+
+
+async def until(predicate, what: str, timeout_s: float = 10.0) -> None:
+    for _ in range(int(timeout_s / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting until {what}")
+
+
+async def open_call(stub):
+    call = stub.Synthesize(metadata=METADATA)
+    await call.write(config())
+    return call
+
+
+async def finish(call) -> list[tts_pb2.SynthesizeResponse]:
+    await call.done_writing()
+    return await read_all(call)
+
+
+async def test_first_clauses_of_simultaneous_utterances_go_before_any_later_clause() -> None:
+    from services.tts.scheduler import CpuScheduler
+
+    engine = RecordingEngine()
+    scheduler = CpuScheduler(1, age_boost_s=600)
+    async with tts_stub([engine], scheduler=scheduler) as stub:
+        blocker = await open_call(stub)
+        await blocker.write(clause("busy", 0, "hold the only slot."))
+        await until(lambda: engine.started == ["hold the only slot"], "the slot is taken")
+        calls = {name: await open_call(stub) for name in "abc"}
+        for name, call in calls.items():
+            for index in range(3):
+                text = f"{name} clause {index} sentence one. {name} clause {index} sentence two."
+                await call.write(clause(f"say-{name}", index, text))
+        await until(lambda: scheduler.waiting == 3, "each stream's first step waits")
+        assert engine.started == ["hold the only slot"], "nothing else starts while the slot is taken"
+        engine.holds["hold"].set()
+        results = {name: await finish(call) for name, call in calls.items()}
+        await finish(blocker)
+    started = engine.started[1:]
+    assert len(started) == 3 * 3 * 2
+    # The three first sentences (each utterance's first audio) start before any other sentence of any utterance.
+    assert set(started[:3]) == {f"{name} clause 0 sentence one" for name in "abc"}
+    for name, responses in results.items():
+        done = of_kind(responses, "clause_done", f"say-{name}")
+        assert [d.clause_index for d in done] == [0, 1, 2], "each stream still speaks its clauses in order"
+        mine = [s for s in started if s.startswith(f"{name} ")]
+        assert mine == [f"{name} clause {i} sentence {n}" for i in range(3) for n in ("one", "two")]
+    assert scheduler.running == 0 and scheduler.waiting == 0
+
+
+async def test_a_new_utterance_goes_before_later_sentences_that_waited_longer() -> None:
+    from services.tts.scheduler import CpuScheduler
+
+    engine = RecordingEngine()
+    scheduler = CpuScheduler(1, age_boost_s=600)
+    async with tts_stub([engine], scheduler=scheduler) as stub:
+        a, d, e = await open_call(stub), await open_call(stub), await open_call(stub)
+        await a.write(clause("a", 0, "a hold. a second."))
+        await until(lambda: engine.started == ["a hold"], "a takes the slot")
+        await d.write(clause("d", 0, "d hold2."))
+        await until(lambda: scheduler.waiting == 1, "d's first sentence waits")
+        engine.holds["hold"].set()  # d gets the slot and keeps it; a's second sentence queues behind it
+        await until(lambda: engine.started[-1:] == ["d hold2"] and scheduler.waiting == 1, "a's second sentence waits")
+        await e.write(clause("e", 0, "e first."))
+        await until(lambda: scheduler.waiting == 2, "e's first sentence waits too")
+        engine.holds["hold2"].set()
+        for call in (a, d, e):
+            await finish(call)
+    assert engine.started == ["a hold", "d hold2", "e first", "a second"], "first audio before later audio"
+
+
+async def test_cancelled_utterance_leaves_the_queue_at_once_and_never_runs() -> None:
+    from services.tts.scheduler import CpuScheduler
+
+    engine = RecordingEngine()
+    scheduler = CpuScheduler(1, age_boost_s=600)
+    async with tts_stub([engine], scheduler=scheduler) as stub:
+        blocker = await open_call(stub)
+        await blocker.write(clause("busy", 0, "hold the only slot."))
+        await until(lambda: engine.started == ["hold the only slot"], "the slot is taken")
+        call = await open_call(stub)
+        await call.write(clause("gone", 0, "never spoken. not at all."))
+        await call.write(clause("gone", 1, "nor this."))
+        await until(lambda: scheduler.waiting == 1, "the utterance's first step waits")
+        await call.write(cancel("gone"))
+        await call.write(clause("probe", 0, " "))  # its error proves the cancel before it was read
+        assert (await call.read()).error.utterance_id == "probe"
+        assert scheduler.waiting == 0, "the cancelled utterance's step left the queue when the cancel was read"
+        await call.write(clause("next", 0, "spoken instead."))
+        await until(lambda: scheduler.waiting == 1, "the next utterance waits for the slot")
+        engine.holds["hold"].set()
+        responses = await finish(call)
+        await finish(blocker)
+    assert engine.started == ["hold the only slot", "spoken instead"]
+    assert not [r for r in responses if getattr(r, r.WhichOneof("response")).utterance_id == "gone"]
+    assert [d.utterance_id for d in of_kind(responses, "clause_done")] == ["next"]
+    assert scheduler.running == 0 and scheduler.waiting == 0
+
+
+async def test_local_engine_runs_never_exceed_the_limit_and_cloud_engines_are_not_limited() -> None:
+    from services.tts.scheduler import CpuScheduler
+
+    engine = RecordingEngine(step_s=0.02)
+    scheduler = CpuScheduler(2)
+    async with tts_stub([engine], scheduler=scheduler) as stub:
+        calls = [await open_call(stub) for _ in range(5)]
+        for n, call in enumerate(calls):
+            await call.write(clause(f"u{n}", 0, "one two. three."))
+            await call.write(clause(f"u{n}", 1, "four. five six."))
+        results = [await finish(call) for call in calls]
+    assert engine.most_active == 2, "five streams share two slots"
+    assert len(engine.started) == 5 * 4
+    for n, responses in enumerate(results):
+        assert [d.clause_index for d in of_kind(responses, "clause_done", f"u{n}")] == [0, 1]
+
+    cloud = RecordingEngine(remote=True)
+    scheduler = CpuScheduler(1)
+    async with tts_stub([cloud], scheduler=scheduler) as stub:
+        first, second = await open_call(stub), await open_call(stub)
+        await first.write(clause("a", 0, "hold on."))
+        await until(lambda: cloud.started == ["hold on"], "the first cloud clause is running")
+        await second.write(clause("b", 0, "at the same time."))
+        await until(lambda: "at the same time" in cloud.started, "a second cloud clause runs beside it")
+        assert cloud.most_active == 2 and scheduler.running == 0
+        cloud.holds["hold"].set()
+        await finish(first)
+        await finish(second)
+
+
+async def test_a_stream_that_ends_gives_its_slot_back() -> None:
+    from services.tts.scheduler import CpuScheduler
+
+    engine = RecordingEngine()
+    scheduler = CpuScheduler(1, age_boost_s=600)
+    async with tts_stub([engine], scheduler=scheduler) as stub:
+        dying = await open_call(stub)
+        await dying.write(clause("busy", 0, "hold the only slot."))
+        await until(lambda: scheduler.running == 1, "the slot is taken")
+        other = await open_call(stub)
+        await other.write(clause("u1", 0, "waiting for the slot."))
+        await until(lambda: scheduler.waiting == 1, "the other stream waits")
+        dying.cancel()
+        responses = await finish(other)  # `hold` is never set: the slot must come back with the dead stream
+    assert [d.utterance_id for d in of_kind(responses, "clause_done")] == ["u1"]
+    assert scheduler.running == 0 and scheduler.waiting == 0
+
+
+async def test_scheduler_order_age_boost_withdraw_and_cancel() -> None:
+    from services.tts.scheduler import CpuScheduler
+
+    now = [0.0]
+    scheduler = CpuScheduler(1, age_boost_s=1.0, clock=lambda: now[0])
+    holder = scheduler.ticket(0, 0)
+    assert await holder.wait() and scheduler.running == 1
+    tickets = {
+        "second clause": scheduler.ticket(1, 0),
+        "first clause, second sentence": scheduler.ticket(0, 1),
+        "first clause": scheduler.ticket(0, 0),
+        "another first clause": scheduler.ticket(0, 0),
+        "third clause": scheduler.ticket(2, 0),
+        "withdrawn": scheduler.ticket(0, 0),
+    }
+    tickets["withdrawn"].withdraw()
+    assert not await tickets["withdrawn"].wait()
+    assert scheduler.waiting == 5
+    order = []
+    running = holder
+    while scheduler.waiting:
+        running.release()
+        (running,) = [t for t in tickets.values() if t.holds_slot]
+        order.append(next(name for name, t in tickets.items() if t is running))
+        assert await running.wait() and scheduler.running == 1
+    running.release()
+    assert order == [
+        "first clause",
+        "another first clause",
+        "first clause, second sentence",
+        "second clause",
+        "third clause",
+    ]
+    assert scheduler.running == 0
+
+    # A later clause that has waited age_boost_s goes before fresh first clauses (no starvation).
+    holder = scheduler.ticket(0, 0)
+    old = scheduler.ticket(3, 0)
+    now[0] += 1.5
+    fresh = scheduler.ticket(0, 0)
+    holder.release()
+    assert old.holds_slot and not fresh.holds_slot and scheduler.waiting == 1
+    old.release()
+    assert fresh.holds_slot
+    fresh.release()
+
+    # A task cancelled while waiting leaves the queue; one cancelled after its grant gives the slot back.
+    holder = scheduler.ticket(0, 0)
+    waiting = scheduler.ticket(0, 0)
+    task = asyncio.create_task(waiting.wait())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert scheduler.waiting == 0
+    granted_late = scheduler.ticket(0, 0)
+    task = asyncio.create_task(granted_late.wait())
+    await asyncio.sleep(0)
+    holder.release()  # grants `granted_late`, then its task is cancelled before it runs
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert scheduler.running == 0 and scheduler.waiting == 0
+
+
+def test_concurrency_from_environment() -> None:
+    from services.common.config import ConfigError
+    from services.tts.scheduler import concurrency_from_env, usable_cpus
+
+    assert concurrency_from_env({}) == usable_cpus()
+    assert concurrency_from_env({"TTS_CONCURRENCY": " 3 "}) == 3
+    for bad in ("many", "0", "-2"):
+        with pytest.raises(ConfigError, match="TTS_CONCURRENCY"):
+            concurrency_from_env({"TTS_CONCURRENCY": bad})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import AsyncIterator
 
 import grpc
 import numpy as np
@@ -11,14 +12,11 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 from PIL import Image
 
-from avatar.v1 import media_pb2, video_pb2, video_pb2_grpc
-from services.common.server import create_server
+from avatar.v1 import video_pb2, video_pb2_grpc
 from services.video.drawn import DrawnBackend
 from services.video.photo.backend import PhotoBackend
-from services.video.service import VideoServicer
-
-FPS = 25
-RATE = 24000
+from services.video.photo.landmarks import FaceLandmarker
+from tests.video_harness import Session, Stack, decode_rgb, render_config, render_error, running_stack, running_video
 
 
 def astronaut_jpeg() -> bytes:
@@ -37,22 +35,14 @@ def gradient_png() -> bytes:
 
 
 @pytest.fixture
-async def video():
-    servicer = VideoServicer([DrawnBackend(), PhotoBackend()])
+async def stack() -> AsyncIterator[Stack]:
+    async with running_stack([DrawnBackend(), PhotoBackend()]) as running:
+        yield running
 
-    def register(server: grpc.aio.Server) -> None:
-        video_pb2_grpc.add_VideoServiceServicer_to_server(servicer, server)
 
-    server, port, _ = await create_server("127.0.0.1:0", register, ["avatar.v1.VideoService"])
-    await server.start()
-    channel = grpc.aio.insecure_channel(
-        f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 12 * 1024 * 1024)]
-    )
-    try:
-        yield video_pb2_grpc.VideoServiceStub(channel)
-    finally:
-        await channel.close()
-        await server.stop(0)
+@pytest.fixture
+def video(stack: Stack) -> video_pb2_grpc.VideoServiceStub:
+    return stack.video.stub
 
 
 def violation(error: grpc.aio.AioRpcError) -> error_details_pb2.BadRequest.FieldViolation:
@@ -60,15 +50,6 @@ def violation(error: grpc.aio.AioRpcError) -> error_details_pb2.BadRequest.Field
     bad = error_details_pb2.BadRequest()
     assert status_pb2.Status.FromString(details).details[0].Unpack(bad)
     return bad.field_violations[0]
-
-
-def render_config(**fields) -> video_pb2.RenderRequest:
-    base = dict(session_id="s", width=256, height=256, fps=FPS, sample_rate_hz=RATE)
-    return video_pb2.RenderRequest(config=video_pb2.RenderConfig(**{**base, **fields}))
-
-
-def drives(count: int) -> list[video_pb2.RenderRequest]:
-    return [video_pb2.RenderRequest(frame=video_pb2.FrameDrive(frame_index=i)) for i in range(count)]
 
 
 async def test_prepare_avatar_names_a_private_portrait(video):
@@ -100,46 +81,54 @@ async def test_prepare_avatar_refuses_files_it_cannot_animate(video, image, reas
     assert (field.field, field.reason) == ("image", reason)
 
 
-async def test_render_animates_an_uploaded_portrait(video):
-    portrait = astronaut_jpeg()
-    call = video.Render(iter([render_config(portrait=portrait), *drives(3)]), timeout=60)
-    frames = [response.frame async for response in call if response.HasField("frame")]
-    assert [f.frame_index for f in frames] == [0, 1, 2]
-    assert all(len(f.data) == 256 * 256 * 3 // 2 and f.pixel_format == media_pb2.PIXEL_FORMAT_I420 for f in frames)
-    # Not the drawn avatar: the portrait's own colours (the astronaut's photo is far from a flat cartoon).
-    luma = np.frombuffer(frames[0].data[: 256 * 256], np.uint8)
-    assert luma.std() > 20
+async def test_render_animates_an_uploaded_portrait(stack: Stack):
+    session = await Session.open(stack, width=256, height=256, portrait=astronaut_jpeg())
+    assert session.ready is not None and session.ready.settle_frames > 0
+    assert stack.packager.servicer.loops.get(session.ready.idle_loop_id) is not None
+    assert stack.video.servicer.loops.builds == 1
+    await session.drive_speech(12)
+    await session.commit(0)  # the portrait's idle loop
+    await session.commit(12)  # rendered speech
+    assert await session.end() == grpc.StatusCode.OK
+    assert session.stalls() == []
+    frames = decode_rgb(await session.media())
+    assert len(frames) == 24 and frames[0].shape == (256, 256, 3)
+    landmarker = FaceLandmarker.shared()
+    faces = [landmarker.find(frames[i]) for i in (0, 6, *range(13, 24))]
+    assert all(face is not None for face in faces), "every decoded picture shows the portrait's face"
+    idle = max(face.mouth_opening() for face in faces[:2])
+    speaking = max(face.mouth_opening() for face in faces[2:])
+    assert speaking > 1.5 * idle, (idle, speaking)  # and it speaks in the rendered chunk
+    # The same portrait again (another session): prepared and looped already.
+    again = await Session.open(stack, width=256, height=256, portrait=astronaut_jpeg(), publish=False)
+    assert again.ready.idle_loop_id == session.ready.idle_loop_id
+    assert stack.video.servicer.loops.builds == 1
+    assert await again.close() == grpc.StatusCode.OK
 
 
-async def test_render_refuses_a_portrait_with_an_avatar_name_and_a_bare_portrait_name(video):
+async def test_render_refuses_a_portrait_with_an_avatar_name_and_a_bare_portrait_name(stack: Stack, video):
     portrait = astronaut_jpeg()
     name = (await video.PrepareAvatar(video_pb2.PrepareAvatarRequest(image=portrait), timeout=60)).avatar.name
+    address = stack.packager.address
     for config, field in (
-        (render_config(avatar="drawn", portrait=portrait), "config.portrait"),
-        (render_config(avatar=name), "config.avatar"),
-        (render_config(portrait=gradient_png()), "config.portrait"),
+        (render_config(address, avatar="drawn", portrait=portrait), "config.portrait"),
+        (render_config(address, avatar=name), "config.avatar"),
+        (render_config(address, portrait=gradient_png()), "config.portrait"),
     ):
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            async for _ in video.Render(iter([config, *drives(1)]), timeout=60):
-                pass
-        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert violation(caught.value).field == field
+        error, responses = await render_error(video, [config])
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert violation(error).field == field
+        assert responses == []
+    assert stack.video.servicer.active == 0
 
 
 async def test_a_service_without_a_photo_renderer_says_so():
-    servicer = VideoServicer([DrawnBackend()])
-
-    def register(server: grpc.aio.Server) -> None:
-        video_pb2_grpc.add_VideoServiceServicer_to_server(servicer, server)
-
-    server, port, _ = await create_server("127.0.0.1:0", register, ["avatar.v1.VideoService"])
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = video_pb2_grpc.VideoServiceStub(channel)
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.PrepareAvatar(video_pb2.PrepareAvatarRequest(image=astronaut_jpeg()), timeout=10)
-            assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-            assert "portrait" in caught.value.details()
-    finally:
-        await server.stop(0)
+    async with running_video([DrawnBackend()]) as video:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await video.stub.PrepareAvatar(video_pb2.PrepareAvatarRequest(image=astronaut_jpeg()), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "portrait" in caught.value.details()
+        error, _ = await render_error(video.stub, [render_config("127.0.0.1:1", portrait=astronaut_jpeg())])
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "portrait" in error.details()
+        assert video.servicer.active == 0

@@ -128,7 +128,8 @@ async def _rpc_scope(method: str, session_id: str, context: grpc.aio.ServicerCon
         if timed:
             RPC_SECONDS.labels(method).observe(time.perf_counter() - started)
         RPC_HANDLED.labels(method, _code_name(context, code)).inc()
-        session_id_var.reset(token)
+        with contextlib.suppress(ValueError):  # a stream's generator closed from another context (server stop)
+            session_id_var.reset(token)
 
 
 def _code_name(context: grpc.aio.ServicerContext, fallback: str) -> str:

@@ -9,26 +9,27 @@ from services.common.config import ServerConfig, env_float, env_int, env_str
 
 @dataclass(frozen=True)
 class PackagerConfig:
-    """Limits, encoder tuning and the HLS HTTP server.
+    """Limits, muxing and the HLS HTTP server.
 
     HTTP_PORT (default 8088; HOST is shared with gRPC); HLS_WINDOW_SEGMENTS (segments kept on a live playlist and in
     memory, default 900); HLS_RETAIN_ENDED_S (how long an ended playlist stays served, default 600);
     HLS_CORS_ORIGINS (comma list of origins for Access-Control-Allow-Origin, "*" for any; default none);
-    PACKAGER_MAX_STREAMS (concurrent Publish streams, default 32); PACKAGER_CRF (x264 quality, default 23);
-    PACKAGER_MAX_KBPS (video bitrate cap, default 3000, 0 for none); PACKAGER_AUDIO_BITRATE (AAC bit/s, default
-    64000); PACKAGER_ENCODER_THREADS (x264 threads per stream, default 1).
+    PACKAGER_MAX_STREAMS (concurrent playlists, default 256: an idle one costs a few kB and almost no CPU);
+    PACKAGER_AUDIO_BITRATE (AAC bit/s, default 64000); PACKAGER_RENDER_GRACE_MS (how long a commit waits for a
+    rendered chunk that is not there yet before the idle loop shows instead, default 120); PACKAGER_LOOP_CACHE_MB
+    (idle loops kept when no session uses them, default 256); PACKAGER_MAX_RENDERED_MB (rendered chunks one session
+    may have waiting for their time, default 64).
     """
 
     http_port: int = 8088
     window_segments: int = 900
     retain_ended_s: float = 600.0
     cors_origins: str = ""
-    max_streams: int = 32
-    crf: int = 23
-    max_kbps: int = 3000
+    max_streams: int = 256
     audio_bit_rate: int = 64_000
-    encoder_threads: int = 1
-    burn_clock: bool = False
+    render_grace_s: float = 0.12
+    loop_cache_bytes: int = 256 * 2**20
+    max_rendered_bytes: int = 64 * 2**20
 
     @classmethod
     def from_env(cls) -> PackagerConfig:
@@ -37,12 +38,11 @@ class PackagerConfig:
             window_segments=env_int("HLS_WINDOW_SEGMENTS", 900, minimum=1),
             retain_ended_s=env_float("HLS_RETAIN_ENDED_S", 600.0),
             cors_origins=env_str("HLS_CORS_ORIGINS", ""),
-            max_streams=env_int("PACKAGER_MAX_STREAMS", 32, minimum=1),
-            crf=env_int("PACKAGER_CRF", 23, minimum=0),
-            max_kbps=env_int("PACKAGER_MAX_KBPS", 3000, minimum=0),
+            max_streams=env_int("PACKAGER_MAX_STREAMS", 256, minimum=1),
             audio_bit_rate=env_int("PACKAGER_AUDIO_BITRATE", 64_000, minimum=8_000),
-            encoder_threads=env_int("PACKAGER_ENCODER_THREADS", 1, minimum=0),
-            burn_clock=env_int("PACKAGER_BURN_CLOCK", 0, minimum=0) > 0,
+            render_grace_s=env_int("PACKAGER_RENDER_GRACE_MS", 120, minimum=0) / 1000,
+            loop_cache_bytes=env_int("PACKAGER_LOOP_CACHE_MB", 256, minimum=1) * 2**20,
+            max_rendered_bytes=env_int("PACKAGER_MAX_RENDERED_MB", 64, minimum=1) * 2**20,
         )
 
 

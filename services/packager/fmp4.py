@@ -32,52 +32,7 @@ def full_box(kind: bytes, version: int, flags: int, *payload: bytes) -> bytes:
     return box(kind, struct.pack(">I", (version << 24) | flags), *payload)
 
 
-# -- H.264 bitstream helpers ------------------------------------------------------------------------------------
-
-
-def split_annexb(data: bytes) -> list[bytes]:
-    """NAL units of an Annex B byte stream (3- or 4-byte start codes)."""
-    units: list[bytes] = []
-    length = len(data)
-    start = -1
-    i = 0
-    while i + 2 < length:
-        if data[i] == 0 and data[i + 1] == 0 and data[i + 2] == 1:
-            if start >= 0:
-                end = i
-                while end > start and data[end - 1] == 0:  # trailing zero of a 4-byte start code
-                    end -= 1
-                units.append(data[start:end])
-            i += 3
-            start = i
-            continue
-        i += 1
-    if start >= 0 and start < length:
-        units.append(data[start:])
-    return [unit for unit in units if unit]
-
-
-@dataclass(frozen=True)
-class AvcSample:
-    """One access unit in MP4 form (4-byte NAL lengths), with parameter sets and delimiters removed."""
-
-    data: bytes
-    sps: bytes | None
-    pps: bytes | None
-
-
-def annexb_to_sample(data: bytes) -> AvcSample:
-    sps = pps = None
-    out = bytearray()
-    for unit in split_annexb(data):
-        nal_type = unit[0] & 0x1F
-        if nal_type == 7:
-            sps = sps or unit
-        elif nal_type == 8:
-            pps = pps or unit
-        elif nal_type != 9:  # 9 = access unit delimiter
-            out += struct.pack(">I", len(unit)) + unit
-    return AvcSample(bytes(out), sps, pps)
+# -- H.264 in MP4 -------------------------------------------------------------------------------------------------
 
 
 def avcc(sps: bytes, pps: bytes) -> bytes:
@@ -235,6 +190,12 @@ def _traf(run: TrackRun, data_offset: int) -> bytes:
 
 def media_segment(sequence_number: int, runs: Iterable[TrackRun]) -> bytes:
     """styp + moof + mdat for the given track runs (empty runs are left out); sequence_number counts from 1."""
+    return b"".join(media_segment_parts(sequence_number, runs))
+
+
+def media_segment_parts(sequence_number: int, runs: Iterable[TrackRun]) -> tuple[bytes, ...]:
+    """The segment as its header (styp, moof, the mdat box header) followed by the samples' own bytes objects, so a
+    segment made of shared samples (the idle loop's) shares their memory instead of copying it."""
     runs = [run for run in runs if run.samples]
     mfhd = full_box(b"mfhd", 0, 0, struct.pack(">I", sequence_number))
     # The data offsets depend on the moof size, which does not depend on the offsets' values: build twice.
@@ -245,6 +206,7 @@ def media_segment(sequence_number: int, runs: Iterable[TrackRun]) -> bytes:
         offsets[index] = position
         position += sum(len(sample.data) for sample in run.samples)
     moof = box(b"moof", mfhd, *(_traf(run, offset) for run, offset in zip(runs, offsets, strict=True)))
-    mdat = box(b"mdat", *(sample.data for run in runs for sample in run.samples))
+    payload = [sample.data for run in runs for sample in run.samples]
+    mdat_header = struct.pack(">I4s", 8 + sum(len(data) for data in payload), b"mdat")
     styp = box(b"styp", b"msdh", struct.pack(">I", 0), b"msdh")
-    return styp + moof + mdat
+    return (styp + moof + mdat_header, *payload)

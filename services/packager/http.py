@@ -113,10 +113,11 @@ async def _hls(request: web.Request) -> web.Response:
     if match is None:
         return _not_found(request, "invalid", "no such file")
     sequence = int(match.group(1))
-    data = stream.segments.get(sequence)
-    if data is None:
+    parts = stream.segments.get(sequence)
+    if parts is None:
         if sequence >= stream.playlist.next_sequence:
             return _not_found(request, "segment", "segment not available yet")
         return _not_found(request, "segment", "segment no longer available")
     HTTP_REQUESTS.labels("segment", "200").inc()
-    return web.Response(body=data, content_type=SEGMENT_TYPE, headers=_headers(request, IMMUTABLE_CACHE))
+    body = b"".join(parts)
+    return web.Response(body=body, content_type=SEGMENT_TYPE, headers=_headers(request, IMMUTABLE_CACHE))

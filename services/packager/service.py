@@ -1,450 +1,361 @@
-"""PackagerService: one Publish stream per session turns frames + PCM into a live fMP4 HLS playlist.
+"""PackagerService: each session's live fMP4 HLS playlist, muxed from already-encoded video and the session's audio.
 
-Each stream has its own encoder on its own worker thread (a one-thread executor: jobs run in order, nothing blocks
-the event loop). Jobs are submitted as frames arrive; their results are put on the HLS store and reported to the
-caller from done-callbacks on the loop, so a segment is on the playlist before its SegmentPublished goes out, and
-nothing is lost when the caller goes away mid-stream. However the stream stops (end, half-close, error, cancel,
-server shutdown) the partial segment is flushed, the playlist gets ENDLIST and the encoder is freed.
+Two streams meet here per session, joined by session id and a per-session token: the session's Publish (the clock:
+one commit per chunk of the timeline, saying which pictures show and carrying the audio under them) and the video
+worker's PublishVideo (the avatar's idle loop, uploaded once per packager, and the chunks it rendered for speech).
+A commit of an idle chunk re-stamps the loop's pictures; a commit of a rendered chunk takes the worker's chunk, waits
+a little when it is not there yet, and shows the loop instead when it is too late (reported as a stall). However the
+Publish stream stops (end, half-close, error, cancel, server shutdown) the playlist gets ENDLIST.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge
 
-from avatar.v1 import media_pb2, packager_pb2, packager_pb2_grpc
-from services.common.errors import abort_invalid_argument, abort_resource_exhausted
+from avatar.v1 import packager_pb2, packager_pb2_grpc
+from services.common.errors import abort_failed_precondition, abort_invalid_argument, abort_resource_exhausted
 from services.common.interceptors import SESSION_ID_METADATA_KEY
-from services.packager.clock_burn import burn_clock
+from services.common.logs import session_id_var
+from services.packager.chunks import ChunkRejected, RenderedChunks
 from services.packager.config import PackagerConfig
-from services.packager.encoder import AAC_SAMPLE_RATES, EncodedSegment, EncoderSettings, SessionEncoder
+from services.packager.loops import IdleLoops, LoopError, LoopUpload, StoredLoop
+from services.packager.muxer import MuxedSegment, SessionMuxer, VideoChunk
 from services.packager.playlist import segment_uri
-from services.packager.store import HlsStore, HlsStream, StreamExists, valid_session_id
+from services.packager.store import HlsStore, HlsStream, StreamExists
+from services.packager.validation import InvalidRequest, check_commit, check_video_config, settings_from_config
 
 log = logging.getLogger(__name__)
 
-MAX_IN_FLIGHT_FRAMES = 8  # frames accepted but not yet encoded, per stream (then gRPC flow control pushes back)
-SHUTDOWN_WAIT_S = 5.0
+OFFLINE_WAIT_S = 600.0  # offline pacing: how long a commit waits for its rendered chunk
 
-FRAMES_IN = Counter("packager_frames_total", "Frames received for encoding")
+CHUNKS = Counter("packager_chunks_total", "Chunks muxed, by source", ["source"])
+STALLED_CHUNKS = Counter("packager_stalled_chunks_total", "Rendered chunks not usable at their time", ["reason"])
 SEGMENTS_PUBLISHED = Counter("packager_segments_total", "Media segments put on playlists")
 SEGMENT_BYTES = Counter("packager_segment_bytes_total", "Bytes of media segments produced")
-ENCODE_SECONDS = Histogram(
-    "packager_encode_seconds",
-    "Encode time of one frame (video + audio + segment cut)",
-    buckets=(0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256),
-)
-LIVE_STREAMS = Gauge("packager_live_streams", "Publish streams holding an encoder")
+LIVE_STREAMS = Gauge("packager_live_streams", "Playlists being published")
+LOOPS_HELD = Gauge("packager_idle_loops", "Idle loops held")
 
 
 def playlist_path(session_id: str) -> str:
     return f"/hls/{session_id}/index.m3u8"
 
 
-class InvalidRequest(Exception):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
+@dataclass
+class _SessionMedia:
+    """What meets here for one session: its token, the chunks its worker rendered, and who is connected."""
 
-
-def settings_from_config(config: packager_pb2.PublishConfig, defaults: PackagerConfig) -> EncoderSettings:
-    """Validates a PublishConfig; raises InvalidRequest naming the first bad field."""
-    if not valid_session_id(config.session_id):
-        raise InvalidRequest("config.session_id", "session_id must be 16-64 characters from A-Z a-z 0-9 _ -")
-    for name, value in (("width", config.width), ("height", config.height)):
-        if not 64 <= value <= 1920 or value % 2:
-            raise InvalidRequest(f"config.{name}", f"{name} must be an even number from 64 to 1920, got {value}")
-    if not 1 <= config.fps <= 60:
-        raise InvalidRequest("config.fps", f"fps must be 1 to 60, got {config.fps}")
-    rate = config.sample_rate_hz
-    if not 8000 <= rate <= 48000 or rate not in AAC_SAMPLE_RATES:
-        rates = ", ".join(str(r) for r in sorted(AAC_SAMPLE_RATES))
-        raise InvalidRequest("config.sample_rate_hz", f"sample_rate_hz must be one of {rates}, got {rate}")
-    if rate % config.fps:
-        raise InvalidRequest(
-            "config.sample_rate_hz",
-            f"sample_rate_hz {rate} is not a whole number of samples per frame at {config.fps} fps",
-        )
-    duration_ms = config.segment_duration_ms
-    if not 200 <= duration_ms <= 1000:
-        raise InvalidRequest(
-            "config.segment_duration_ms", f"segment_duration_ms must be 200 to 1000, got {duration_ms}"
-        )
-    if duration_ms * config.fps % 1000:
-        raise InvalidRequest(
-            "config.segment_duration_ms",
-            f"segment_duration_ms {duration_ms} is not a whole number of frames at {config.fps} fps",
-        )
-    if not config.HasField("media_epoch") or config.media_epoch.seconds <= 0:
-        raise InvalidRequest("config.media_epoch", "media_epoch (wall-clock time of media time 0) is required")
-    return EncoderSettings(
-        width=config.width,
-        height=config.height,
-        fps=config.fps,
-        sample_rate=rate,
-        frames_per_segment=duration_ms * config.fps // 1000,
-        crf=defaults.crf,
-        max_kbps=defaults.max_kbps,
-        audio_bit_rate=defaults.audio_bit_rate,
-        threads=defaults.encoder_threads,
-    )
-
-
-def check_frame(frame: packager_pb2.MediaFrame, expected_index: int, settings: EncoderSettings) -> bool:
-    """Validates one MediaFrame; returns whether the video is RGB24 (else I420). Raises InvalidRequest."""
-    if not frame.HasField("video"):
-        raise InvalidRequest("frame.video", f"frame {expected_index} has no video")
-    video = frame.video
-    if video.frame_index != expected_index:
-        raise InvalidRequest(
-            "frame.video.frame_index",
-            f"frame_index {video.frame_index} is out of order: expected {expected_index} (consecutive from 0)",
-        )
-    if video.width != settings.width or video.height != settings.height:
-        raise InvalidRequest(
-            "frame.video",
-            f"frame {expected_index} is {video.width}x{video.height}, the stream is {settings.width}x{settings.height}",
-        )
-    if video.pixel_format == media_pb2.PIXEL_FORMAT_I420:
-        rgb24, size = False, settings.i420_bytes
-    elif video.pixel_format == media_pb2.PIXEL_FORMAT_RGB24:
-        rgb24, size = True, settings.width * settings.height * 3
-    else:
-        raise InvalidRequest("frame.video.pixel_format", f"frame {expected_index}: pixel_format must be I420 or RGB24")
-    if len(video.data) != size:
-        raise InvalidRequest(
-            "frame.video.data", f"frame {expected_index} has {len(video.data)} bytes of video, expected {size}"
-        )
-    pcm_bytes = 2 * settings.samples_per_frame
-    if len(frame.pcm_s16le) != pcm_bytes:
-        raise InvalidRequest(
-            "frame.pcm_s16le",
-            f"frame {expected_index} has {len(frame.pcm_s16le)} bytes of PCM, expected {pcm_bytes} "
-            f"({settings.samples_per_frame} samples s16le)",
-        )
-    return rgb24
-
-
-@dataclass(frozen=True)
-class _Ready:
-    pass
-
-
-@dataclass(frozen=True)
-class _Ended:
-    segment_count: int
-
-
-@dataclass(frozen=True)
-class _Failed:
-    """The encoder failed (INTERNAL)."""
-
-    error: BaseException
-
-
-@dataclass(frozen=True)
-class _ReaderFailed:
-    """Reading the request stream failed or found a bad request."""
-
-    error: BaseException
-
-
-@dataclass(frozen=True)
-class _Shutdown:
-    pass
-
-
-_Event = _Ready | EncodedSegment | _Ended | _Failed | _ReaderFailed | _Shutdown
-
-
-class _Publication:
-    """One Publish stream: its encoder (touched only on the worker thread), the HLS stream and the event queue."""
-
-    def __init__(self, settings: EncoderSettings, stream: HlsStream, store: HlsStore, on_done: Callable[[], None]):
-        self.settings = settings
-        self.stream = stream
-        self.store = store
-        self.events: asyncio.Queue[_Event] = asyncio.Queue()
-        self.slots = asyncio.Semaphore(MAX_IN_FLIGHT_FRAMES)
-        self.done = asyncio.Event()
-        self.finishing = False
-        self._on_done = on_done
-        self._loop = asyncio.get_running_loop()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"packager-{stream.session_id[:8]}")
-        self._encoder: SessionEncoder | None = None
-        self._failed = False
-        self._frames = 0
-        self.clock_epoch_us: int | None = None  # set: burn each frame's live wall-clock time into it
-
-    # -- loop side ------------------------------------------------------------------------------------------------
-
-    def _submit(self, job: Callable[..., Any], on_done: Callable[[Future], None], *args: Any) -> None:
-        def hand_back(future: Future) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is already closed (process exit): nobody to tell
-                self._loop.call_soon_threadsafe(on_done, future)
-
-        self._executor.submit(job, *args).add_done_callback(hand_back)
-
-    def open(self) -> None:
-        self._submit(self._open_job, self._opened)
-
-    def frame(self, video: bytes, pcm: bytes, speech: bool, rgb24: bool) -> None:
-        self._submit(self._frame_job, self._encoded, video, pcm, speech, rgb24)
-
-    def finish(self) -> None:
-        """Flushes the partial segment, ends the playlist and frees the encoder, after the frames already queued."""
-        if self.finishing:
-            return
-        self.finishing = True
-        self._submit(self._finish_job, self._finished)
-
-    def _opened(self, future: Future) -> None:
-        error = future.exception()
-        if error is not None:
-            self._fail(error)
-            return
-        self.store.set_init(self.stream, future.result())
-        self.events.put_nowait(_Ready())
-
-    def _encoded(self, future: Future) -> None:
-        self.slots.release()
-        error = future.exception()
-        if error is not None:
-            self._fail(error)
-            return
-        self._publish(future.result())
-
-    def _finished(self, future: Future) -> None:
-        try:
-            error = future.exception()
-            if error is None:
-                self._publish(future.result())
-            else:
-                log.error("final flush failed", exc_info=error, extra={"session_id": self.stream.session_id})
-        finally:
-            self.store.end(self.stream)
-            self._executor.shutdown(wait=False)
-            self.events.put_nowait(_Ended(self.stream.playlist.next_sequence))
-            self.done.set()
-            self._on_done()
-
-    def _publish(self, segments: list[EncodedSegment]) -> None:
-        for segment in segments:
-            if self._failed:
-                return
-            try:
-                self.store.add_segment(
-                    self.stream, segment.sequence, segment.start_us, segment.duration_us, segment.data
-                )
-            except ValueError as error:
-                self._fail(error)
-                return
-            SEGMENTS_PUBLISHED.inc()
-            SEGMENT_BYTES.inc(len(segment.data))
-            self.events.put_nowait(segment)
-
-    def _fail(self, error: BaseException) -> None:
-        if not self._failed:
-            self._failed = True
-            log.error("encoding failed", exc_info=error, extra={"session_id": self.stream.session_id})
-            self.events.put_nowait(_Failed(error))
-
-    # -- worker thread side -----------------------------------------------------------------------------------------
-
-    def _open_job(self) -> bytes:
-        self._encoder = SessionEncoder(self.settings)
-        return self._encoder.init_segment
-
-    def _frame_job(self, video: bytes, pcm: bytes, speech: bool, rgb24: bool) -> list[EncodedSegment]:
-        if self._encoder is None or self._failed:
-            return []
-        started = time.perf_counter()
-        if self.clock_epoch_us is not None and not rgb24:
-            settings = self.settings
-            live_us = self.clock_epoch_us + self._frames * 1_000_000 // settings.fps
-            video = burn_clock(video, settings.width, settings.height, live_us // 1000)
-        self._frames += 1
-        segments = self._encoder.add_frame(video, pcm, speech, rgb24)
-        ENCODE_SECONDS.observe(time.perf_counter() - started)
-        return segments
-
-    def _finish_job(self) -> list[EncodedSegment]:
-        encoder, self._encoder = self._encoder, None
-        if encoder is None:
-            return []
-        try:
-            return [] if self._failed else encoder.finish()
-        finally:
-            encoder.close()
+    token: str
+    chunks: RenderedChunks
+    publishing: bool = False
+    parameter_sets: tuple[bytes, bytes] | None = None  # the playlist's SPS and PPS, once it exists
+    video_streams: int = 0  # PublishVideo streams open for this session
+    video_generation: int = 0  # the newest stream's number: only it may add chunks
 
 
 class PackagerServicer(packager_pb2_grpc.PackagerServiceServicer):
     def __init__(self, config: PackagerConfig, store: HlsStore) -> None:
         self.config = config
         self.store = store
-        self._publications: dict[str, _Publication] = {}
+        self.loops = IdleLoops(config.loop_cache_bytes)
+        self._media: dict[str, _SessionMedia] = {}
+        self._live: dict[str, HlsStream] = {}
         self._shutting_down = False
 
     @property
     def live_streams(self) -> int:
-        return len(self._publications)
+        return len(self._live)
+
+    # -- shared state ---------------------------------------------------------------------------------------------
+
+    async def _join(
+        self, session_id: str, token: str, chunk_frames: int, context: grpc.aio.ServicerContext
+    ) -> _SessionMedia:
+        media = self._media.get(session_id)
+        if media is None:
+            if len(self._media) >= 2 * self.config.max_streams:
+                await abort_resource_exhausted(
+                    context, "packager sessions", f"the packager already serves {len(self._media)} sessions; try later"
+                )
+            media = self._media[session_id] = _SessionMedia(
+                token, RenderedChunks(chunk_frames, self.config.max_rendered_bytes)
+            )
+        elif media.token != token:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "publish_token does not match this session's")
+        elif media.chunks.chunk_frames != chunk_frames:
+            await abort_invalid_argument(context, "config.chunk_frames", "chunk_frames differs from the session's")
+        return media
+
+    def _leave(self, session_id: str, media: _SessionMedia) -> None:
+        if not media.publishing and media.video_streams == 0 and self._media.get(session_id) is media:
+            del self._media[session_id]
+
+    # -- the session's stream -------------------------------------------------------------------------------------
 
     async def Publish(
         self, request_iterator: AsyncIterator[packager_pb2.PublishRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[packager_pb2.PublishResponse]:
         requests = aiter(request_iterator)
-        try:
-            first = await anext(requests)
-        except StopAsyncIteration:
-            await abort_invalid_argument(context, "config", "the stream ended before its first message (config)")
-        if first.WhichOneof("request") != "config":
+        first = await anext(requests, None)
+        if first is None or first.WhichOneof("request") != "config":
             await abort_invalid_argument(context, "config", "the first message of a Publish stream must be config")
+        config = first.config
         try:
-            settings = settings_from_config(first.config, self.config)
+            settings = settings_from_config(config, self.config)
         except InvalidRequest as problem:
             await abort_invalid_argument(context, problem.field, problem.message)
-        session_id = first.config.session_id
+        session_id = config.session_id
         caller_id = dict(context.invocation_metadata() or ()).get(SESSION_ID_METADATA_KEY)
         if caller_id and caller_id != session_id:
             await abort_invalid_argument(
                 context, "config.session_id", f"config.session_id differs from the {SESSION_ID_METADATA_KEY} metadata"
             )
+        session_id_var.set(session_id)
         if self._shutting_down:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the packager is shutting down")
         if self.store.get(session_id) is not None:
             await context.abort(
                 grpc.StatusCode.ALREADY_EXISTS, f"session {session_id} already has a playlist (live or recently ended)"
             )
-        if len(self._publications) >= self.config.max_streams:
+        if len(self._live) >= self.config.max_streams:
             await abort_resource_exhausted(
-                context, "packager streams", f"the packager already has {self.config.max_streams} streams; try later"
+                context, "packager streams", f"the packager already has {self.config.max_streams} playlists; try later"
             )
-        epoch = first.config.media_epoch
+        loop = self.loops.get(config.idle_loop_id)
+        if loop is None:
+            await abort_failed_precondition(
+                context,
+                "config.idle_loop_id",
+                f"idle loop {config.idle_loop_id} is not on this packager: the session's video worker uploads it first",
+            )
+        if (loop.width, loop.height, loop.fps, loop.chunk_frames) != (
+            settings.width,
+            settings.height,
+            settings.fps,
+            settings.chunk_frames,
+        ):
+            await abort_invalid_argument(
+                context, "config.idle_loop_id", "the idle loop's size, rate or chunking differ"
+            )
+        media = await self._join(session_id, config.publish_token, settings.chunk_frames, context)
+        if media.publishing:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"session {session_id} is already publishing")
+        epoch = config.media_epoch
         try:
             stream = self.store.open(
                 session_id,
                 epoch.seconds * 1_000_000 + epoch.nanos // 1000,
-                settings.frames_per_segment * 1_000_000 // settings.fps,
+                settings.segment_frames * 1_000_000 // settings.fps,
             )
         except StreamExists:
-            await context.abort(
-                grpc.StatusCode.ALREADY_EXISTS, f"session {session_id} already has a playlist (live or recently ended)"
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"session {session_id} already has a playlist")
+        media.publishing = True
+        media.parameter_sets = (loop.sps, loop.pps)
+        self.loops.pin(loop)
+        muxer = SessionMuxer(settings, loop.sps, loop.pps)
+        self.store.set_init(stream, muxer.init_segment)
+        self._live[session_id] = stream
+        LIVE_STREAMS.set(len(self._live))
+        wait_s = OFFLINE_WAIT_S if config.offline else self.config.render_grace_s
+        log.info("publish started", extra={"width": settings.width, "height": settings.height, "loop": loop.loop_id})
+        finished = False
+        try:
+            yield packager_pb2.PublishResponse(
+                ready=packager_pb2.PlaylistReady(playlist_path=playlist_path(session_id))
             )
-
-        publication = _Publication(settings, stream, self.store, lambda: self._closed(publication))
-        if self.config.burn_clock:
-            publication.clock_epoch_us = epoch.seconds * 1_000_000 + epoch.nanos // 1000
-        self._publications[session_id] = publication
-        LIVE_STREAMS.inc()
-        log.info(
-            "publish started",
-            extra={
-                "width": settings.width,
-                "height": settings.height,
-                "fps": settings.fps,
-                "frames_per_segment": settings.frames_per_segment,
-            },
-        )
-        reader: asyncio.Task[None] | None = None
-        try:
-            publication.open()
-            while True:
-                event = await publication.events.get()
-                if isinstance(event, _Ready):
-                    yield packager_pb2.PublishResponse(
-                        ready=packager_pb2.PlaylistReady(playlist_path=playlist_path(session_id))
-                    )
-                    reader = asyncio.create_task(
-                        self._read(requests, publication), name=f"packager-read-{session_id[:8]}"
-                    )
-                elif isinstance(event, EncodedSegment):
-                    yield packager_pb2.PublishResponse(segment=_segment_message(event))
-                elif isinstance(event, _Ended):
-                    log.info("publish ended", extra={"segments": event.segment_count})
-                    yield packager_pb2.PublishResponse(
-                        ended=packager_pb2.PlaylistEnded(segment_count=event.segment_count)
-                    )
-                    return
-                elif isinstance(event, _Shutdown):
-                    if reader is not None:
-                        reader.cancel()
-                    publication.finish()
-                elif isinstance(event, _ReaderFailed):
-                    if isinstance(event.error, InvalidRequest):
-                        await abort_invalid_argument(context, event.error.field, event.error.message)
-                    raise event.error
-                elif isinstance(event, _Failed):
-                    await context.abort(grpc.StatusCode.INTERNAL, "encoding failed; the playlist was ended")
-        finally:
-            if reader is not None:
-                reader.cancel()
-            publication.finish()
-
-    async def _read(self, requests: AsyncIterator[packager_pb2.PublishRequest], publication: _Publication) -> None:
-        """Validates frames and hands them to the encoder; at `end` (or half-close) it asks for the final flush."""
-        expected = 0
-        try:
+            expected = 0
             async for request in requests:
                 kind = request.WhichOneof("request")
-                if kind == "frame":
-                    rgb24 = check_frame(request.frame, expected, publication.settings)
-                    await publication.slots.acquire()
-                    if publication.finishing:
-                        return
-                    publication.frame(request.frame.video.data, request.frame.pcm_s16le, request.frame.speech, rgb24)
-                    FRAMES_IN.inc()
-                    expected += 1
-                elif kind == "end":
+                if kind == "end" or stream.playlist.ended:  # ended: the packager is shutting down
                     break
-                elif kind == "config":
-                    raise InvalidRequest("config", "config may be sent only once, as the first message")
+                if kind != "chunk":
+                    problem = "config may be sent only once" if kind == "config" else "set chunk or end"
+                    await abort_invalid_argument(context, kind or "request", problem)
+                commit = request.chunk
+                try:
+                    check_commit(commit, expected, settings)
+                except InvalidRequest as problem:
+                    await abort_invalid_argument(context, problem.field, problem.message)
+                loop = self._current_loop(loop, commit.idle_loop_id)
+                video = loop.chunk(commit.idle_chunk_index)
+                if commit.rendered:
+                    rendered = await media.chunks.take(commit.start_frame_index, commit.epoch, wait_s)
+                    if isinstance(rendered, VideoChunk):
+                        video = rendered
+                        CHUNKS.labels("rendered").inc()
+                    else:
+                        STALLED_CHUNKS.labels(rendered).inc()
+                        log.warning(
+                            "rendered chunk not usable: the idle loop shows instead",
+                            extra={"frame_index": commit.start_frame_index, "reason": rendered},
+                        )
+                        yield packager_pb2.PublishResponse(
+                            stall=packager_pb2.ChunkStalled(
+                                start_frame_index=commit.start_frame_index,
+                                frame_count=settings.chunk_frames,
+                                reason=rendered,
+                            )
+                        )
                 else:
-                    raise InvalidRequest("request", "empty request: set config, frame or end")
-            publication.finish()
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # handed to the RPC handler, which aborts or re-raises it
-            publication.events.put_nowait(_ReaderFailed(error))
+                    CHUNKS.labels("loop").inc()
+                expected += settings.chunk_frames
+                segments = await self._mux(muxer, video, commit.pcm_s16le, commit.speech)
+                for segment in segments if not stream.playlist.ended else ():
+                    yield packager_pb2.PublishResponse(segment=self._publish(stream, segment))
+            for segment in muxer.finish() if not stream.playlist.ended else ():
+                yield packager_pb2.PublishResponse(segment=self._publish(stream, segment))
+            finished = True
+            self.store.end(stream)
+            log.info("publish ended", extra={"segments": stream.playlist.next_sequence})
+            yield packager_pb2.PublishResponse(
+                ended=packager_pb2.PlaylistEnded(segment_count=stream.playlist.next_sequence)
+            )
+        finally:
+            if not finished and not stream.playlist.ended:
+                for segment in muxer.finish():
+                    self._publish(stream, segment)
+            self.store.end(stream)
+            self.loops.unpin(loop)
+            media.publishing = False
+            if self._live.get(session_id) is stream:
+                del self._live[session_id]
+            LIVE_STREAMS.set(len(self._live))
+            self._leave(session_id, media)
 
-    def _closed(self, publication: _Publication) -> None:
-        session_id = publication.stream.session_id
-        if self._publications.get(session_id) is publication:
-            del self._publications[session_id]
-            LIVE_STREAMS.dec()
+    def _current_loop(self, loop: StoredLoop, loop_id: str) -> StoredLoop:
+        """The loop a commit names (re-pinned when it changes, e.g. the session moved to another worker); the
+        current one when the named loop is unknown or cannot follow in this playlist."""
+        if loop_id == loop.loop_id:
+            return loop
+        named = self.loops.get(loop_id)
+        if named is None or (named.sps, named.pps, named.chunk_frames) != (loop.sps, loop.pps, loop.chunk_frames):
+            log.warning(
+                "commit names an idle loop that cannot be used; keeping the current one", extra={"loop": loop_id}
+            )
+            return loop
+        self.loops.pin(named)
+        self.loops.unpin(loop)
+        return named
+
+    @staticmethod
+    async def _mux(muxer: SessionMuxer, video: VideoChunk, pcm: bytes, speech: bool) -> list[MuxedSegment]:
+        if pcm:  # AAC encoding: off the event loop
+            return await asyncio.to_thread(muxer.add_chunk, video, pcm, speech)
+        return muxer.add_chunk(video, None, speech)
+
+    def _publish(self, stream: HlsStream, segment: MuxedSegment) -> packager_pb2.SegmentPublished:
+        self.store.add_segment(stream, segment.sequence, segment.start_us, segment.duration_us, segment.parts)
+        SEGMENTS_PUBLISHED.inc()
+        SEGMENT_BYTES.inc(segment.size)
+        return packager_pb2.SegmentPublished(
+            sequence=segment.sequence,
+            uri=segment_uri(segment.sequence),
+            start_frame_index=segment.start_frame_index,
+            frame_count=segment.frame_count,
+            start_us=segment.start_us,
+            duration_us=segment.duration_us,
+            has_speech=segment.has_speech,
+        )
+
+    # -- the video worker's stream --------------------------------------------------------------------------------
+
+    async def PublishVideo(
+        self, request_iterator: AsyncIterator[packager_pb2.PublishVideoRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[packager_pb2.PublishVideoResponse]:
+        requests = aiter(request_iterator)
+        first = await anext(requests, None)
+        if first is None or first.WhichOneof("request") != "config":
+            await abort_invalid_argument(context, "config", "the first message of a PublishVideo stream must be config")
+        config = first.config
+        try:
+            check_video_config(config)
+        except InvalidRequest as problem:
+            await abort_invalid_argument(context, problem.field, problem.message)
+        session_id = config.session_id
+        session_id_var.set(session_id)
+        if self._shutting_down:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the packager is shutting down")
+        media = await self._join(session_id, config.publish_token, config.chunk_frames, context)
+        if media.parameter_sets is not None and media.parameter_sets != (config.sps, config.pps):
+            self._leave(session_id, media)
+            await abort_failed_precondition(
+                context,
+                "config.sps",
+                "this worker's H.264 parameter sets differ from the playlist's (another encoder build)",
+            )
+        media.video_generation += 1
+        generation = media.video_generation
+        media.video_streams += 1
+        media.chunks.sources += 1
+        media.chunks.wake()
+        loop: StoredLoop | None = None
+        try:
+            loop = self.loops.get(config.idle_loop_id)
+            if loop is not None:
+                self.loops.pin(loop)
+                if (loop.sps, loop.pps) != (config.sps, config.pps):
+                    await abort_invalid_argument(context, "config.sps", "parameter sets differ from the idle loop's")
+            else:
+                yield packager_pb2.PublishVideoResponse(loop_wanted=packager_pb2.IdleLoopWanted())
+                loop = await self._receive_loop(config, requests, context)
+            LOOPS_HELD.set(len(self.loops))
+            yield packager_pb2.PublishVideoResponse(ready=packager_pb2.PublishVideoReady())
+            async for request in requests:
+                if request.WhichOneof("request") != "chunk":
+                    await abort_invalid_argument(context, "chunk", "after the loop, send only chunks")
+                if media.video_generation != generation:
+                    continue  # a newer stream for this session took over
+                chunk = request.chunk
+                try:
+                    media.chunks.put(chunk.start_frame_index, chunk.first_frame_index, chunk.epoch, chunk.frames)
+                except ChunkRejected as problem:
+                    STALLED_CHUNKS.labels("unusable").inc()
+                    log.warning(
+                        "rendered chunk refused", extra={"frame_index": chunk.start_frame_index, "why": str(problem)}
+                    )
+        finally:
+            if loop is not None:
+                self.loops.unpin(loop)
+            media.video_streams -= 1
+            media.chunks.sources -= 1
+            media.chunks.wake()
+            self._leave(session_id, media)
+
+    async def _receive_loop(
+        self,
+        config: packager_pb2.PublishVideoConfig,
+        requests: AsyncIterator[packager_pb2.PublishVideoRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> StoredLoop:
+        try:
+            upload = LoopUpload(
+                config.idle_loop_id,
+                config.width,
+                config.height,
+                config.fps,
+                config.chunk_frames,
+                config.sps,
+                config.pps,
+                config.idle_loop_chunks,
+            )
+            while not upload.complete:
+                request = await anext(requests, None)
+                if request is None or request.WhichOneof("request") != "loop_chunk":
+                    raise LoopError("the loop's chunks must come first, all of them")
+                upload.add(request.loop_chunk.index, request.loop_chunk.frames, self.config.loop_cache_bytes)
+            stored = upload.finish()
+        except LoopError as problem:
+            await abort_invalid_argument(context, "loop_chunk", str(problem))
+        log.info("idle loop received", extra={"loop": stored.loop_id, "bytes": stored.size})
+        return self.loops.add_pinned(stored)
 
     async def shutdown(self) -> None:
-        """Ends every playlist (ENDLIST) with its frames so far; waits a little for the flushes."""
+        """Ends every playlist (ENDLIST) with what it has so far."""
         self._shutting_down = True
-        publications = list(self._publications.values())
-        for publication in publications:
-            publication.events.put_nowait(_Shutdown())
-        if publications:
-            waits = [asyncio.create_task(publication.done.wait()) for publication in publications]
-            _, pending = await asyncio.wait(waits, timeout=SHUTDOWN_WAIT_S)
-            for task in pending:
-                task.cancel()
-            # A stream whose handler is gone but whose flush has not run: end its playlist anyway.
-            for publication in publications:
-                self.store.end(publication.stream)
-
-
-def _segment_message(segment: EncodedSegment) -> packager_pb2.SegmentPublished:
-    return packager_pb2.SegmentPublished(
-        sequence=segment.sequence,
-        uri=segment_uri(segment.sequence),
-        start_frame_index=segment.start_frame_index,
-        frame_count=segment.frame_count,
-        start_us=segment.start_us,
-        duration_us=segment.duration_us,
-        has_speech=segment.has_speech,
-    )
+        for stream in list(self._live.values()):
+            self.store.end(stream)

@@ -1,7 +1,9 @@
 """In-memory HLS state of every session this process packages: playlist, init segment and the segments still in the
 playlist window. Shared by the gRPC side (writes) and the HTTP side (reads); used only from the event loop thread.
 
-Segments that slide out of the window are dropped at once (then 404). An ended stream stays readable for
+A segment is kept as its parts (header and sample payloads, see fmp4.media_segment_parts), so idle segments share
+the idle loop's picture bytes instead of each holding a copy. Segments that slide out of the window are dropped at
+once (then 404). An ended stream stays readable for
 `retain_ended_s` (players and late viewers still fetch it), then the whole stream is dropped.
 """
 
@@ -31,7 +33,7 @@ class HlsStream:
     session_id: str
     playlist: LivePlaylist
     init_segment: bytes | None = None
-    segments: dict[int, bytes] = field(default_factory=dict)
+    segments: dict[int, tuple[bytes, ...]] = field(default_factory=dict)
     ended_at: float | None = None
 
     @property
@@ -71,10 +73,12 @@ class HlsStore:
     def set_init(self, stream: HlsStream, data: bytes) -> None:
         stream.init_segment = data
 
-    def add_segment(self, stream: HlsStream, sequence: int, start_us: int, duration_us: int, data: bytes) -> None:
+    def add_segment(
+        self, stream: HlsStream, sequence: int, start_us: int, duration_us: int, data: bytes | tuple[bytes, ...]
+    ) -> None:
         for evicted in stream.playlist.add(PlaylistSegment(sequence, start_us, duration_us)):
             stream.segments.pop(evicted, None)
-        stream.segments[sequence] = data
+        stream.segments[sequence] = (data,) if isinstance(data, bytes) else data
 
     def end(self, stream: HlsStream) -> None:
         """Adds ENDLIST and schedules the stream's removal after the retention time (idempotent)."""

@@ -16,9 +16,12 @@ class SessionConfig:
     LLM_ADDR, TTS_ADDR (host:port, required); VIDEO_ADDR (host:port[,host:port...] or dns:///name:port: the
     video workers) and PACKAGER_ADDR (host:port[,host:port...]), required, see services.session.placement;
     PUBLIC_HLS_URL (e.g.
-    http://127.0.0.1:8088, used to give absolute playlist URLs; optional); MAX_SESSIONS; MAX_TEXT_CHARS;
+    http://127.0.0.1:8088, used to give absolute playlist URLs; optional); MAX_SESSIONS (a ceiling for this
+    process's memory, default 256: how many sessions fit is measured by the video workers); MAX_TEXT_CHARS;
     MAX_WATCHERS_PER_SESSION; REQUESTS_PER_SECOND / REQUEST_BURST (per session: Say, Chat, Interrupt);
     SESSION_IDLE_TIMEOUT_S (a session nobody uses or watches ends); SEGMENT_DURATION_MS; LOOKAHEAD_FRAMES;
+    SESSION_OUTBOX_KB (what one session may queue for one peer that does not keep up, default 4096: past it the
+    packager's stream is given up and the session ends, and drives for a stuck video worker are dropped);
     VIDEO_WIDTH / VIDEO_HEIGHT (512).
     """
 
@@ -27,7 +30,7 @@ class SessionConfig:
     video_addr: str
     packager_addr: str
     public_hls_url: str = ""
-    max_sessions: int = 16
+    max_sessions: int = 256
     max_text_chars: int = 5000
     max_watchers_per_session: int = 8
     requests_per_second: float = 5.0
@@ -35,6 +38,7 @@ class SessionConfig:
     idle_timeout_s: float = 900.0
     segment_duration_ms: int = 480
     lookahead_frames: int = 10
+    outbox_bytes: int = 4 << 20
     video_width: int = WIDTH
     video_height: int = HEIGHT
 
@@ -62,7 +66,7 @@ class SessionConfig:
             video_addr=env_str("VIDEO_ADDR"),
             packager_addr=env_str("PACKAGER_ADDR"),
             public_hls_url=env_str("PUBLIC_HLS_URL", "").rstrip("/"),
-            max_sessions=env_int("MAX_SESSIONS", 16, minimum=1),
+            max_sessions=env_int("MAX_SESSIONS", 256, minimum=1),
             max_text_chars=env_int("MAX_TEXT_CHARS", 5000, minimum=1),
             max_watchers_per_session=env_int("MAX_WATCHERS_PER_SESSION", 8, minimum=1),
             requests_per_second=env_float("REQUESTS_PER_SECOND", 5.0),
@@ -70,6 +74,7 @@ class SessionConfig:
             idle_timeout_s=env_float("SESSION_IDLE_TIMEOUT_S", 900.0),
             segment_duration_ms=env_int("SEGMENT_DURATION_MS", 480, minimum=40),
             lookahead_frames=env_int("LOOKAHEAD_FRAMES", 10, minimum=3),
+            outbox_bytes=env_int("SESSION_OUTBOX_KB", 4096, minimum=16) * 1024,
             video_width=env_int("VIDEO_WIDTH", WIDTH, minimum=64),
             video_height=env_int("VIDEO_HEIGHT", HEIGHT, minimum=64),
         )

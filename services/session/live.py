@@ -1,9 +1,11 @@
-"""One live session: its four peer streams, its timeline and its playout clock.
+"""One live session: its four peer streams, its timeline, its clock and its events. It carries no pixels.
 
-The playout loop is the session clock. In real time it hands the packager one frame (video + the audio under it)
-every 1/fps seconds, idle or speaking, so the playlist never stalls; audio and mouth are paired per frame by
-construction. Speech is placed on the timeline a few frames ahead of playout (the lookahead), which bounds both
-the time to first speech and how late an interrupt can take effect.
+The session is the clock and the control plane. Text goes to the llm (Chat) or straight to the tts (Say); the
+voice's audio and marks land on the timeline (services.session.timeline); the clock (services.session.playout)
+places frames, drives the video worker for the chunks around speech and commits every chunk to the packager with
+the audio under it. The video worker renders and encodes those chunks and hands them straight to the packager; idle
+chunks are the avatar's shared idle loop. Interrupts cut the timeline a couple of frames after the clock and cancel
+the utterance in the llm and tts; events (speech started, words, finished, latency, stalls) go to the watchers.
 """
 
 from __future__ import annotations
@@ -15,54 +17,33 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter, Gauge, Histogram
 
-from avatar.v1 import (
-    llm_pb2,
-    llm_pb2_grpc,
-    media_pb2,
-    packager_pb2,
-    session_pb2,
-    tts_pb2,
-    tts_pb2_grpc,
-    video_pb2,
-)
+from avatar.v1 import llm_pb2, llm_pb2_grpc, media_pb2, packager_pb2, session_pb2, tts_pb2, tts_pb2_grpc, video_pb2
 from services.common.clauses import split_clauses
 from services.common.logs import session_id_var
 from services.common.media import FPS, SAMPLE_RATE_HZ, frame_start_us
+from services.session.chunks import ChunkPlan, CommitPlan, IdleLoopInfo
 from services.session.config import SessionConfig
 from services.session.events import EventBus
 from services.session.peers import REFUSALS, OutboxFull, PeerLink, PeerRefused
 from services.session.placement import Packager, Packagers, VideoWorker, VideoWorkers
-from services.session.preroll import needs_preroll, preroll_frames
-from services.session.timeline import FrameSlot, Mark, Timeline
+from services.session.playout import OFFLINE_TAIL_FRAMES, Playout
+from services.session.timeline import FrameSlot, Timeline
+from services.session.utterances import Utterance
 
 log = logging.getLogger(__name__)
 
-# Playout tuning, in frames: idle frames are scheduled IDLE_LEAD ahead of playout, speech up to the configured
-# lookahead; a frame is forced out (with a gap if the voice is late) MIN_LEAD ahead; a cut takes effect CUT_MARGIN
-# frames after the frame being played.
-IDLE_LEAD = 3
-# With a slow renderer, the whole utterance's drives go out at once (bounded: 10 minutes of frames).
-SLOW_LEAD_FRAMES = 25 * 600
-MIN_LEAD = 2
-CUT_MARGIN = 2
-RENDER_GRACE_S = 0.03
-OFFLINE_LEAD_IN_FRAMES = 5
-OFFLINE_TAIL_FRAMES = 10
 RECENT_UTTERANCES = 16
+READY_TIMEOUT_S = 30.0  # the video worker prepares the avatar's idle loop (seconds for a new one) and hands it over
+PHASE_OFFSETS = 1000  # idle-loop phase offsets drawn per session, in chunks (reduced modulo the loop)
 
 UTTERANCES = Counter("session_utterances_total", "Utterances by source and finish reason", ["source", "reason"])
-PREROLL_FRAMES = Histogram(
-    "session_preroll_frames",
-    "Idle frames played before an utterance so a slow renderer plays it through",
-    buckets=(0, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
-)
-STALLED_FRAMES = Counter("session_stalled_frames_total", "Frames whose render was late; the last frame was repeated")
+STALLED_FRAMES = Counter("session_stalled_frames_total", "Frames whose rendered pictures were late: the loop showed")
 LIVE_SESSIONS = Gauge("session_live_sessions", "Sessions open")
 LATENCY = Histogram(
     "session_first_speech_seconds",
@@ -99,29 +80,6 @@ class PeerStubs:
     packagers: Packagers
 
 
-@dataclass
-class Utterance:
-    utterance_id: str
-    source: int
-    requested_at: float
-    clause_count: int | None = None
-    clauses_synthesized: int = 0
-    next_word_index: int = 0
-    clause_word_base: dict[int, int] = field(default_factory=dict)
-    clause_sample_base: dict[int, int] = field(default_factory=dict)
-    received_samples: int = 0
-    spoken_words: list[str] = field(default_factory=list)
-    first_clause_at: float | None = None
-    first_audio_at: float | None = None
-    first_frame_at: float | None = None
-    first_frame_index: int | None = None
-    started: bool = False
-    failed: bool = False
-    finish_reason: int = session_pb2.FINISH_REASON_UNSPECIFIED
-    finished: bool = False
-    latency_reported: bool = False
-
-
 class LiveSession:
     def __init__(
         self,
@@ -139,8 +97,8 @@ class LiveSession:
     ) -> None:
         """`video_worker` and `packager`: where the session was placed (it releases them when it ends); the video
         stream moves to another worker if its worker's stream breaks. `portrait`: uploaded image bytes to animate
-        (then `avatar` is its prepared name). They live in the video link's config, which is sent first on every
-        (re)connection so any video worker can serve the stream, and are dropped with the session."""
+        (then `avatar` is its prepared name), in the video link's config, which is sent first on every
+        (re)connection so any video worker can serve the stream; dropped with the session."""
         self.session_id = session_id
         self.stubs = stubs
         self.video_worker = video_worker
@@ -149,36 +107,38 @@ class LiveSession:
         self.avatar = avatar
         self.voice = voice
         self.realtime = options.pacing != session_pb2.PACING_OFFLINE
-        self.persona = options.persona
         self.config = config
         self._on_ended = on_ended
         self.fps = FPS
-        self.sample_rate_hz = SAMPLE_RATE_HZ
         self.width, self.height = config.video_width, config.video_height
-        self.timeline = Timeline(self.fps, self.sample_rate_hz)
+        self.timeline = Timeline(self.fps, SAMPLE_RATE_HZ)
+        chunk_frames = config.segment_duration_ms * self.fps // 1000
+        phase_offset = chunk_frames * secrets.randbelow(PHASE_OFFSETS)
+        self.plan = ChunkPlan(chunk_frames, phase_offset, self.timeline.samples_per_frame)
+        self.playout = Playout(
+            self.timeline,
+            self.plan,
+            self.realtime,
+            config.lookahead_frames,
+            on_drive=self._send_drive,
+            on_commit=self._commit,
+            on_frame=self._play,
+            on_preroll=self._announce_preroll,
+        )
         self.bus = EventBus(config.max_watchers_per_session)
         self.state = session_pb2.SESSION_STATE_IDLE
         self.state_utterance = ""
         self.state_expected_start_us = 0
-        # The video renderer's pace (RenderStatus); when it cannot keep up in real time, an utterance starts at
-        # `_speech_from` (decided once its audio is complete) and the stream idles until then.
-        self._video_pace: video_pb2.RenderStatus | None = None
-        self._speech_from: int | None = None
-        self._flush_until = 0
         self.utterance: Utterance | None = None
         self._recent: OrderedDict[str, Utterance] = OrderedDict()
-        self._rendered: dict[int, media_pb2.VideoFrame] = {}
-        self._frame_arrived = asyncio.Event()
-        self._work = asyncio.Event()
-        self._last_frame: media_pb2.VideoFrame | None = None
-        self.next_play = 0
-        self._idle_frames_wanted = 0 if self.realtime else OFFLINE_LEAD_IN_FRAMES
+        self._publish_token = secrets.token_urlsafe(24)
+        self._video_ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._video_connected = False
         self._ending = False
         self.ended = asyncio.Event()
         self._playlist_ended = asyncio.Event()
         self.last_activity = time.monotonic()
         self.media_epoch = time.time()
-        self._t0 = time.monotonic()
         self._playout_task: asyncio.Task[None] | None = None
         self._fatal: asyncio.Task[None] | None = None
         self._packager_accepted: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
@@ -189,7 +149,7 @@ class LiveSession:
                 llm_pb2.GenerateRequest(
                     config=llm_pb2.GenerateConfig(
                         session_id=session_id,
-                        persona=self.persona,
+                        persona=options.persona,
                         provider=options.llm_provider,
                         model=options.llm_model,
                     )
@@ -202,9 +162,7 @@ class LiveSession:
                 "tts",
                 stubs.tts.Synthesize,
                 tts_pb2.SynthesizeRequest(
-                    config=tts_pb2.SynthesizeConfig(
-                        session_id=session_id, voice=voice, sample_rate_hz=self.sample_rate_hz
-                    )
+                    config=tts_pb2.SynthesizeConfig(session_id=session_id, voice=voice, sample_rate_hz=SAMPLE_RATE_HZ)
                 ),
                 session_id,
                 self._on_tts,
@@ -221,35 +179,44 @@ class LiveSession:
                         width=self.width,
                         height=self.height,
                         fps=self.fps,
-                        sample_rate_hz=self.sample_rate_hz,
-                        pixel_format=media_pb2.PIXEL_FORMAT_I420,
+                        sample_rate_hz=SAMPLE_RATE_HZ,
+                        chunk_frames=chunk_frames,
+                        packager_address=packager.addr,
+                        publish_token=self._publish_token,
+                        idle_phase_offset=phase_offset,
                     )
                 ),
                 session_id,
                 self._on_video,
-                self._down_handler("video"),
-                self._on_video_up,
+                self._on_video_down,
                 before_reconnect=self._place_video_again,
             ),
             "packager": PeerLink(
                 "packager",
                 packager.stub.Publish,
-                packager_pb2.PublishRequest(config=self._publish_config()),
+                packager_pb2.PublishRequest(config=self._publish_config("")),
                 session_id,
                 self._on_packager,
                 self._on_packager_down,
                 reconnect=False,  # a playlist cannot be resumed mid-stream: losing it ends the session
             ),
         }
+        for link in self._links.values():
+            link.max_bytes = config.outbox_bytes  # whatever a peer does, a session holds at most this for it
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     @property
     def playlist_path(self) -> str:
         return self.stubs.packagers.playlist_path(self.packager, self.session_id)
 
+    @property
+    def speaking(self) -> bool:
+        """An utterance is in progress (it holds one of its worker's speaking places)."""
+        return self.utterance is not None and not self.utterance.finished
+
     async def _place_video_again(self) -> None:
         """The video stream broke (its worker died, restarted or refused): reserve room on the best worker now
-        (NoCapacity: the link waits and asks again; the stream idles on its last frame meanwhile)."""
+        (NoCapacity: the link waits and asks again; the idle loop shows meanwhile)."""
         lost = self.video_worker
         if not self._placement_released:
             self.stubs.video.release(lost)
@@ -270,50 +237,53 @@ class LiveSession:
         epoch.FromNanoseconds(int(self.media_epoch * 1e9))
         return epoch
 
-    def _publish_config(self) -> packager_pb2.PublishConfig:
+    def _publish_config(self, loop_id: str) -> packager_pb2.PublishConfig:
         return packager_pb2.PublishConfig(
             session_id=self.session_id,
             width=self.width,
             height=self.height,
             fps=self.fps,
-            sample_rate_hz=self.sample_rate_hz,
+            sample_rate_hz=SAMPLE_RATE_HZ,
             segment_duration_ms=self.config.segment_duration_ms,
             media_epoch=self.media_epoch_timestamp(),
+            chunk_frames=self.plan.chunk_frames,
+            publish_token=self._publish_token,
+            idle_loop_id=loop_id,
+            offline=not self.realtime,
         )
 
-    async def start(self, first_frame_timeout_s: float = 10.0) -> None:
-        """Opens the peer streams and starts the clock once the first frame is rendered, so the stream's first
-        frame is the avatar (not a placeholder) and media time 0 is when it plays."""
+    async def start(self, ready_timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Opens the peer streams; once the video worker has put the avatar's idle loop on the packager, starts the
+        clock and the playlist (media time 0 is then)."""
         LIVE_SESSIONS.inc()
         for name in ("llm", "tts", "video"):
             self._links[name].start()
-        self._fill()
         try:
-            async with asyncio.timeout(first_frame_timeout_s):
-                while 0 not in self._rendered:
-                    self._frame_arrived.clear()
-                    await self._frame_arrived.wait()
-        except TimeoutError:
+            await asyncio.wait_for(asyncio.shield(self._video_ready), ready_timeout_s)
+        except (TimeoutError, SessionStartError) as error:
             await self._close_links()
             LIVE_SESSIONS.dec()
+            if isinstance(error, SessionStartError):
+                raise
             raise SessionStartError(
-                f"the video service rendered no frame within {first_frame_timeout_s:g} s; try again later"
+                f"the video service did not prepare the avatar within {ready_timeout_s:g} s; try again later"
             ) from None
-        self._t0 = time.monotonic()
+        assert self.plan.loop is not None
+        self.playout.t0 = time.monotonic()
         self.media_epoch = time.time()
+        self._send_clock()
         packager = self._links["packager"]
-        packager.config = packager_pb2.PublishRequest(config=self._publish_config())
-        self._packager_accepted = asyncio.get_running_loop().create_future()
+        packager.config = packager_pb2.PublishRequest(config=self._publish_config(self.plan.loop.loop_id))
         packager.start()
         try:
-            refusal = await asyncio.wait_for(self._packager_accepted, first_frame_timeout_s)
+            refusal = await asyncio.wait_for(self._packager_accepted, ready_timeout_s)
         except TimeoutError:
-            refusal = f"no answer within {first_frame_timeout_s:g} s"
+            refusal = f"no answer within {ready_timeout_s:g} s"
         if refusal is not None:
             await self._close_links()
             LIVE_SESSIONS.dec()
             raise SessionStartError(f"the packager did not open the stream's playlist: {refusal}")
-        self._playout_task = asyncio.create_task(self._playout(), name=f"playout-{self.session_id[:6]}")
+        self._playout_task = asyncio.create_task(self._run_playout(), name=f"playout-{self.session_id[:6]}")
 
     async def end(self) -> None:
         """Ends the session: cuts speech (live) or plays a short idle tail (offline), closes the playlist."""
@@ -324,12 +294,16 @@ class LiveSession:
         try:
             if self.realtime:
                 self._cut(session_pb2.FINISH_REASON_INTERRUPTED)
+                self.playout.ending = True
             else:
-                self._idle_frames_wanted = OFFLINE_TAIL_FRAMES
-            self._work.set()
+                self.playout.idle_frames_wanted = OFFLINE_TAIL_FRAMES
+                self.playout.ending = True
+            self.playout.work.set()
             if self._playout_task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(self._playout_task, 10.0)
+                if self.realtime and self._links["packager"].refusal is None:
+                    self.playout.finish_live()
             self._send("packager", packager_pb2.PublishRequest(end=packager_pb2.EndOfStream()))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._playlist_ended.wait(), 5.0)
@@ -351,6 +325,22 @@ class LiveSession:
 
     def touch(self) -> None:
         self.last_activity = time.monotonic()
+
+    async def _run_playout(self) -> None:
+        token = session_id_var.set(self.session_id)
+        try:
+            await (self.playout.run_realtime() if self.realtime else self.playout.run_offline())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("playout failed")
+            self._emit(
+                error=session_pb2.SessionError(
+                    code=grpc.StatusCode.INTERNAL.value[0], message="the session's playout failed", component="session"
+                )
+            )
+        finally:
+            session_id_var.reset(token)
 
     # -- requests ----------------------------------------------------------------------------------------------
     def say(self, text: str) -> str:
@@ -387,9 +377,9 @@ class LiveSession:
         while len(self._recent) > RECENT_UTTERANCES:
             self._recent.popitem(last=False)
         self.timeline.begin(utterance.utterance_id)
-        self._speech_from = None
+        self.playout.speech_from = None
         self._set_state(session_pb2.SESSION_STATE_THINKING, utterance.utterance_id)
-        self._work.set()
+        self.playout.work.set()
         return utterance
 
     def _send(self, component: str, message, utterance: Utterance | None = None) -> None:
@@ -398,22 +388,23 @@ class LiveSession:
         except OutboxFull as error:
             if utterance is not None:
                 self._fail(utterance, component, grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+            elif component == "packager" and not self._ending:
+                self._lose_playlist("the packager is not keeping up with the stream")
         except PeerRefused as error:
             if utterance is not None:
                 self._fail(utterance, component, grpc.StatusCode.FAILED_PRECONDITION, str(error))
 
     def _cut(self, reason: int) -> tuple[str, int]:
-        """Stops the utterance in progress CUT_MARGIN frames after the frame now playing."""
+        """Stops the utterance in progress CUT_MARGIN frames after the clock."""
         utterance = self.utterance
         if utterance is None or utterance.finished:
             return "", 0
-        cut_frame = min(self.next_play + CUT_MARGIN, self.timeline.write_head)
-        self._speech_from = None
+        cut_frame = self.playout.cut_frame()
+        self.playout.speech_from = None
         epoch_before = self.timeline.epoch
         self.timeline.cut(cut_frame)
-        if self.timeline.epoch != epoch_before:
-            for index in [i for i in self._rendered if i >= cut_frame]:
-                del self._rendered[index]
+        self.plan.cut(cut_frame, self.timeline.slots)
+        if self.timeline.epoch != epoch_before and self._video_connected:
             self._send(
                 "video",
                 video_pb2.RenderRequest(
@@ -427,11 +418,11 @@ class LiveSession:
             self._send(component, message)
         utterance.finish_reason = reason
         still_queued = [s for s in self.timeline.slots.values() if s.utterance_id == utterance.utterance_id]
-        if still_queued:
+        if still_queued and max(s.frame_index for s in still_queued) >= self.playout.next_play:
             max(still_queued, key=lambda s: s.frame_index).ends_utterance = utterance.utterance_id
         else:
             self._finish(utterance, frame_start_us(cut_frame, self.fps))
-        self._work.set()
+        self.playout.work.set()
         return utterance.utterance_id, frame_start_us(cut_frame, self.fps)
 
     def _fail(self, utterance: Utterance, component: str, code: grpc.StatusCode, message: str) -> None:
@@ -444,14 +435,11 @@ class LiveSession:
             return
         utterance.failed = True
         utterance.finish_reason = session_pb2.FINISH_REASON_FAILED
-        self._send(
-            "llm", llm_pb2.GenerateRequest(cancel=media_pb2.CancelUtterance(utterance_id=utterance.utterance_id))
-        )
-        self._send(
-            "tts", tts_pb2.SynthesizeRequest(cancel=media_pb2.CancelUtterance(utterance_id=utterance.utterance_id))
-        )
+        cancel = media_pb2.CancelUtterance(utterance_id=utterance.utterance_id)
+        self._send("llm", llm_pb2.GenerateRequest(cancel=cancel))
+        self._send("tts", tts_pb2.SynthesizeRequest(cancel=cancel))
         self.timeline.finish_audio(utterance.utterance_id)  # what was already synthesised still plays
-        self._work.set()
+        self.playout.work.set()
 
     def _finish(self, utterance: Utterance, end_us: int) -> None:
         if utterance.finished:
@@ -502,38 +490,16 @@ class LiveSession:
     def _on_tts(self, response: tts_pb2.SynthesizeResponse) -> None:
         kind = response.WhichOneof("response")
         if kind == "audio":
-            audio = response.audio
-            utterance = self._current(audio.utterance_id)
+            utterance = self._current(response.audio.utterance_id)
             if utterance is None:
                 return
             if utterance.first_audio_at is None:
                 utterance.first_audio_at = time.monotonic()
                 LATENCY.labels("first_audio").observe(utterance.first_audio_at - utterance.requested_at)
-            clause = audio.clause_index
-            if clause not in utterance.clause_sample_base:
-                utterance.clause_sample_base[clause] = utterance.received_samples - audio.offset_samples
-                utterance.clause_word_base[clause] = utterance.next_word_index
-            base = utterance.clause_sample_base[clause]
-            rate = audio.sample_rate_hz or self.sample_rate_hz
-            marks = [
-                Mark(p.phoneme, base + p.start_us * rate // 1_000_000, base + p.end_us * rate // 1_000_000)
-                for p in audio.phonemes
-            ]
-            for word in audio.words:
-                index = utterance.clause_word_base[clause] + word.word_index
-                utterance.next_word_index = max(utterance.next_word_index, index + 1)
-                marks.append(
-                    Mark(
-                        word.word,
-                        base + word.start_us * rate // 1_000_000,
-                        base + word.end_us * rate // 1_000_000,
-                        index,
-                    )
-                )
-            utterance.received_samples += len(audio.pcm_s16le) // 2
-            self.timeline.add_audio(utterance.utterance_id, audio.pcm_s16le, marks)
-            self._work.set()
-            self._fill()
+            marks = utterance.take_audio(response.audio, SAMPLE_RATE_HZ)
+            self.timeline.add_audio(utterance.utterance_id, response.audio.pcm_s16le, marks)
+            self.playout.fill()
+            self.playout.work.set()
         elif kind == "clause_done":
             utterance = self._current(response.clause_done.utterance_id)
             if utterance is not None:
@@ -554,39 +520,64 @@ class LiveSession:
             )
 
     def _maybe_complete(self, utterance: Utterance) -> None:
-        if utterance.clause_count is not None and utterance.clauses_synthesized >= utterance.clause_count:
+        if utterance.synthesized:
             self.timeline.finish_audio(utterance.utterance_id)
-            self._work.set()
+            self.playout.work.set()
 
     def _on_video(self, response: video_pb2.RenderResponse) -> None:
-        if response.HasField("status"):
-            self._video_pace = response.status
-            return
-        frame = response.frame
-        slot = self.timeline.slots.get(frame.frame_index)
-        if slot is not None and slot.epoch == frame.epoch:
-            self._rendered[frame.frame_index] = frame
-            self._frame_arrived.set()
+        kind = response.WhichOneof("response")
+        if kind == "status":
+            self.playout.pace = response.status
+        elif kind == "ready":
+            ready = response.ready
+            self.plan.loop = IdleLoopInfo(
+                ready.idle_loop_id, ready.idle_loop_frames, ready.settle_frames, ready.render_every_chunk
+            )
+            self._video_connected = True
+            if not self._video_ready.done():
+                self._video_ready.set_result(None)
+                return
+            # A new worker knows nothing: the clock, and every frame of the chunks it must render.
+            self._send_clock()
+            for slot in self.plan.reconnected(self.timeline.slots):
+                self._drive(slot)
 
-    def _on_video_up(self, first: bool) -> None:
-        if first:
+    def _on_video_down(self, error: Exception) -> None:
+        self._video_connected = False
+        self._links["video"].clear_outbox()
+        if not self._video_ready.done() and isinstance(error, grpc.aio.AioRpcError) and error.code() in REFUSALS:
+            self._video_ready.set_exception(SessionStartError(f"the video service refused: {error.details()}"))
             return
-        # A new video stream knows nothing: render again every frame not yet rendered.
-        for index in sorted(self.timeline.slots):
-            if index not in self._rendered:
-                self._send_drive(self.timeline.slots[index])
+        self._down_handler("video")(error)
+
+    def _send_clock(self) -> None:
+        self._send(
+            "video", video_pb2.RenderRequest(clock=video_pb2.PlayoutClock(media_epoch=self.media_epoch_timestamp()))
+        )
 
     def _on_packager(self, response: packager_pb2.PublishResponse) -> None:
         kind = response.WhichOneof("response")
         if kind == "segment":
             segment = response.segment
             end = segment.start_frame_index + segment.frame_count
+            self.playout.published_until = max(self.playout.published_until, end)
+            self.playout.work.set()
             for utterance in self._recent.values():
                 first = utterance.first_frame_index
                 if utterance.latency_reported or first is None or not (segment.start_frame_index <= first < end):
                     continue
                 utterance.latency_reported = True
                 self._report_latency(utterance, time.monotonic())
+        elif kind == "stall":
+            stall = response.stall
+            STALLED_FRAMES.inc(stall.frame_count)
+            start_us = frame_start_us(stall.start_frame_index, self.fps)
+            end_us = frame_start_us(stall.start_frame_index + stall.frame_count, self.fps)
+            log.warning(
+                "stream stalled: the idle loop showed instead of rendered frames",
+                extra={"frame_index": stall.start_frame_index, "frames": stall.frame_count, "reason": stall.reason},
+            )
+            self._emit(stalled=session_pb2.StreamStalled(start_us=start_us, end_us=end_us, reason=stall.reason))
         elif kind == "ready":
             if not self._packager_accepted.done():
                 self._packager_accepted.set_result(None)
@@ -614,16 +605,20 @@ class LiveSession:
             self._packager_accepted.set_result(detail or "stream closed")
             return
         self._down_handler("packager")(error)
-        if not self._ending:
-            self._emit(
-                error=session_pb2.SessionError(
-                    code=grpc.StatusCode.UNAVAILABLE.value[0],
-                    message="the stream's playlist was lost with the packager; the session ends, create a new one",
-                    component="session",
-                )
+        self._lose_playlist("the stream's playlist was lost with the packager")
+
+    def _lose_playlist(self, why: str) -> None:
+        if self._ending:
+            return
+        self._emit(
+            error=session_pb2.SessionError(
+                code=grpc.StatusCode.UNAVAILABLE.value[0],
+                message=f"{why}; the session ends, create a new one",
+                component="session",
             )
-            self._playlist_ended.set()
-            self._fatal = asyncio.create_task(self.end())
+        )
+        self._playlist_ended.set()
+        self._fatal = asyncio.create_task(self.end())
 
     def _down_handler(self, component: str) -> Callable[[Exception], None]:
         def on_down(error: Exception) -> None:
@@ -646,15 +641,20 @@ class LiveSession:
     @staticmethod
     def _waits_on(utterance: Utterance, component: str) -> bool:
         """Whether the utterance still needs output from `component` (a peer that has done its part can fail)."""
-        text_done = utterance.source == session_pb2.UTTERANCE_SOURCE_SAY or utterance.clause_count is not None
         if component == "llm":
-            return not text_done
+            return not utterance.text_done
         if component == "tts":
-            return not text_done or utterance.clauses_synthesized < (utterance.clause_count or 0)
+            return not utterance.text_done or not utterance.synthesized
         return False
 
-    # -- timeline and playout ----------------------------------------------------------------------------------
+    # -- the clock's callbacks ---------------------------------------------------------------------------------
     def _send_drive(self, slot: FrameSlot) -> None:
+        if self._video_connected:  # otherwise the next worker gets it when it is ready
+            self._drive(slot)
+        else:
+            self.plan.sent.discard(slot.frame_index)
+
+    def _drive(self, slot: FrameSlot) -> None:
         drive = video_pb2.FrameDrive(
             frame_index=slot.frame_index,
             utterance_id=slot.utterance_id,
@@ -666,157 +666,29 @@ class LiveSession:
         )
         self._send("video", video_pb2.RenderRequest(frame=drive))
 
-    def _fill(self) -> None:
-        """Schedules frames at the write head: idle ones just ahead of playout, speech up to the lookahead."""
-        timeline = self.timeline
-        while True:
-            index = timeline.write_head
-            current = timeline.current
-            if self.realtime:
-                slow = self._slow_video()
-                if slow and current is not None and not current.started and not self._ending:
-                    if not current.complete or (self._speech_from is None and not self._plan_preroll(index)):
-                        # Wait for all of the utterance's audio (the voice is far faster than real time): idle.
-                        if index >= self.next_play + IDLE_LEAD:
-                            return
-                        self._send_drive(timeline.idle_slot())
-                        continue
-                    if self._speech_from is not None and index < self._speech_from:
-                        self._send_drive(timeline.idle_slot())  # idle frames are cheap: the renderer works ahead
-                        continue
-                has_speech = current is not None and (current.started or current.pending_samples > 0)
-                lead = self.config.lookahead_frames if has_speech else IDLE_LEAD
-                if slow and (has_speech or index < self._flush_until):
-                    # The whole utterance goes to the renderer at once, and the idle frame after it too, so the
-                    # renderer knows where it ends and can render its last chunk ahead as well.
-                    lead = SLOW_LEAD_FRAMES
-                if self._ending or index >= self.next_play + lead:
-                    return
-                force = index <= self.next_play + MIN_LEAD
-            else:
-                if index >= self.next_play + self.config.lookahead_frames:
-                    return
-                if current is None:
-                    if self._idle_frames_wanted <= 0:
-                        return
-                    self._idle_frames_wanted -= 1
-                force = False
-            slot = timeline.next_slot(force)
-            if slot is None:
-                return
-            if slot.ends_utterance:
-                self._flush_until = slot.frame_index + 2
-            self._send_drive(slot)
-
-    def _slow_video(self) -> bool:
-        pace = self._video_pace
-        return pace is not None and needs_preroll(
-            pace.frames_per_second, pace.lookahead_frames, self.fps, self.config.lookahead_frames
+    def _commit(self, plan: CommitPlan) -> None:
+        commit = packager_pb2.ChunkCommit(
+            start_frame_index=plan.start_frame_index,
+            pcm_s16le=plan.pcm_s16le,
+            speech=plan.speech,
+            idle_loop_id=plan.idle_loop_id,
+            idle_chunk_index=plan.idle_chunk_index,
+            rendered=plan.rendered,
+            epoch=plan.epoch,
         )
+        self._send("packager", packager_pb2.PublishRequest(chunk=commit))
 
-    def _plan_preroll(self, index: int) -> bool:
-        """Decides where the current (complete) utterance's speech starts; tells watchers (RENDERING)."""
-        current = self.timeline.current
-        pace = self._video_pace
-        if current is None or pace is None:
-            return False
-        frames = -(-current.pending_samples // self.timeline.samples_per_frame)
-        wait = preroll_frames(frames, pace.frames_per_second, pace.lookahead_frames, self.fps)
-        self._speech_from = max(index, self.next_play + IDLE_LEAD) + wait
-        PREROLL_FRAMES.observe(wait)
+    def _announce_preroll(self, utterance_id: str, start_frame: int) -> None:
         self._set_state(
-            session_pb2.SESSION_STATE_RENDERING,
-            current.utterance_id,
-            expected_start_us=frame_start_us(self._speech_from, self.fps),
+            session_pb2.SESSION_STATE_RENDERING, utterance_id, expected_start_us=frame_start_us(start_frame, self.fps)
         )
-        return True
 
-    async def _await_frame(self, index: int, deadline: float | None) -> media_pb2.VideoFrame | None:
-        while True:
-            frame = self._rendered.pop(index, None)
-            if frame is not None:
-                return frame
-            self._frame_arrived.clear()
-            timeout = None if deadline is None else deadline - time.monotonic()
-            if timeout is not None and timeout <= 0:
-                return None
-            try:
-                await asyncio.wait_for(self._frame_arrived.wait(), timeout)
-            except TimeoutError:
-                return None
-
-    async def _playout(self) -> None:
-        token = session_id_var.set(self.session_id)
-        frame_s = 1.0 / self.fps
-        try:
-            while True:
-                index = self.next_play
-                if self.realtime:
-                    if self._ending:
-                        return
-                    self._fill()
-                    deadline = self._t0 + index * frame_s
-                    delay = deadline - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    self._fill()
-                    frame = await self._await_frame(index, deadline + RENDER_GRACE_S)
-                else:
-                    self._fill()
-                    if index >= self.timeline.write_head:
-                        if self._ending and self._idle_frames_wanted <= 0 and self.timeline.current is None:
-                            return
-                        self._work.clear()
-                        await self._work.wait()
-                        continue
-                    frame = await self._await_frame(index, time.monotonic() + 10.0)
-                slot = self.timeline.pop(index)
-                if slot is None:  # cannot happen while _fill forces MIN_LEAD frames; be safe
-                    slot = FrameSlot(frame_index=index, epoch=self.timeline.epoch)
-                self._play(slot, frame)
-                self.next_play = index + 1
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("playout failed")
-            self._emit(
-                error=session_pb2.SessionError(
-                    code=grpc.StatusCode.INTERNAL.value[0], message="the session's playout failed", component="session"
-                )
-            )
-        finally:
-            session_id_var.reset(token)
-
-    def _play(self, slot: FrameSlot, frame: media_pb2.VideoFrame | None) -> None:
-        index = slot.frame_index
-        if frame is None:
-            STALLED_FRAMES.inc()
-            log.debug("frame late: the last one is repeated", extra={"frame_index": index, "speech": slot.speech})
-            frame = self._last_frame
-            if frame is None:
-                frame = _blank_frame(self.width, self.height)
-            frame = media_pb2.VideoFrame(
-                frame_index=index,
-                pts_us=frame_start_us(index, self.fps),
-                width=frame.width,
-                height=frame.height,
-                pixel_format=frame.pixel_format,
-                data=frame.data,
-                epoch=slot.epoch,
-            )
-        self._last_frame = frame
-        pcm = slot.pcm or bytes(2 * self.timeline.samples_per_frame)
-        try:
-            self._links["packager"].send(
-                packager_pb2.PublishRequest(
-                    frame=packager_pb2.MediaFrame(video=frame, pcm_s16le=pcm, speech=slot.speech)
-                )
-            )
-        except (OutboxFull, PeerRefused):
-            log.warning("packager is not taking frames; frame dropped", extra={"frame_index": index})
+    def _play(self, slot: FrameSlot) -> None:
+        """A frame's time came: its utterance starts, its words are spoken, or its utterance ends."""
         utterance = self._recent.get(slot.utterance_id or slot.ends_utterance)
         if utterance is None:
             return
+        index = slot.frame_index
         if slot.first_of_utterance and not utterance.started:
             utterance.started = True
             utterance.first_frame_at = time.monotonic()
@@ -863,7 +735,7 @@ class LiveSession:
         now = Timestamp()
         now.GetCurrentTime()
         return session_pb2.WatchSessionResponse(
-            media_time_us=frame_start_us(self.next_play, self.fps), time=now, **event
+            media_time_us=frame_start_us(self.playout.next_play, self.fps), time=now, **event
         )
 
     def _emit(self, **event) -> None:
@@ -883,11 +755,3 @@ def _code(value: int) -> grpc.StatusCode:
         if code.value[0] == value:
             return code
     return grpc.StatusCode.UNKNOWN
-
-
-def _blank_frame(width: int, height: int) -> media_pb2.VideoFrame:
-    luma = bytes([16]) * (width * height)
-    chroma = bytes([128]) * (width * height // 2)
-    return media_pb2.VideoFrame(
-        width=width, height=height, pixel_format=media_pb2.PIXEL_FORMAT_I420, data=luma + chroma
-    )

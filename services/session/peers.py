@@ -1,7 +1,8 @@
 """A session's long-lived bidirectional stream to one peer service, kept open across utterances.
 
 If the peer goes away (crash, restart), the link reports it, reconnects with backoff, sends its config message
-again, and carries on; messages sent while it is down wait in a bounded outbox.
+again, and carries on; messages sent while it is down wait in an outbox bounded in messages and in bytes, so a
+stalled peer cannot grow the session's memory.
 """
 
 from __future__ import annotations
@@ -69,12 +70,15 @@ class PeerLink:
         self._on_up = on_up
         self._reconnect = reconnect
         self._before_reconnect = before_reconnect
-        self._outbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._outbox: asyncio.Queue[tuple[Message, int]] = asyncio.Queue()
+        self.max_bytes: int | None = None  # bound on the bytes waiting in the outbox (None: count only)
+        self.queued_bytes = 0
         self._task: asyncio.Task[None] | None = None
         self._call: grpc.aio.StreamStreamCall | None = None
         self.connected = asyncio.Event()
         self.refusal: str | None = None
         self._closing = False
+        self._finished = False  # the stream's `end` message went out
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"peer-{self.component}")
@@ -82,19 +86,24 @@ class PeerLink:
     def send(self, message: Message) -> None:
         if self.refusal is not None:
             raise PeerRefused(f"the {self.component} service refused this session: {self.refusal}")
-        if self._outbox.qsize() >= OUTBOX_LIMIT:
+        size = message.ByteSize()
+        if self._outbox.qsize() >= OUTBOX_LIMIT or (
+            self.max_bytes is not None and self.queued_bytes + size > self.max_bytes
+        ):
             raise OutboxFull(f"{self.component} is not keeping up")
-        self._outbox.put_nowait(message)
+        self._outbox.put_nowait((message, size))
+        self.queued_bytes += size
 
     def clear_outbox(self) -> None:
         while not self._outbox.empty():
             self._outbox.get_nowait()
+        self.queued_bytes = 0
 
     async def close(self, end_message: Message | None = None, grace_s: float = 0.0) -> None:
         """Sends `end_message` (if any), waits up to grace_s for the peer to finish, then cancels the stream."""
         self._closing = True
         if end_message is not None:
-            self._outbox.put_nowait(end_message)
+            self._outbox.put_nowait((end_message, 0))
         if self._task is not None:
             if grace_s > 0:
                 with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
@@ -121,8 +130,8 @@ class PeerLink:
                     result = self._on_response(response)
                     if result is not None:
                         await result
-                if self._closing:
-                    return
+                if self._closing or self._finished:
+                    return  # closed by us, or ended by the peer after our `end`: nothing lost
                 error: Exception = RuntimeError(f"{self.component} closed the stream")
             except asyncio.CancelledError:
                 call.cancel()
@@ -157,8 +166,10 @@ class PeerLink:
     async def _write(self, call: grpc.aio.StreamStreamCall) -> None:
         await call.write(self.config)
         while True:
-            message = await self._outbox.get()
+            message, size = await self._outbox.get()
+            self.queued_bytes -= size
             await call.write(message)
             if message.WhichOneof("request") == "end":
+                self._finished = True
                 await call.done_writing()
                 return

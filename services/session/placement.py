@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 DNS_PREFIX = "dns:///"
 RESOLVE_EVERY_S = 5.0
 STATUS_TIMEOUT_S = 1.0
+STATUS_TTL_S = 2.0
 
 
 class NoCapacity(Exception):
@@ -69,6 +70,8 @@ class VideoWorker:
     channel: grpc.aio.Channel
     stub: video_pb2_grpc.VideoServiceStub
     placed: int = 0  # sessions this service placed here (open or opening)
+    status: video_pb2.GetWorkerStatusResponse | None = None  # the last answer to GetWorkerStatus
+    status_at: float = 0.0
 
 
 class VideoWorkers:
@@ -130,9 +133,17 @@ class VideoWorkers:
 
     async def _status(self, worker: VideoWorker) -> video_pb2.GetWorkerStatusResponse | None:
         try:
-            return await worker.stub.GetWorkerStatus(video_pb2.GetWorkerStatusRequest(), timeout=STATUS_TIMEOUT_S)
+            status = await worker.stub.GetWorkerStatus(video_pb2.GetWorkerStatusRequest(), timeout=STATUS_TIMEOUT_S)
         except grpc.aio.AioRpcError:
             return None
+        worker.status, worker.status_at = status, time.monotonic()
+        return status
+
+    async def recent_status(self, worker: VideoWorker) -> video_pb2.GetWorkerStatusResponse | None:
+        """The worker's status, asked again when the last answer is older than STATUS_TTL_S (None: unreachable)."""
+        if worker.status is not None and time.monotonic() - worker.status_at < STATUS_TTL_S:
+            return worker.status
+        return await self._status(worker)
 
     async def place(self, avoid: str | None = None) -> VideoWorker:
         """Reserves room for one session on the worker with the most free capacity (NoCapacity if none has any).

@@ -261,16 +261,37 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             )
         )
 
+    async def _check_speaking_room(self, session: LiveSession, context: grpc.aio.ServicerContext) -> None:
+        """Refuses an utterance that would make the session's video worker render more speech at once than its
+        measured CPU allows (the others would stall). A session that is speaking already keeps its place."""
+        if session.speaking:
+            return
+        worker = session.video_worker
+        status = await self.stubs.video.recent_status(worker)
+        if status is None:
+            return  # unknown now: the stream itself reports trouble
+        speaking = sum(1 for s in self.sessions.values() if s.video_worker is worker and s.speaking)
+        if speaking >= status.speaking_capacity:
+            await abort_resource_exhausted(
+                context,
+                "video.speaking",
+                f"the avatar server is already speaking for {speaking} sessions, as many as it can render at once "
+                f"(its measured limit: {status.speaking_capacity}, at {status.speaking_stream_cores:.2f} of "
+                f"{status.cpu_budget_cores:.1f} CPU cores each); try again when one finishes",
+            )
+
     async def Say(self, request, context):
         session = await self._session(request.session_id, context)
         text = await self._check_text(request.text, context)
         await self._check_rate(session, context)
+        await self._check_speaking_room(session, context)
         return session_pb2.SayResponse(utterance_id=session.say(text))
 
     async def Chat(self, request, context):
         session = await self._session(request.session_id, context)
         text = await self._check_text(request.text, context)
         await self._check_rate(session, context)
+        await self._check_speaking_room(session, context)
         return session_pb2.ChatResponse(utterance_id=session.chat(text))
 
     async def Interrupt(self, request, context):

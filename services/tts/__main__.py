@@ -2,7 +2,12 @@
 
 Environment: TTS_PROVIDER (piper|espeak|elevenlabs|openai; TTS_ENGINE is its older name, default piper), TTS_FALLBACK
 (piper|espeak|none), ELEVENLABS_* and OPENAI_* (README), TTS_DEFAULT_VOICE (default: the provider's first voice), plus
-HOST, PORT, METRICS_PORT, SHUTDOWN_GRACE_S, LOG_LEVEL (services.common)."""
+HOST, PORT, METRICS_PORT, SHUTDOWN_GRACE_S, LOG_LEVEL (services.common).
+
+CPU of the local voices (Piper, espeak-ng; cloud voices are not limited): TTS_CONCURRENCY, how many sentences they
+make at once across all streams (default: the CPUs this process may use, from its affinity mask); more wait, each
+utterance's first clause before anyone's later clauses (services/tts/scheduler.py). TTS_THREADS, onnxruntime threads
+of each Piper run (default 2, at most those CPUs). At most TTS_CONCURRENCY x TTS_THREADS Piper threads are busy."""
 
 from __future__ import annotations
 

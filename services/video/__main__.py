@@ -3,10 +3,14 @@
 Environment: HOST, PORT, METRICS_PORT, SHUTDOWN_GRACE_S (see services.common.config); VIDEO_DEFAULT_AVATAR
 (astronaut, the built-in photo avatar; "drawn" when the face models are not installed), VIDEO_PHOTO_AVATARS (1: offer
 photo avatars and uploaded portraits; 0: drawn faces only),
-VIDEO_MAX_QUEUED_FRAMES (50 drives waiting per stream), VIDEO_MAX_STREAMS (16 concurrent Render streams),
-VIDEO_WARM_SIZE (512: prepares the default avatar at this square size at start-up; 0 skips), FACE_MODEL_DIR (where the
-face landmark models are; default: inside the installed mediapipe wheel); INFINITETALK and INFINITETALK_* (the GPU
-model backend: see services.video.infinitetalk.loader).
+VIDEO_MAX_QUEUED_FRAMES (50 drives waiting per stream); capacity (services.video.capacity): VIDEO_CPU_BUDGET (cores
+for rendering and encoding; default 0.75 x the cores this process may use), VIDEO_SPEAKING_SHARE (the fraction of
+sessions expected to speak at once, default 0.25), VIDEO_MAX_STREAMS (a ceiling on sessions whatever the measurement
+says, default 64); encoding: VIDEO_CRF (x264 quality, default 23), VIDEO_MAX_KBPS (bitrate cap, default 3000, 0 for
+none); VIDEO_WARM_SIZE (512: prepares the default avatar at this square size at start-up and measures a speaking
+frame's cost; 0 skips); VIDEO_BURN_CLOCK (1: burn each frame's live wall-clock time into it and render every chunk,
+for glass-to-glass benchmarks); FACE_MODEL_DIR (where the face landmark models are; default: inside the installed
+mediapipe wheel); INFINITETALK and INFINITETALK_* (the GPU model backend: see services.video.infinitetalk.loader).
 """
 
 from __future__ import annotations
@@ -17,9 +21,12 @@ import logging
 import grpc
 
 from avatar.v1 import video_pb2, video_pb2_grpc
-from services.common.config import ConfigError, ServerConfig, env_int, env_str
+from services.common.config import ConfigError, ServerConfig, env_float, env_int, env_str
+from services.common.media import FPS, SAMPLE_RATE_HZ
 from services.common.server import run, serve
 from services.video.backend import RendererBackend
+from services.video.calibration import speaking_frame_cpu_s
+from services.video.capacity import CapacityMeter, available_cores
 from services.video.drawn import DrawnBackend, warm_up
 from services.video.infinitetalk import loader as infinitetalk
 from services.video.photo.backend import DEFAULT_PHOTO_AVATAR, PhotoBackend
@@ -50,20 +57,48 @@ async def main() -> None:
         # Slow (loads the models): before the service reports SERVING. Its avatars are `<photo avatar>-infinitetalk`.
         backends.insert(0, await asyncio.to_thread(infinitetalk.backend_from_env, photo))
     default_avatar = env_str("VIDEO_DEFAULT_AVATAR", DEFAULT_PHOTO_AVATAR if photo else "drawn")
+    warm_size = env_int("VIDEO_WARM_SIZE", 512, minimum=0)
+    budget = env_float("VIDEO_CPU_BUDGET", 0.75 * available_cores())
+    share = env_float("VIDEO_SPEAKING_SHARE", 0.25)
+    if budget <= 0 or not 0 < share <= 1:
+        raise ConfigError("VIDEO_CPU_BUDGET must be positive and VIDEO_SPEAKING_SHARE in (0, 1]")
+    meter = CapacityMeter(
+        budget_cores=budget,
+        fps=FPS,
+        speaking_share=share,
+        max_streams=env_int("VIDEO_MAX_STREAMS", 64, minimum=1),
+        frame_cpu_s=0.01,
+    )
     try:
         servicer = VideoServicer(
             backends=backends,
             default_avatar=default_avatar,
             max_queued_frames=env_int("VIDEO_MAX_QUEUED_FRAMES", 50, minimum=1),
-            max_streams=env_int("VIDEO_MAX_STREAMS", 16, minimum=1),
+            meter=meter,
+            crf=env_int("VIDEO_CRF", 23, minimum=0),
+            max_kbps=env_int("VIDEO_MAX_KBPS", 3000, minimum=0),
+            burn_clock=env_int("VIDEO_BURN_CLOCK", 0, minimum=0) > 0,
         )
     except ValueError as error:
         raise ConfigError(f"VIDEO_DEFAULT_AVATAR: {error}") from None
-    warm_size = env_int("VIDEO_WARM_SIZE", 512, minimum=0)
-    if warm_size and default_avatar.startswith("drawn"):
-        await asyncio.to_thread(warm_up, warm_size, warm_size, default_avatar)
-    elif warm_size and photo is not None:
-        await asyncio.to_thread(photo.warp, default_avatar, warm_size, warm_size)
+    if warm_size:
+        backend = next(b for b in backends if default_avatar in {a.name for a in b.avatars()})
+        if default_avatar.startswith("drawn"):
+            await asyncio.to_thread(warm_up, warm_size, warm_size, default_avatar)
+        elif photo is not None:
+            await asyncio.to_thread(photo.warp, default_avatar, warm_size, warm_size)
+        meter.frame_cpu_s = await speaking_frame_cpu_s(
+            backend, default_avatar, warm_size, warm_size, FPS, SAMPLE_RATE_HZ
+        )
+        log.info(
+            "capacity measured",
+            extra={
+                "speaking_stream_cores": round(meter.speaking_stream_cores, 3),
+                "cpu_budget_cores": round(budget, 2),
+                "capacity": meter.capacity(),
+                "speaking_capacity": meter.speaking_capacity(0),
+            },
+        )
 
     def register(server: grpc.aio.Server) -> None:
         video_pb2_grpc.add_VideoServiceServicer_to_server(servicer, server)

@@ -5,6 +5,13 @@ diffusion model on a GPU renders chunks of ~81 frames and is slower than real ti
 generator over drives: it may consume drives ahead of what it has emitted and emit frames in batches, as long as it
 emits exactly one frame per (non-stale) drive, in frame order. `FrameByFrameRenderer` is the helper for the simple
 case (one frame per drive, on a worker thread, with rewindable state).
+
+Idle is a loop. A renderer's idle animation (blinks, glances, sway, breathing) repeats every `IdleLoop.frames`
+frames and is a pure function of the loop phase, so the idle loop of an avatar is rendered and encoded once and
+every idle session of that avatar replays it (each from its own phase offset); renderers only run for the frames
+around speech. Two rules make the splice between rendered frames and the loop invisible: an idle drive renders
+exactly the loop's frame for its phase, and `settle_frames` silent drives after speech bring the renderer back to
+that exact state.
 """
 
 from __future__ import annotations
@@ -28,6 +35,21 @@ class AvatarInfo:
     name: str
     description: str
     backend: str
+
+
+@dataclass(frozen=True)
+class IdleLoop:
+    """How a stream's idle animation repeats: frame n shows loop phase (n + phase_offset) mod `frames`."""
+
+    frames: int
+    phase_offset: int = 0
+
+    def __post_init__(self) -> None:
+        if self.frames < 1:
+            raise ValueError("an idle loop has at least one frame")
+
+    def phase(self, frame_index: int) -> int:
+        return (frame_index + self.phase_offset) % self.frames
 
 
 @dataclass(frozen=True)
@@ -58,13 +80,15 @@ class Drive:
 class RenderedFrame:
     """One rendered frame: I420 (yuv420p) bytes of the renderer's width x height.
 
-    `render_s` is the compute time the backend attributes to this frame (for metrics; 0 when unknown).
+    `render_s` is the time the backend took for this frame (for metrics and pace; 0 when unknown) and `cpu_s` the
+    CPU time it spent on it in this process (what capacity is measured in; 0 when unknown, e.g. on a GPU).
     """
 
     frame_index: int
     epoch: int
     data: bytes
     render_s: float = 0.0
+    cpu_s: float = 0.0
 
 
 class AvatarRenderer(ABC):
@@ -99,6 +123,11 @@ class AvatarRenderer(ABC):
         """Frames per second this renderer can sustain (measured when possible); what a worker can advertise."""
         return float(self.fps)
 
+    @property
+    def settle_frames(self) -> int:
+        """Silent drives after speech after which the renderer draws exactly the idle loop's frames again."""
+        return 0
+
     async def close(self) -> None:  # noqa: B027 - optional hook with a no-op default
         """Releases resources (threads, GPU memory). Called once when the stream ends."""
 
@@ -113,9 +142,16 @@ class RendererBackend(ABC):
         """The avatars this backend renders."""
 
     @abstractmethod
-    def open(self, avatar: str, width: int, height: int, fps: int, sample_rate_hz: int, seed: int) -> AvatarRenderer:
-        """Builds a renderer for one session (may be slow: called off the event loop). `seed` makes the idle
-        animation (blinks, glances) reproducible per session."""
+    def open(
+        self, avatar: str, width: int, height: int, fps: int, sample_rate_hz: int, loop: IdleLoop
+    ) -> AvatarRenderer:
+        """Builds a renderer for one session (may be slow: called off the event loop). Its idle animation is the
+        avatar's loop of `loop.frames` frames (the same for every session of the avatar), from `loop.phase_offset`."""
+
+    def loop_key(self, avatar: str) -> str:
+        """What the idle loop's pictures depend on besides size, rate and length: equal keys, equal loops (a
+        renderer change that alters the pictures must change its backend's key)."""
+        return f"{self.name}/{avatar}"
 
 
 @dataclass
@@ -182,11 +218,13 @@ class FrameByFrameRenderer(AvatarRenderer):
         async for drive in drives:
             if self._stale.is_stale(drive.frame_index, drive.epoch):
                 continue
-            frame = await asyncio.to_thread(self._render_locked, drive)
+            frame = await asyncio.to_thread(self.render_one, drive)
             if frame is not None:
                 yield frame
 
-    def _render_locked(self, drive: Drive) -> RenderedFrame | None:
+    def render_one(self, drive: Drive) -> RenderedFrame | None:
+        """Renders one drive on the calling thread (None when a reset made it stale): for a caller that runs a
+        stream's frames on a thread of its own instead of `render`."""
         with self._lock:
             if self._stale.is_stale(drive.frame_index, drive.epoch):
                 return None
@@ -194,16 +232,23 @@ class FrameByFrameRenderer(AvatarRenderer):
             while len(self._history) > self.history_frames:
                 self._history.popitem(last=False)
             started = time.perf_counter()
+            cpu_started = time.thread_time()
             data = self.render_frame(drive)
+            cpu = time.thread_time() - cpu_started
             elapsed = time.perf_counter() - started
         self._avg_render_s = elapsed if self._avg_render_s == 0 else 0.95 * self._avg_render_s + 0.05 * elapsed
-        return RenderedFrame(drive.frame_index, drive.epoch, data, elapsed)
+        return RenderedFrame(drive.frame_index, drive.epoch, data, elapsed, cpu)
 
     async def reset(self, from_frame_index: int, epoch: int) -> None:
         # The rule takes effect at once (drives already pulled are re-checked under the lock); the rewind waits
         # for a frame in progress to finish.
         self._stale.add(from_frame_index, epoch)
         await asyncio.to_thread(self._rewind_locked, from_frame_index)
+
+    def reset_now(self, from_frame_index: int, epoch: int) -> None:
+        """`reset` on the calling thread (the counterpart of `render_one`)."""
+        self._stale.add(from_frame_index, epoch)
+        self._rewind_locked(from_frame_index)
 
     def _rewind_locked(self, from_frame_index: int) -> None:
         with self._lock:

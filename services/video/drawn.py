@@ -1,5 +1,5 @@
 """The CPU default avatar: a drawn, friendly face whose mouth follows the visemes, with blinks, glances and a little
-breathing sway.
+breathing sway (the avatar's idle loop: a function of the loop phase, see `services.video.idle`).
 
 Cost model: everything static (background, body, hair, face, brows, nose) is drawn once per (style, size) with
 anti-aliased implicit shapes in numpy and kept as padded I420 planes. A frame is then a crop of those planes at the
@@ -21,12 +21,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.video.backend import AvatarInfo, AvatarRenderer, Drive, FrameByFrameRenderer, RendererBackend
-from services.video.idle import GAZES, IdleSchedule
+from services.video.backend import AvatarInfo, AvatarRenderer, Drive, FrameByFrameRenderer, IdleLoop, RendererBackend
+from services.video.idle import GAZES, IdleSchedule, avatar_seed
 from services.video.visemes import MouthShape, MouthTracker, TrackerState
 
 DESIGN = 512.0
 CENTER = 256.0
+# Bump when the rendered pictures change (drawing, idle motion): encoded idle loops are keyed by it.
+LOOK_VERSION = "drawn-look-2"
 
 # Where the moving parts sit in design space.
 EYE_Y = 258.0
@@ -674,21 +676,28 @@ class _DrawnState:
 
 
 class DrawnRenderer(FrameByFrameRenderer):
-    """One session's drawn avatar."""
+    """One session's drawn avatar: its mouth tracker, and the avatar's idle loop (a function of the loop phase)."""
 
-    def __init__(self, style: Style, width: int, height: int, fps: int, sample_rate_hz: int, seed: int) -> None:
+    def __init__(
+        self, style: Style, width: int, height: int, fps: int, sample_rate_hz: int, loop: IdleLoop, seed: int
+    ) -> None:
         super().__init__(width, height, fps)
         self.style = style
         self.sample_rate_hz = sample_rate_hz
         self.base = _get_base(style.name, width, height)
         self.tracker = MouthTracker(fps)
-        self.schedule = IdleSchedule(seed)
+        self.loop = loop
+        self.schedule = IdleSchedule(seed, loop.frames, fps)
         self.limit = max_head_shift(width, height)
         self.mouth_box = mouth_box(width, height)
         self.eye_box = eye_box(width, height)
         patch_bytes = 4 * 1024 * 1024
         self._mouths = _PatchCache(patch_bytes)
         self._eyes = _PatchCache(patch_bytes)
+
+    @property
+    def settle_frames(self) -> int:
+        return self.tracker.settle_frames
 
     def snapshot(self) -> _DrawnState:
         return _DrawnState(self.tracker.state)
@@ -698,9 +707,10 @@ class DrawnRenderer(FrameByFrameRenderer):
 
     def render_frame(self, drive: Drive) -> bytes:
         shape = self.tracker.step(drive.frame_index, drive.pcm, drive.phonemes)
-        hx, hy = self.schedule.sway(drive.frame_index, self.fps, self.tracker.state.energy, self.limit)
-        lid = RESTING_LID + (1.0 - RESTING_LID) * self.schedule.blink(drive.frame_index, self.fps)
-        gaze = self.schedule.gaze(drive.frame_index, self.fps)
+        phase = self.loop.phase(drive.frame_index)
+        hx, hy = self.schedule.sway(phase, self.limit, self.tracker.state.energy, drive.frame_index)
+        lid = RESTING_LID + (1.0 - RESTING_LID) * self.schedule.blink(phase)
+        gaze = self.schedule.gaze(phase)
         return self.compose(shape, lid, gaze, hx, hy)
 
     def compose(self, shape: MouthShape, lid: float, gaze: int, hx: float, hy: float) -> bytes:
@@ -791,10 +801,15 @@ class DrawnBackend(RendererBackend):
     def avatars(self) -> list[AvatarInfo]:
         return [AvatarInfo(style.name, style.description, self.name) for style in STYLES.values()]
 
-    def open(self, avatar: str, width: int, height: int, fps: int, sample_rate_hz: int, seed: int) -> AvatarRenderer:
+    def open(
+        self, avatar: str, width: int, height: int, fps: int, sample_rate_hz: int, loop: IdleLoop
+    ) -> AvatarRenderer:
         if avatar not in STYLES:
             raise KeyError(avatar)
-        return DrawnRenderer(STYLES[avatar], width, height, fps, sample_rate_hz, seed)
+        return DrawnRenderer(STYLES[avatar], width, height, fps, sample_rate_hz, loop, avatar_seed(avatar))
+
+    def loop_key(self, avatar: str) -> str:
+        return f"{self.name}/{avatar}/{LOOK_VERSION}"
 
 
 def warm_up(width: int, height: int, avatar: str = DEFAULT_AVATAR) -> None:

@@ -1,15 +1,12 @@
-"""The VideoService: one long-lived Render stream per session turns frame drives into avatar frames.
+"""The VideoService: one long-lived Render stream per session; renders and encodes only what differs from idle.
 
-A reader task validates requests and feeds a bounded queue (back-pressure: when the renderer falls behind, the
-queue fills, the reader stops reading and gRPC flow control slows the caller). The renderer consumes the queue on
-worker threads, so several sessions in one process do not block each other or the event loop. A reset makes frames
-of older epochs at/after its index stale: they are purged from the queue, skipped by the renderer and never emitted
-after the reset has been read.
+Opening a stream admits it against the worker's measured capacity, prepares the avatar (an uploaded portrait is
+prepared as PrepareAvatar does: cached by content, so any worker can serve any session), gets the avatar's idle loop
+(built on first use, then shared), opens the session's PublishVideo stream to its packager (which receives the loop
+once) and answers `ready`. From then on the session drives only the chunks around speech (`RenderStream`).
 
-Uploaded portraits: PrepareAvatar (and a Render config carrying `portrait`) hand the bytes to the first backend
-that can prepare portraits (decode + face landmarks, off the event loop, a few at a time). The backend caches by
-content hash, so a stream that brings the same bytes after PrepareAvatar, on this worker or after a reconnection,
-costs little; a worker that never saw them prepares them itself.
+Uploaded portraits: PrepareAvatar (and a Render config carrying `portrait`) hand the bytes to the backends that can
+prepare portraits (decode + face landmarks, off the event loop, a few at a time).
 """
 
 from __future__ import annotations
@@ -21,34 +18,34 @@ import os
 import secrets
 import socket
 import time
-import zlib
-from collections import deque
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 
 import grpc
-import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
-from avatar.v1 import media_pb2, video_pb2, video_pb2_grpc
+from avatar.v1 import packager_pb2_grpc, video_pb2, video_pb2_grpc
 from services.common.errors import abort_failed_precondition, abort_invalid_argument, abort_resource_exhausted
 from services.common.logs import session_id_var
-from services.video.backend import AvatarInfo, AvatarRenderer, Drive, PhonemeSpan, RendererBackend, StaleFilter
+from services.video.backend import AvatarInfo, AvatarRenderer, IdleLoop, RendererBackend
+from services.video.capacity import CapacityMeter, available_cores
 from services.video.drawn import DEFAULT_AVATAR, DrawnBackend
+from services.video.encoding import EncoderSettings, FrameEncoder
+from services.video.idle import loop_frames
+from services.video.loops import LoopCache, LoopSpec
+from services.video.publisher import PublishFailed, VideoPublisher
+from services.video.render_stream import RenderStream, StreamParts, pace_of
+from services.video.stream import BadRequest, check_config
 
 log = logging.getLogger(__name__)
 
-FRAMES_RENDERED = Counter("video_frames_rendered_total", "Frames rendered and sent", ["backend"])
-RENDER_SECONDS = Histogram(
-    "video_render_seconds",
-    "Compute time per rendered frame",
-    ["backend"],
-    buckets=(0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.25, 0.5, 1.0, 2.0),
-)
-STALE_FRAMES = Counter("video_stale_frames_dropped_total", "Drives or frames dropped because a reset superseded them")
-RESETS = Counter("video_resets_total", "Timeline resets received")
 ACTIVE_STREAMS = Gauge("video_active_streams", "Render streams in progress (sessions on this worker)")
-STREAM_CAPACITY = Gauge("video_stream_capacity", "Render streams this worker accepts at once")
+STREAM_CAPACITY = Gauge("video_stream_capacity", "Render streams this worker accepts at once (measured)")
+SPEAKING_CAPACITY = Gauge("video_speaking_capacity", "Streams that may speak at once (measured)")
+LOAD = Gauge(
+    "video_load",
+    "Share of the measured capacity in use: the larger of sessions / capacity and speaking / speaking capacity",
+)
 PORTRAITS = Counter(
     "video_portraits_prepared_total", "Portrait preparations by outcome (ok or the refusal reason)", ["outcome"]
 )
@@ -58,198 +55,10 @@ PREPARE_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 
-MIN_SIZE = 64
-MAX_SIZE = 1920
-MIN_FPS = 1
-MAX_FPS = 60
-MIN_SAMPLE_RATE_HZ = 8000
-MAX_SAMPLE_RATE_HZ = 48000
-MAX_FRAME_INDEX = 1 << 40
-MAX_PHONEMES_PER_FRAME = 64
-MAX_PHONEME_CHARS = 32
-MAX_UTTERANCE_ID_CHARS = 256
-MAX_SESSION_ID_CHARS = 128
 MAX_CONCURRENT_PREPARES = 2  # each decode of a large photo can hold ~100 MB and a core for a while
-
-
-class BadRequest(Exception):
-    """A request the stream cannot accept: ends the stream with INVALID_ARGUMENT naming `field`."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
-
-
-def samples_in_frame(frame_index: int, sample_rate_hz: int, fps: int) -> int:
-    """Samples of audio under one frame (exact even when sample_rate_hz / fps is not an integer)."""
-    return (frame_index + 1) * sample_rate_hz // fps - frame_index * sample_rate_hz // fps
-
-
-def check_config(config: video_pb2.RenderConfig, avatars: Sequence[str], default_avatar: str) -> None:
-    """Raises BadRequest for a config the service cannot honour."""
-    if len(config.session_id) > MAX_SESSION_ID_CHARS:
-        raise BadRequest("config.session_id", f"session_id is longer than {MAX_SESSION_ID_CHARS} characters")
-    for name, value in (("width", config.width), ("height", config.height)):
-        if value % 2 or not MIN_SIZE <= value <= MAX_SIZE:
-            raise BadRequest(
-                f"config.{name}", f"{name} must be an even number of pixels from {MIN_SIZE} to {MAX_SIZE}, got {value}"
-            )
-    if not MIN_FPS <= config.fps <= MAX_FPS:
-        raise BadRequest("config.fps", f"fps must be from {MIN_FPS} to {MAX_FPS}, got {config.fps}")
-    if not MIN_SAMPLE_RATE_HZ <= config.sample_rate_hz <= MAX_SAMPLE_RATE_HZ:
-        raise BadRequest(
-            "config.sample_rate_hz",
-            f"sample_rate_hz must be from {MIN_SAMPLE_RATE_HZ} to {MAX_SAMPLE_RATE_HZ}, got {config.sample_rate_hz}",
-        )
-    if config.pixel_format not in (media_pb2.PIXEL_FORMAT_UNSPECIFIED, media_pb2.PIXEL_FORMAT_I420):
-        try:
-            name = media_pb2.PixelFormat.Name(config.pixel_format)
-        except ValueError:
-            name = str(config.pixel_format)
-        raise BadRequest("config.pixel_format", f"pixel format {name} is not supported; use PIXEL_FORMAT_I420")
-    if config.portrait and config.avatar:
-        raise BadRequest(
-            "config.portrait", "set either avatar or portrait, not both: a portrait becomes the stream's avatar"
-        )
-    if config.avatar and config.avatar not in avatars:
-        if config.avatar.startswith("portrait-"):
-            raise BadRequest(
-                "config.avatar",
-                f"{config.avatar!r} is an uploaded portrait: send its bytes in config.portrait (avatar left empty)",
-            )
-        raise BadRequest(
-            "config.avatar",
-            f"unknown avatar {config.avatar!r}; choose one of: {', '.join(avatars)} (empty selects {default_avatar})",
-        )
-
-
-@dataclass
-class _StreamState:
-    """What the reader knows about the stream's timeline: epochs, frame order, resets, and how it ended."""
-
-    fps: int
-    sample_rate_hz: int
-    epoch: int | None = None
-    last_index: int = -1
-    error: BadRequest | None = None
-    failure: BaseException | None = None
-
-    def __post_init__(self) -> None:
-        self.stale = StaleFilter()
-
-    def accept_frame(self, frame: video_pb2.FrameDrive) -> Drive | None:
-        """The validated drive, or None when a reset already made it stale."""
-        index = frame.frame_index
-        if not 0 <= index <= MAX_FRAME_INDEX:
-            raise BadRequest("frame.frame_index", f"frame_index must be from 0 to {MAX_FRAME_INDEX}, got {index}")
-        if self.epoch is None or frame.epoch > self.epoch:
-            # A newer epoch without a reset (e.g. a new stream replaying frames written before and after a cut):
-            # nothing sent so far is at or after this index, so there is nothing to invalidate.
-            self.epoch = frame.epoch
-        elif frame.epoch < self.epoch and self.stale.is_stale(index, frame.epoch):
-            return None
-        if index <= self.last_index:
-            raise BadRequest(
-                "frame.frame_index",
-                f"frame_index {index} does not follow {self.last_index}: frame indices must strictly increase "
-                "(after a reset, from its from_frame_index on)",
-            )
-        expected = samples_in_frame(index, self.sample_rate_hz, self.fps)
-        size = len(frame.pcm_s16le)
-        if size not in (0, 2 * expected):
-            raise BadRequest(
-                "frame.pcm_s16le",
-                f"frame {index} carries {size} bytes of audio; it needs exactly {2 * expected} bytes ({expected} "
-                f"samples of s16le at {self.sample_rate_hz} Hz / {self.fps} fps) or none for silence",
-            )
-        if len(frame.utterance_id) > MAX_UTTERANCE_ID_CHARS:
-            raise BadRequest("frame.utterance_id", f"utterance_id is longer than {MAX_UTTERANCE_ID_CHARS} characters")
-        if len(frame.phonemes) > MAX_PHONEMES_PER_FRAME:
-            raise BadRequest(
-                "frame.phonemes", f"frame {index} has {len(frame.phonemes)} phonemes; at most {MAX_PHONEMES_PER_FRAME}"
-            )
-        phonemes = []
-        for mark in frame.phonemes:
-            if len(mark.phoneme) > MAX_PHONEME_CHARS:
-                raise BadRequest("frame.phonemes.phoneme", f"phoneme is longer than {MAX_PHONEME_CHARS} characters")
-            phonemes.append(PhonemeSpan(mark.phoneme, mark.start_us, max(mark.start_us, mark.end_us)))
-        self.last_index = index
-        pcm = np.frombuffer(frame.pcm_s16le, dtype="<i2") if size else None
-        return Drive(index, frame.utterance_id, pcm, tuple(phonemes), frame.epoch)
-
-    def accept_reset(self, reset: video_pb2.ResetTimeline) -> None:
-        if not 0 <= reset.from_frame_index <= MAX_FRAME_INDEX:
-            raise BadRequest(
-                "reset.from_frame_index",
-                f"from_frame_index must be from 0 to {MAX_FRAME_INDEX}, got {reset.from_frame_index}",
-            )
-        if self.epoch is not None and reset.epoch <= self.epoch:
-            raise BadRequest(
-                "reset.epoch", f"reset epoch {reset.epoch} must be greater than the stream's epoch {self.epoch}"
-            )
-        if self.epoch is not None:
-            self.stale.add(reset.from_frame_index, reset.epoch)
-        self.epoch = reset.epoch
-        self.last_index = min(self.last_index, reset.from_frame_index - 1)
-
-
-def _pace(renderer: AvatarRenderer) -> video_pb2.RenderStatus:
-    return video_pb2.RenderStatus(
-        frames_per_second=renderer.frames_per_second_capacity, lookahead_frames=renderer.lookahead_frames
-    )
-
-
-def _pace_changed(before: video_pb2.RenderStatus, now: video_pb2.RenderStatus) -> bool:
-    """Worth telling the session: the lookahead changed, or the pace moved by more than 10%."""
-    if before.lookahead_frames != now.lookahead_frames:
-        return True
-    return abs(now.frames_per_second - before.frames_per_second) > 0.1 * max(before.frames_per_second, 1e-6)
-
-
-class _DriveQueue:
-    """A bounded FIFO of drives that a reset can purge; `close` ends the consumer's iteration."""
-
-    def __init__(self, maxsize: int) -> None:
-        self._items: deque[Drive] = deque()
-        self._maxsize = maxsize
-        self._changed = asyncio.Condition()
-        self._closed = False
-
-    async def put(self, drive: Drive) -> None:
-        async with self._changed:
-            await self._changed.wait_for(lambda: len(self._items) < self._maxsize or self._closed)
-            if not self._closed:
-                self._items.append(drive)
-                self._changed.notify_all()
-
-    async def purge(self, stale: StaleFilter) -> int:
-        async with self._changed:
-            kept = deque(drive for drive in self._items if not stale.is_stale(drive.frame_index, drive.epoch))
-            dropped = len(self._items) - len(kept)
-            self._items = kept
-            self._changed.notify_all()
-            return dropped
-
-    async def close(self, discard: bool = False) -> None:
-        async with self._changed:
-            self._closed = True
-            if discard:
-                self._items.clear()
-            self._changed.notify_all()
-
-    async def drives(self, stale: StaleFilter) -> AsyncIterator[Drive]:
-        while True:
-            async with self._changed:
-                await self._changed.wait_for(lambda: self._items or self._closed)
-                if not self._items:
-                    return
-                drive = self._items.popleft()
-                self._changed.notify_all()
-            if stale.is_stale(drive.frame_index, drive.epoch):
-                STALE_FRAMES.inc()
-                continue
-            yield drive
+READY_TIMEOUT_S = 30.0  # building a new avatar's idle loop and handing it to the packager
+MAX_PACKAGER_CHANNELS = 64
+CHANNEL_OPTIONS = (("grpc.max_send_message_length", 16 * 2**20), ("grpc.max_receive_message_length", 16 * 2**20))
 
 
 class VideoServicer(video_pb2_grpc.VideoServiceServicer):
@@ -260,8 +69,11 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
         backends: Sequence[RendererBackend] | None = None,
         default_avatar: str = DEFAULT_AVATAR,
         max_queued_frames: int = 50,
-        max_streams: int = 16,
+        meter: CapacityMeter | None = None,
         max_concurrent_prepares: int = MAX_CONCURRENT_PREPARES,
+        crf: int = 23,
+        max_kbps: int = 3000,
+        burn_clock: bool = False,
     ) -> None:
         self.backends = list(backends) if backends is not None else [DrawnBackend()]
         self._avatars: dict[str, tuple[RendererBackend, video_pb2.Avatar]] = {}
@@ -275,21 +87,47 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
             raise ValueError(f"default avatar {default_avatar!r} is not one of: {', '.join(self._avatars)}")
         self.default_avatar = default_avatar
         self.max_queued_frames = max_queued_frames
-        self.max_streams = max_streams
+        self.meter = meter or CapacityMeter(
+            budget_cores=0.75 * available_cores(), fps=25, speaking_share=0.25, max_streams=64, frame_cpu_s=0.008
+        )
+        self.crf = crf
+        self.max_kbps = max_kbps
+        self.burn_clock = burn_clock
+        self.loops = LoopCache()
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self._fps = 0.0
-        STREAM_CAPACITY.set(max_streams)
-        self._active = 0
-        self._photo = next((b for b in self.backends if callable(getattr(b, "prepare_portrait", None))), None)
+        self._streams: set[RenderStream] = set()
+        self._opening = 0
+        self._photo = [b for b in self.backends if callable(getattr(b, "prepare_portrait", None))]
         self._prepares = asyncio.Semaphore(max_concurrent_prepares)
+        self._packagers: OrderedDict[str, packager_pb2_grpc.PackagerServiceStub] = OrderedDict()
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    @property
+    def active(self) -> int:
+        return len(self._streams) + self._opening
+
+    @property
+    def speaking_streams(self) -> int:
+        return sum(1 for stream in self._streams if stream.speaking)
+
+    def _update_gauges(self) -> tuple[int, int]:
+        capacity, speaking = self.meter.capacity(), self.meter.speaking_capacity(self.active)
+        STREAM_CAPACITY.set(capacity)
+        SPEAKING_CAPACITY.set(speaking)
+        ACTIVE_STREAMS.set(self.active)
+        LOAD.set(max(self.active / max(capacity, 1), self.speaking_streams / max(speaking, 1)))
+        return capacity, speaking
+
+    # -- portraits ------------------------------------------------------------------------------------------------
 
     async def _prepare(self, data: bytes) -> AvatarInfo:
         """The prepared portrait (PortraitError when it cannot be animated); off the event loop, a few at a time."""
-        assert self._photo is not None
+        photo = self._photo[0]
         async with self._prepares:
             started = time.perf_counter()
             try:
-                info = await asyncio.to_thread(self._photo.prepare_portrait, data)  # type: ignore[attr-defined]
+                info = await asyncio.to_thread(photo.prepare_portrait, data)  # type: ignore[attr-defined]
             except ValueError as error:
                 PORTRAITS.labels(getattr(error, "reason", "invalid")).inc()
                 raise
@@ -298,7 +136,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
             return info
 
     async def _prepare_or_abort(self, data: bytes, field: str, context: grpc.aio.ServicerContext) -> AvatarInfo:
-        if self._photo is None:
+        if not self._photo:
             await abort_failed_precondition(
                 context, "video.portraits", "this video service cannot animate portraits (no photo renderer)"
             )
@@ -318,14 +156,23 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
             avatar=video_pb2.Avatar(name=info.name, description=info.description, backend=info.backend)
         )
 
+    # -- status ---------------------------------------------------------------------------------------------------
+
     async def GetWorkerStatus(
         self, request: video_pb2.GetWorkerStatusRequest, context: grpc.aio.ServicerContext
     ) -> video_pb2.GetWorkerStatusResponse:
+        meter = self.meter
+        capacity, speaking_capacity = self._update_gauges()
         return video_pb2.GetWorkerStatusResponse(
-            capacity=self.max_streams,
-            active_streams=self._active,
+            capacity=capacity,
+            active_streams=self.active,
             worker_id=self.worker_id,
             frames_per_second=self._fps,
+            speaking_capacity=speaking_capacity,
+            speaking_streams=self.speaking_streams,
+            cpu_budget_cores=meter.budget_cores,
+            speaking_stream_cores=meter.speaking_stream_cores,
+            idle_stream_cores=meter.idle_stream_cores,
         )
 
     async def ListAvatars(
@@ -335,10 +182,25 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
             avatars=[avatar for _, avatar in self._avatars.values()], default_avatar=self.default_avatar
         )
 
+    # -- rendering ------------------------------------------------------------------------------------------------
+
+    def _packager(self, address: str) -> packager_pb2_grpc.PackagerServiceStub:
+        stub = self._packagers.get(address)
+        if stub is None:
+            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            self._channels[address] = channel
+            stub = self._packagers[address] = packager_pb2_grpc.PackagerServiceStub(channel)
+            while len(self._packagers) > MAX_PACKAGER_CHANNELS:
+                old, _ = self._packagers.popitem(last=False)
+                asyncio.get_running_loop().create_task(self._channels.pop(old).close())
+        self._packagers.move_to_end(address)
+        return stub
+
     async def Render(
         self, request_iterator: AsyncIterator[video_pb2.RenderRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[video_pb2.RenderResponse]:
-        first = await anext(aiter(request_iterator), None)
+        requests = aiter(request_iterator)
+        first = await anext(requests, None)
         if first is None or first.WhichOneof("request") != "config":
             await abort_invalid_argument(context, "config", "the first message of a Render stream must be config")
         config = first.config
@@ -348,112 +210,97 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
             await abort_invalid_argument(context, bad.field, bad.message)
         if not session_id_var.get() and config.session_id:
             session_id_var.set(config.session_id[:64])
-        if self._active >= self.max_streams:
+        capacity = self.meter.capacity()
+        if self.active >= capacity:
             await abort_resource_exhausted(
-                context, "video.streams", f"this video service already renders {self.max_streams} streams; retry later"
+                context,
+                "video.streams",
+                f"this video worker already serves {self.active} sessions, its measured capacity ({capacity} for "
+                f"{self.meter.budget_cores:.1f} CPU cores); retry later",
             )
-        if config.portrait:
-            backend = self._photo
-            avatar = (await self._prepare_or_abort(config.portrait, "config.portrait", context)).name
-        else:
-            avatar = config.avatar or self.default_avatar
-            backend, _ = self._avatars[avatar]
-        seed = zlib.crc32((config.session_id or session_id_var.get() or "video").encode())
-        self._active += 1
-        ACTIVE_STREAMS.inc()
+        self._opening += 1
         renderer: AvatarRenderer | None = None
-        reader: asyncio.Task | None = None
-        sent = 0
+        publisher: VideoPublisher | None = None
+        stream: RenderStream | None = None
         try:
+            if config.portrait:
+                avatar = (await self._prepare_or_abort(config.portrait, "config.portrait", context)).name
+                backend = self._photo[0]
+            else:
+                avatar = config.avatar or self.default_avatar
+                backend, _ = self._avatars[avatar]
+            settings = EncoderSettings(config.width, config.height, config.fps, self.crf, self.max_kbps)
+            frames = loop_frames(config.fps, config.chunk_frames)
+            spec = LoopSpec(backend, avatar, config.sample_rate_hz, frames, config.chunk_frames, settings)
+            started = time.process_time()
+            loop = await asyncio.wait_for(self.loops.get(spec), READY_TIMEOUT_S)
+            self.meter.observe_work(time.process_time() - started)
             renderer = await asyncio.to_thread(
-                backend.open, avatar, config.width, config.height, config.fps, config.sample_rate_hz, seed
+                backend.open,
+                avatar,
+                config.width,
+                config.height,
+                config.fps,
+                config.sample_rate_hz,
+                IdleLoop(frames, config.idle_phase_offset % frames),
             )
+            encoder = FrameEncoder(settings)
+            if (encoder.sps, encoder.pps) != (loop.sps, loop.pps):
+                raise RuntimeError("the encoder's parameter sets differ from the idle loop's")
+            publisher = VideoPublisher(
+                self._packager(config.packager_address),
+                config.session_id,
+                config.publish_token,
+                loop,
+                config.width,
+                config.height,
+                config.fps,
+            )
+            try:
+                await publisher.open(READY_TIMEOUT_S)
+            except PublishFailed as failure:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(failure))
+            parts = StreamParts(backend.name, renderer, encoder, publisher, config, self.burn_clock)
+            stream = RenderStream(parts, self.meter, self.max_queued_frames)
+            self._streams.add(stream)
+            self._opening -= 1
+            self._changed()
             log.info(
                 "render stream started",
-                extra={"avatar": avatar, "width": config.width, "height": config.height, "fps": config.fps},
+                extra={"avatar": avatar, "width": config.width, "height": config.height, "loop": loop.loop_id},
             )
-            state = _StreamState(config.fps, config.sample_rate_hz)
-            queue = _DriveQueue(self.max_queued_frames)
-            reader = asyncio.create_task(self._read(request_iterator, state, queue, renderer))
-            reported = _pace(renderer)
-            since_report = 0
-            yield video_pb2.RenderResponse(status=reported)
-            async with contextlib.aclosing(renderer.render(queue.drives(state.stale))) as frames:
-                async for frame in frames:
-                    if state.stale.is_stale(frame.frame_index, frame.epoch):
-                        STALE_FRAMES.inc()
-                        continue
-                    FRAMES_RENDERED.labels(backend.name).inc()
-                    RENDER_SECONDS.labels(backend.name).observe(frame.render_s)
-                    self._fps = renderer.frames_per_second_capacity
-                    since_report += 1
-                    pace = _pace(renderer)
-                    if since_report >= config.fps and _pace_changed(reported, pace):
-                        reported, since_report = pace, 0
-                        yield video_pb2.RenderResponse(status=pace)
-                    sent += 1
-                    yield video_pb2.RenderResponse(
-                        frame=media_pb2.VideoFrame(
-                            frame_index=frame.frame_index,
-                            pts_us=frame.frame_index * 1_000_000 // config.fps,
-                            width=config.width,
-                            height=config.height,
-                            pixel_format=media_pb2.PIXEL_FORMAT_I420,
-                            data=frame.data,
-                            epoch=frame.epoch,
-                        )
-                    )
-            await reader
-            if state.failure is not None:
-                raise state.failure
-            if state.error is not None:
-                await abort_invalid_argument(context, state.error.field, state.error.message)
+            ready = video_pb2.RenderReady(
+                idle_loop_id=loop.loop_id,
+                idle_loop_frames=frames,
+                settle_frames=renderer.settle_frames,
+                render_every_chunk=self.burn_clock,
+            )
+            yield video_pb2.RenderResponse(ready=ready)
+            yield video_pb2.RenderResponse(status=pace_of(renderer))
+            try:
+                async for pace in stream.run(requests):
+                    self._fps = pace.frames_per_second
+                    yield video_pb2.RenderResponse(status=pace)
+            except BadRequest as bad:
+                await abort_invalid_argument(context, bad.field, bad.message)
         finally:
-            if reader is not None and not reader.done():
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader
+            if stream is None:
+                self._opening -= 1
+            else:
+                self._streams.discard(stream)
+            self._changed()
+            if publisher is not None:
+                await publisher.close()
             if renderer is not None:
-                await renderer.close()
-            self._active -= 1
-            ACTIVE_STREAMS.dec()
-            log.info("render stream ended", extra={"frames_sent": sent})
+                with contextlib.suppress(Exception):
+                    await renderer.close()
+            log.info("render stream ended", extra={"frames_rendered": stream.frames if stream else 0})
 
-    async def _read(
-        self,
-        requests: AsyncIterator[video_pb2.RenderRequest],
-        state: _StreamState,
-        queue: _DriveQueue,
-        renderer: AvatarRenderer,
-    ) -> None:
-        """Validates requests and feeds the queue; records why it stopped in `state`."""
-        discard = False
-        try:
-            async for request in requests:
-                kind = request.WhichOneof("request")
-                if kind == "frame":
-                    drive = state.accept_frame(request.frame)
-                    if drive is None:
-                        STALE_FRAMES.inc()
-                    else:
-                        await queue.put(drive)
-                elif kind == "reset":
-                    state.accept_reset(request.reset)
-                    RESETS.inc()
-                    STALE_FRAMES.inc(await queue.purge(state.stale))
-                    await renderer.reset(request.reset.from_frame_index, request.reset.epoch)
-                elif kind == "config":
-                    raise BadRequest("config", "config may only be sent once, as the first message of the stream")
-                else:
-                    raise BadRequest("request", "empty request: set frame or reset")
-        except BadRequest as bad:
-            state.error = bad
-            discard = True
-        except asyncio.CancelledError:
-            discard = True
-            raise
-        except Exception as error:  # the request stream failed (e.g. an unparseable message): end the stream with it
-            state.failure = error
-            discard = True
-        finally:
-            await queue.close(discard=discard)
+    def _changed(self) -> None:
+        self.meter.streams_changed(self.active)
+        self._update_gauges()
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            with contextlib.suppress(Exception):
+                await channel.close()

@@ -9,6 +9,7 @@ mouth settles back to rest shortly after speech ends.
 
 from __future__ import annotations
 
+import functools
 import math
 import unicodedata
 from dataclasses import dataclass, replace
@@ -182,6 +183,7 @@ class TrackerState:
 
 MAX_MARK_US = 2_000_000  # a mark longer than this is clamped (a bad end time must not freeze the mouth)
 SPEECH_FLOOR_DB = -50.0  # frames quieter than this (dBFS) are silence
+ENERGY_FLOOR = 0.1  # on silent drives, less speech energy than this is none (a nod of a tenth of its size)
 
 
 class MouthTracker:
@@ -189,12 +191,17 @@ class MouthTracker:
 
     Time constants are in seconds, so behaviour does not depend on the frame rate: opening is fast (attack), closing
     slower (release) except for lip closures (p/b/m), which snap shut as they do in speech.
+
+    A silent drive (no audio, no marks: an idle frame) says nothing is being said: marks that outlast their audio
+    stop holding the mouth, and the speech energy fades fast and snaps to zero. So after `settle_frames` silent
+    drives the visible state is exactly at rest (shape REST, energy 0), whatever came before.
     """
 
     attack_s = 0.035
     release_s = 0.04
     closure_s = 0.02
     shape_s = 0.05
+    quiet_s = 0.08  # how fast the speech energy fades on silent drives
 
     def __init__(self, fps: int) -> None:
         self.fps = fps
@@ -204,13 +211,21 @@ class MouthTracker:
         self._release = 1.0 - math.exp(-dt / self.release_s)
         self._closure = 1.0 - math.exp(-dt / self.closure_s)
         self._shape = 1.0 - math.exp(-dt / self.shape_s)
+        self._quiet = math.exp(-dt / self.quiet_s)
+
+    @property
+    def settle_frames(self) -> int:
+        """Silent drives after which the shape is exactly REST and the energy exactly 0, from any state."""
+        return _settle_frames(self.fps)
 
     def step(self, frame_index: int, pcm: np.ndarray | None, marks: tuple) -> MouthShape:
         """Advances one frame; `marks` are objects with `phoneme`, `start_us`, `end_us` starting in this frame."""
         state = self.state
         t0 = frame_index * 1_000_000 // self.fps
         t1 = (frame_index + 1) * 1_000_000 // self.fps
-        active = [mark for mark in state.marks if mark.end_us > t0]
+        silent = (pcm is None or len(pcm) == 0) and not marks
+        # An idle drive: marks that outlast their audio do not hold the mouth open.
+        active = [] if silent else [mark for mark in state.marks if mark.end_us > t0]
         last_shape = state.last_shape
         for mark in sorted(marks, key=lambda m: m.start_us):
             start = int(mark.start_us)
@@ -252,7 +267,11 @@ class MouthTracker:
         new_shape = MouthShape(
             _settle(new_open, target.open), _settle(new_width, target.width), _settle(new_round, target.round)
         )
-        energy = state.energy + (energy_now - state.energy) * (self._attack if energy_now > state.energy else 0.15)
+        if silent:
+            energy = state.energy * self._quiet
+            energy = 0.0 if energy < ENERGY_FLOOR else energy
+        else:
+            energy = state.energy + (energy_now - state.energy) * (self._attack if energy_now > state.energy else 0.15)
         active = [mark for mark in active if mark.end_us > t1]
         self.state = replace(
             state,
@@ -268,6 +287,26 @@ class MouthTracker:
 
 def _settle(value: float, target: float) -> float:
     return target if abs(value - target) < 0.015 else value
+
+
+@functools.lru_cache(maxsize=16)
+def _settle_frames(fps: int) -> int:
+    """Steps the tracker on silent drives from the farthest states from rest (each parameter at an end of its range,
+    full energy, a mark still running) until it is exactly at rest: the release is a contraction towards REST with
+    a snap at the end, so no state in range takes longer."""
+    worst = 0
+    for width in (0.0, 1.0):
+        tracker = MouthTracker(fps)
+        mark = _ActiveMark(0, MAX_MARK_US, MouthShape(1.0, width, 1.0), False)
+        tracker.state = TrackerState(shape=MouthShape(1.0, width, 1.0), marks=(mark,), energy=1.0)
+        for frames in range(1, 60 * fps):
+            tracker.step(frames, None, ())
+            if tracker.state.shape == REST and tracker.state.energy == 0.0:
+                worst = max(worst, frames)
+                break
+        else:
+            raise AssertionError("the mouth tracker does not settle on silence")
+    return worst
 
 
 def _marks_target(active: list[_ActiveMark], t0: int, t1: int) -> tuple[MouthShape, float, bool]:

@@ -24,15 +24,13 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61vatar/v1/media.proto\x12\tavatar.v1\"@\n\x0bPhonemeMark\x12\x0f\n\x07phoneme\x18\x01 \x01(\t\x12\x10\n\x08start_us\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_us\x18\x03 \x01(\x03\"N\n\x08WordMark\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\x10\n\x08start_us\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_us\x18\x03 \x01(\x03\x12\x12\n\nword_index\x18\x04 \x01(\x05\"F\n\nTextClause\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63lause_index\x18\x02 \x01(\x05\x12\x0c\n\x04text\x18\x03 \x01(\t\"\'\n\x0f\x43\x61ncelUtterance\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\"E\n\x0eUtteranceError\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x9b\x01\n\nVideoFrame\x12\x13\n\x0b\x66rame_index\x18\x01 \x01(\x03\x12\x0e\n\x06pts_us\x18\x02 \x01(\x03\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12,\n\x0cpixel_format\x18\x05 \x01(\x0e\x32\x16.avatar.v1.PixelFormat\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\x12\r\n\x05\x65poch\x18\x07 \x01(\r*Z\n\x0bPixelFormat\x12\x1c\n\x18PIXEL_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11PIXEL_FORMAT_I420\x10\x01\x12\x16\n\x12PIXEL_FORMAT_RGB24\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61vatar/v1/media.proto\x12\tavatar.v1\"@\n\x0bPhonemeMark\x12\x0f\n\x07phoneme\x18\x01 \x01(\t\x12\x10\n\x08start_us\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_us\x18\x03 \x01(\x03\"N\n\x08WordMark\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\x10\n\x08start_us\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_us\x18\x03 \x01(\x03\x12\x12\n\nword_index\x18\x04 \x01(\x05\"F\n\nTextClause\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63lause_index\x18\x02 \x01(\x05\x12\x0c\n\x04text\x18\x03 \x01(\t\"\'\n\x0f\x43\x61ncelUtterance\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\"E\n\x0eUtteranceError\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'avatar.v1.media_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PIXELFORMAT']._serialized_start=524
-  _globals['_PIXELFORMAT']._serialized_end=614
   _globals['_PHONEMEMARK']._serialized_start=36
   _globals['_PHONEMEMARK']._serialized_end=100
   _globals['_WORDMARK']._serialized_start=102
@@ -43,6 +41,4 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CANCELUTTERANCE']._serialized_end=293
   _globals['_UTTERANCEERROR']._serialized_start=295
   _globals['_UTTERANCEERROR']._serialized_end=364
-  _globals['_VIDEOFRAME']._serialized_start=367
-  _globals['_VIDEOFRAME']._serialized_end=522
 # @@protoc_insertion_point(module_scope)

@@ -1,18 +1,8 @@
-from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Optional as _Optional
 
 DESCRIPTOR: _descriptor.FileDescriptor
-
-class PixelFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    PIXEL_FORMAT_UNSPECIFIED: _ClassVar[PixelFormat]
-    PIXEL_FORMAT_I420: _ClassVar[PixelFormat]
-    PIXEL_FORMAT_RGB24: _ClassVar[PixelFormat]
-PIXEL_FORMAT_UNSPECIFIED: PixelFormat
-PIXEL_FORMAT_I420: PixelFormat
-PIXEL_FORMAT_RGB24: PixelFormat
 
 class PhonemeMark(_message.Message):
     __slots__ = ("phoneme", "start_us", "end_us")
@@ -61,21 +51,3 @@ class UtteranceError(_message.Message):
     code: int
     message: str
     def __init__(self, utterance_id: _Optional[str] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
-
-class VideoFrame(_message.Message):
-    __slots__ = ("frame_index", "pts_us", "width", "height", "pixel_format", "data", "epoch")
-    FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
-    PTS_US_FIELD_NUMBER: _ClassVar[int]
-    WIDTH_FIELD_NUMBER: _ClassVar[int]
-    HEIGHT_FIELD_NUMBER: _ClassVar[int]
-    PIXEL_FORMAT_FIELD_NUMBER: _ClassVar[int]
-    DATA_FIELD_NUMBER: _ClassVar[int]
-    EPOCH_FIELD_NUMBER: _ClassVar[int]
-    frame_index: int
-    pts_us: int
-    width: int
-    height: int
-    pixel_format: PixelFormat
-    data: bytes
-    epoch: int
-    def __init__(self, frame_index: _Optional[int] = ..., pts_us: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., pixel_format: _Optional[_Union[PixelFormat, str]] = ..., data: _Optional[bytes] = ..., epoch: _Optional[int] = ...) -> None: ...

@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class PackagerServiceStub:
-    """Encodes a session's frames and audio into a live fMP4 HLS playlist served over HTTP. One stream per session.
+    """Muxes each session's live fMP4 HLS playlist, served over HTTP, from two streams: the session's (the clock: the
+    audio and which pictures show, chunk by chunk) and its video worker's (the avatar's idle loop and the chunks it
+    rendered, already H.264). Idle chunks are the loop's, re-stamped: an idle session costs no encoding.
     """
 
     def __init__(self, channel):
@@ -40,15 +42,33 @@ class PackagerServiceStub:
                 request_serializer=avatar_dot_v1_dot_packager__pb2.PublishRequest.SerializeToString,
                 response_deserializer=avatar_dot_v1_dot_packager__pb2.PublishResponse.FromString,
                 _registered_method=True)
+        self.PublishVideo = channel.stream_stream(
+                '/avatar.v1.PackagerService/PublishVideo',
+                request_serializer=avatar_dot_v1_dot_packager__pb2.PublishVideoRequest.SerializeToString,
+                response_deserializer=avatar_dot_v1_dot_packager__pb2.PublishVideoResponse.FromString,
+                _registered_method=True)
 
 
 class PackagerServiceServicer:
-    """Encodes a session's frames and audio into a live fMP4 HLS playlist served over HTTP. One stream per session.
+    """Muxes each session's live fMP4 HLS playlist, served over HTTP, from two streams: the session's (the clock: the
+    audio and which pictures show, chunk by chunk) and its video worker's (the avatar's idle loop and the chunks it
+    rendered, already H.264). Idle chunks are the loop's, re-stamped: an idle session costs no encoding.
     """
 
     def Publish(self, request_iterator, context):
-        """First request carries `config`; then one `frame` per timeline frame in order; `end` closes the playlist
-        with EXT-X-ENDLIST. Responses report each segment as it appears on the playlist.
+        """The session's stream. First `config`, then one `chunk` per chunk of the timeline, in order, each once it is
+        final (in real time: when its last frame is due); `end` closes the playlist with EXT-X-ENDLIST. Responses:
+        `ready` when the playlist exists, `segment` as each appears on it, `stall` when a rendered chunk was not there
+        in time (the loop showed instead), `ended`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PublishVideo(self, request_iterator, context):
+        """The video worker's stream for one session. First `config`; the packager answers `loop_wanted` when it lacks the
+        config's idle loop (the worker then sends every `loop_chunk`) and `ready` once the loop is in place. Then
+        `chunk`s as the worker encodes them. A newer stream for the same session replaces an older one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -62,6 +82,11 @@ def add_PackagerServiceServicer_to_server(servicer, server):
                     request_deserializer=avatar_dot_v1_dot_packager__pb2.PublishRequest.FromString,
                     response_serializer=avatar_dot_v1_dot_packager__pb2.PublishResponse.SerializeToString,
             ),
+            'PublishVideo': grpc.stream_stream_rpc_method_handler(
+                    servicer.PublishVideo,
+                    request_deserializer=avatar_dot_v1_dot_packager__pb2.PublishVideoRequest.FromString,
+                    response_serializer=avatar_dot_v1_dot_packager__pb2.PublishVideoResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'avatar.v1.PackagerService', rpc_method_handlers)
@@ -71,7 +96,9 @@ def add_PackagerServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class PackagerService:
-    """Encodes a session's frames and audio into a live fMP4 HLS playlist served over HTTP. One stream per session.
+    """Muxes each session's live fMP4 HLS playlist, served over HTTP, from two streams: the session's (the clock: the
+    audio and which pictures show, chunk by chunk) and its video worker's (the avatar's idle loop and the chunks it
+    rendered, already H.264). Idle chunks are the loop's, re-stamped: an idle session costs no encoding.
     """
 
     @staticmethod
@@ -91,6 +118,33 @@ class PackagerService:
             '/avatar.v1.PackagerService/Publish',
             avatar_dot_v1_dot_packager__pb2.PublishRequest.SerializeToString,
             avatar_dot_v1_dot_packager__pb2.PublishResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishVideo(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/avatar.v1.PackagerService/PublishVideo',
+            avatar_dot_v1_dot_packager__pb2.PublishVideoRequest.SerializeToString,
+            avatar_dot_v1_dot_packager__pb2.PublishVideoResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -264,8 +264,18 @@ class VoiceDegraded(_message.Message):
     fallback_engine: str
     def __init__(self, utterance_id: _Optional[str] = ..., message: _Optional[str] = ..., fallback_engine: _Optional[str] = ...) -> None: ...
 
+class StreamStalled(_message.Message):
+    __slots__ = ("start_us", "end_us", "reason")
+    START_US_FIELD_NUMBER: _ClassVar[int]
+    END_US_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    start_us: int
+    end_us: int
+    reason: str
+    def __init__(self, start_us: _Optional[int] = ..., end_us: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class WatchSessionResponse(_message.Message):
-    __slots__ = ("media_time_us", "time", "state_changed", "speech_started", "speech_finished", "word_spoken", "latency", "error", "voice_degraded")
+    __slots__ = ("media_time_us", "time", "state_changed", "speech_started", "speech_finished", "word_spoken", "latency", "error", "voice_degraded", "stalled")
     MEDIA_TIME_US_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     STATE_CHANGED_FIELD_NUMBER: _ClassVar[int]
@@ -275,6 +285,7 @@ class WatchSessionResponse(_message.Message):
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     VOICE_DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    STALLED_FIELD_NUMBER: _ClassVar[int]
     media_time_us: int
     time: _timestamp_pb2.Timestamp
     state_changed: StateChanged
@@ -284,4 +295,5 @@ class WatchSessionResponse(_message.Message):
     latency: UtteranceLatency
     error: SessionError
     voice_degraded: VoiceDegraded
-    def __init__(self, media_time_us: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state_changed: _Optional[_Union[StateChanged, _Mapping]] = ..., speech_started: _Optional[_Union[SpeechStarted, _Mapping]] = ..., speech_finished: _Optional[_Union[SpeechFinished, _Mapping]] = ..., word_spoken: _Optional[_Union[WordSpoken, _Mapping]] = ..., latency: _Optional[_Union[UtteranceLatency, _Mapping]] = ..., error: _Optional[_Union[SessionError, _Mapping]] = ..., voice_degraded: _Optional[_Union[VoiceDegraded, _Mapping]] = ...) -> None: ...
+    stalled: StreamStalled
+    def __init__(self, media_time_us: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state_changed: _Optional[_Union[StateChanged, _Mapping]] = ..., speech_started: _Optional[_Union[SpeechStarted, _Mapping]] = ..., speech_finished: _Optional[_Union[SpeechFinished, _Mapping]] = ..., word_spoken: _Optional[_Union[WordSpoken, _Mapping]] = ..., latency: _Optional[_Union[UtteranceLatency, _Mapping]] = ..., error: _Optional[_Union[SessionError, _Mapping]] = ..., voice_degraded: _Optional[_Union[VoiceDegraded, _Mapping]] = ..., stalled: _Optional[_Union[StreamStalled, _Mapping]] = ...) -> None: ...

@@ -1,4 +1,7 @@
+import datetime
+
 from avatar.v1 import media_pb2 as _media_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -8,24 +11,30 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RenderConfig(_message.Message):
-    __slots__ = ("session_id", "avatar", "width", "height", "fps", "sample_rate_hz", "pixel_format", "portrait")
+    __slots__ = ("session_id", "avatar", "width", "height", "fps", "sample_rate_hz", "portrait", "chunk_frames", "packager_address", "publish_token", "idle_phase_offset")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     AVATAR_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     FPS_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_HZ_FIELD_NUMBER: _ClassVar[int]
-    PIXEL_FORMAT_FIELD_NUMBER: _ClassVar[int]
     PORTRAIT_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    PACKAGER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    IDLE_PHASE_OFFSET_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     avatar: str
     width: int
     height: int
     fps: int
     sample_rate_hz: int
-    pixel_format: _media_pb2.PixelFormat
     portrait: bytes
-    def __init__(self, session_id: _Optional[str] = ..., avatar: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[int] = ..., sample_rate_hz: _Optional[int] = ..., pixel_format: _Optional[_Union[_media_pb2.PixelFormat, str]] = ..., portrait: _Optional[bytes] = ...) -> None: ...
+    chunk_frames: int
+    packager_address: str
+    publish_token: str
+    idle_phase_offset: int
+    def __init__(self, session_id: _Optional[str] = ..., avatar: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[int] = ..., sample_rate_hz: _Optional[int] = ..., portrait: _Optional[bytes] = ..., chunk_frames: _Optional[int] = ..., packager_address: _Optional[str] = ..., publish_token: _Optional[str] = ..., idle_phase_offset: _Optional[int] = ...) -> None: ...
 
 class FrameDrive(_message.Message):
     __slots__ = ("frame_index", "utterance_id", "pcm_s16le", "phonemes", "epoch")
@@ -49,23 +58,43 @@ class ResetTimeline(_message.Message):
     epoch: int
     def __init__(self, from_frame_index: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
+class PlayoutClock(_message.Message):
+    __slots__ = ("media_epoch",)
+    MEDIA_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    media_epoch: _timestamp_pb2.Timestamp
+    def __init__(self, media_epoch: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class RenderRequest(_message.Message):
-    __slots__ = ("config", "frame", "reset")
+    __slots__ = ("config", "frame", "reset", "clock")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     FRAME_FIELD_NUMBER: _ClassVar[int]
     RESET_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
     config: RenderConfig
     frame: FrameDrive
     reset: ResetTimeline
-    def __init__(self, config: _Optional[_Union[RenderConfig, _Mapping]] = ..., frame: _Optional[_Union[FrameDrive, _Mapping]] = ..., reset: _Optional[_Union[ResetTimeline, _Mapping]] = ...) -> None: ...
+    clock: PlayoutClock
+    def __init__(self, config: _Optional[_Union[RenderConfig, _Mapping]] = ..., frame: _Optional[_Union[FrameDrive, _Mapping]] = ..., reset: _Optional[_Union[ResetTimeline, _Mapping]] = ..., clock: _Optional[_Union[PlayoutClock, _Mapping]] = ...) -> None: ...
 
 class RenderResponse(_message.Message):
-    __slots__ = ("frame", "status")
-    FRAME_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("status", "ready")
     STATUS_FIELD_NUMBER: _ClassVar[int]
-    frame: _media_pb2.VideoFrame
+    READY_FIELD_NUMBER: _ClassVar[int]
     status: RenderStatus
-    def __init__(self, frame: _Optional[_Union[_media_pb2.VideoFrame, _Mapping]] = ..., status: _Optional[_Union[RenderStatus, _Mapping]] = ...) -> None: ...
+    ready: RenderReady
+    def __init__(self, status: _Optional[_Union[RenderStatus, _Mapping]] = ..., ready: _Optional[_Union[RenderReady, _Mapping]] = ...) -> None: ...
+
+class RenderReady(_message.Message):
+    __slots__ = ("idle_loop_id", "idle_loop_frames", "settle_frames", "render_every_chunk")
+    IDLE_LOOP_ID_FIELD_NUMBER: _ClassVar[int]
+    IDLE_LOOP_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    SETTLE_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    RENDER_EVERY_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    idle_loop_id: str
+    idle_loop_frames: int
+    settle_frames: int
+    render_every_chunk: bool
+    def __init__(self, idle_loop_id: _Optional[str] = ..., idle_loop_frames: _Optional[int] = ..., settle_frames: _Optional[int] = ..., render_every_chunk: _Optional[bool] = ...) -> None: ...
 
 class RenderStatus(_message.Message):
     __slots__ = ("frames_per_second", "lookahead_frames")
@@ -114,13 +143,23 @@ class GetWorkerStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetWorkerStatusResponse(_message.Message):
-    __slots__ = ("capacity", "active_streams", "worker_id", "frames_per_second")
+    __slots__ = ("capacity", "active_streams", "worker_id", "frames_per_second", "speaking_capacity", "speaking_streams", "cpu_budget_cores", "speaking_stream_cores", "idle_stream_cores")
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_STREAMS_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     FRAMES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    SPEAKING_CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    SPEAKING_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    CPU_BUDGET_CORES_FIELD_NUMBER: _ClassVar[int]
+    SPEAKING_STREAM_CORES_FIELD_NUMBER: _ClassVar[int]
+    IDLE_STREAM_CORES_FIELD_NUMBER: _ClassVar[int]
     capacity: int
     active_streams: int
     worker_id: str
     frames_per_second: float
-    def __init__(self, capacity: _Optional[int] = ..., active_streams: _Optional[int] = ..., worker_id: _Optional[str] = ..., frames_per_second: _Optional[float] = ...) -> None: ...
+    speaking_capacity: int
+    speaking_streams: int
+    cpu_budget_cores: float
+    speaking_stream_cores: float
+    idle_stream_cores: float
+    def __init__(self, capacity: _Optional[int] = ..., active_streams: _Optional[int] = ..., worker_id: _Optional[str] = ..., frames_per_second: _Optional[float] = ..., speaking_capacity: _Optional[int] = ..., speaking_streams: _Optional[int] = ..., cpu_budget_cores: _Optional[float] = ..., speaking_stream_cores: _Optional[float] = ..., idle_stream_cores: _Optional[float] = ...) -> None: ...

@@ -26,7 +26,13 @@ if _version_not_supported:
 
 
 class VideoServiceStub:
-    """Renders the avatar for every frame of a session timeline, speaking or idle. One long-lived stream per session.
+    """Renders the avatar for the parts of a session's timeline that differ from its idle loop, encodes them and hands
+    them straight to the session's packager. One long-lived stream per session.
+
+    Idle is a loop: an avatar's idle animation repeats every RenderReady.idle_loop_frames frames; it is rendered and
+    H.264-encoded once per avatar, size and rate, and every idle session of that avatar replays it from its own phase.
+    Only chunks with speech (and the few frames after it) are rendered per session; each is a closed group of
+    pictures starting with an IDR frame, so the packager splices rendered chunks and loop chunks at keyframes.
     """
 
     def __init__(self, channel):
@@ -58,13 +64,22 @@ class VideoServiceStub:
 
 
 class VideoServiceServicer:
-    """Renders the avatar for every frame of a session timeline, speaking or idle. One long-lived stream per session.
+    """Renders the avatar for the parts of a session's timeline that differ from its idle loop, encodes them and hands
+    them straight to the session's packager. One long-lived stream per session.
+
+    Idle is a loop: an avatar's idle animation repeats every RenderReady.idle_loop_frames frames; it is rendered and
+    H.264-encoded once per avatar, size and rate, and every idle session of that avatar replays it from its own phase.
+    Only chunks with speech (and the few frames after it) are rendered per session; each is a closed group of
+    pictures starting with an IDR frame, so the packager splices rendered chunks and loop chunks at keyframes.
     """
 
     def Render(self, request_iterator, context):
-        """First request carries `config`; then one `frame` per timeline frame, in frame order, and `reset` when the
-        session rewrites the timeline from some frame on (interrupt). Exactly one response frame per request frame, plus
-        `status` messages (no frame) that tell the renderer's pace.
+        """First request carries `config`. The worker prepares the avatar and its idle loop, makes sure the session's
+        packager holds the loop (PackagerService.PublishVideo, with the config's token) and answers `ready`. Then the
+        session sends one `frame` drive for every frame of each chunk it wants rendered, in increasing frame order, and
+        `reset` when it rewrites the timeline from some frame on (interrupt); `clock` once its clock starts. The worker
+        renders and encodes each such chunk and publishes it to the packager; no pictures come back. `status` tells the
+        renderer's pace.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -87,7 +102,8 @@ class VideoServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetWorkerStatus(self, request, context):
-        """How many Render streams this worker takes and how many it serves now: what placement balances on.
+        """What this worker can take (sessions, and sessions speaking at once) from its CPU budget and measured costs, and
+        what it serves now: what placement and admission follow.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -125,7 +141,13 @@ def add_VideoServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class VideoService:
-    """Renders the avatar for every frame of a session timeline, speaking or idle. One long-lived stream per session.
+    """Renders the avatar for the parts of a session's timeline that differ from its idle loop, encodes them and hands
+    them straight to the session's packager. One long-lived stream per session.
+
+    Idle is a loop: an avatar's idle animation repeats every RenderReady.idle_loop_frames frames; it is rendered and
+    H.264-encoded once per avatar, size and rate, and every idle session of that avatar replays it from its own phase.
+    Only chunks with speech (and the few frames after it) are rendered per session; each is a closed group of
+    pictures starting with an IDR frame, so the packager splices rendered chunks and loop chunks at keyframes.
     """
 
     @staticmethod

@@ -25,10 +25,12 @@ from services.video.backend import (
     AvatarInfo,
     AvatarRenderer,
     Drive,
+    IdleLoop,
     RenderedFrame,
     RendererBackend,
     StaleFilter,
 )
+from services.video.idle import avatar_seed
 from services.video.infinitetalk import schedule
 from services.video.infinitetalk.audio import AudioEncoder, frame_windows
 from services.video.infinitetalk.pipeline import Cancelled, ChunkGenerator, Reference, to_rgb
@@ -90,6 +92,11 @@ class InfiniteTalkRenderer(AvatarRenderer):
         return self.frame_num
 
     @property
+    def settle_frames(self) -> int:
+        """After speech, idle frames come from the photo renderer, which settles like the photo avatar."""
+        return self.idle.settle_frames
+
+    @property
     def frames_per_second_capacity(self) -> float:
         """This stream's measured pace; before its first chunk, the backend's last measurement at this size, or
         the configured estimate."""
@@ -132,9 +139,13 @@ class InfiniteTalkRenderer(AvatarRenderer):
                 yield frame
 
     async def _idle_frame(self, drive: Drive) -> RenderedFrame:
-        started = time.perf_counter()
-        data = await asyncio.to_thread(self.idle.render_frame, drive)
-        return RenderedFrame(drive.frame_index, drive.epoch, data, time.perf_counter() - started)
+        return await asyncio.to_thread(self._render_idle, drive)
+
+    def _render_idle(self, drive: Drive) -> RenderedFrame:
+        started, cpu_started = time.perf_counter(), time.thread_time()
+        data = self.idle.render_frame(drive)
+        cpu_s = time.thread_time() - cpu_started
+        return RenderedFrame(drive.frame_index, drive.epoch, data, time.perf_counter() - started, cpu_s)
 
     async def _advance(self, run: _Run) -> AsyncIterator[RenderedFrame]:
         """Generates and yields every chunk of `run` whose audio is complete."""
@@ -238,9 +249,16 @@ class InfiniteTalkBackend(RendererBackend):
         info = self.photo.prepare_portrait(data)
         return AvatarInfo(info.name, info.description, self.name)
 
-    def open(self, avatar: str, width: int, height: int, fps: int, sample_rate_hz: int, seed: int) -> AvatarRenderer:
+    def loop_key(self, avatar: str) -> str:
+        # Idle frames are the photo renderer's: the same loop as the photo avatar's.
+        return self.photo.loop_key(avatar.removesuffix(SUFFIX))
+
+    def open(
+        self, avatar: str, width: int, height: int, fps: int, sample_rate_hz: int, loop: IdleLoop
+    ) -> AvatarRenderer:
         photo_avatar = avatar.removesuffix(SUFFIX)
-        idle = self.photo.open(photo_avatar, width, height, fps, sample_rate_hz, seed)
+        idle = self.photo.open(photo_avatar, width, height, fps, sample_rate_hz, loop)
+        seed = avatar_seed(photo_avatar) & 0x7FFFFFFF  # the model's noise: per avatar, like its idle loop
         key = (photo_avatar, width, height)
         with self._lock:
             reference = self._references.get(key)

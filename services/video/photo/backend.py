@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from services.video.backend import AvatarInfo, AvatarRenderer, RendererBackend
+from services.video.backend import AvatarInfo, AvatarRenderer, IdleLoop, RendererBackend
+from services.video.idle import avatar_seed
 from services.video.photo.landmarks import Face, FaceLandmarker
 from services.video.photo.portrait import MIN_FACE_PIXELS, PortraitError, decode_portrait
 from services.video.photo.renderer import PhotoRenderer
@@ -27,6 +28,8 @@ from services.video.photo.warp import PhotoWarp
 SOURCE_MAX_SIDE = 1024  # the kept source crop's longest side: enough for 720p and 1080p heads
 SOURCE_FRAMING = 4.0  # the kept crop spans this many face widths (room for any output aspect ratio)
 PORTRAIT_PREFIX = "portrait-"
+# Bump when the rendered pictures change (rig, warp, idle motion): encoded idle loops are keyed by it.
+LOOK_VERSION = "photo-look-2"
 
 
 def _astronaut() -> np.ndarray:
@@ -192,8 +195,13 @@ class PhotoBackend(RendererBackend):
                     self._warps.put(key, warp)
         return warp
 
-    def open(self, avatar: str, width: int, height: int, fps: int, sample_rate_hz: int, seed: int) -> AvatarRenderer:
-        return PhotoRenderer(self.warp(avatar, width, height), fps, seed)
+    def open(
+        self, avatar: str, width: int, height: int, fps: int, sample_rate_hz: int, loop: IdleLoop
+    ) -> AvatarRenderer:
+        return PhotoRenderer(self.warp(avatar, width, height), fps, loop, avatar_seed(avatar))
+
+    def loop_key(self, avatar: str) -> str:
+        return f"{self.name}/{avatar}/{LOOK_VERSION}"
 
     def _lookup(self, name: str) -> PreparedPortrait | None:
         with self._lock:

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from services.video.backend import Drive, FrameByFrameRenderer
+from services.video.backend import Drive, FrameByFrameRenderer, IdleLoop
 from services.video.idle import IdleSchedule
-from services.video.photo.warp import PhotoWarp, Pose
+from services.video.photo.warp import Frame, PhotoWarp, Pose
 from services.video.visemes import MouthShape, MouthTracker, TrackerState
 
 HEAD_SHIFT_PX = 1.6  # largest head shift at 512 px (scaled with the output size)
@@ -23,16 +23,23 @@ class _PhotoState:
 
 class PhotoRenderer(FrameByFrameRenderer):
     """Renders frames of one prepared portrait (`PhotoWarp`, shared between sessions) with this session's
-    animation state (mouth tracker) and idle schedule (blinks, sway; seeded per session)."""
+    animation state (mouth tracker) and the avatar's idle loop (blinks, sway: a function of the loop phase, the
+    same for every session of the avatar; `seed` picks the schedule)."""
 
-    def __init__(self, warp: PhotoWarp, fps: int, seed: int) -> None:
+    def __init__(self, warp: PhotoWarp, fps: int, loop: IdleLoop, seed: int) -> None:
         super().__init__(warp.rig.width, warp.rig.height, fps)
         self.warp = warp
+        self.loop = loop
         self.tracker = MouthTracker(fps)
-        self.schedule = IdleSchedule(seed)
+        self.schedule = IdleSchedule(seed, loop.frames, fps)
         scale = min(self.width, self.height) / 512.0
         self.head_limit = HEAD_SHIFT_PX * scale
         self.breath_px = BREATH_PX * scale
+        self._frame = Frame(warp)
+
+    @property
+    def settle_frames(self) -> int:
+        return self.tracker.settle_frames
 
     def snapshot(self) -> _PhotoState:
         return _PhotoState(self.tracker.state)
@@ -41,21 +48,24 @@ class PhotoRenderer(FrameByFrameRenderer):
         self.tracker.state = state.tracker
 
     def pose(self, frame_index: int, shape: MouthShape) -> Pose:
-        """The full pose of a frame for a mouth shape (blink, head and breath come from the idle schedule)."""
+        """The full pose of a frame for a mouth shape (blink, head and breath come from the idle loop's phase; the
+        speech energy adds nods)."""
         energy = self.tracker.state.energy
-        dx, dy = self.schedule.sway(frame_index, self.fps, energy, self.head_limit)
+        phase = self.loop.phase(frame_index)
+        schedule = self.schedule
+        dx, dy = schedule.sway(phase, self.head_limit, energy, frame_index)
         return Pose(
             mouth=shape,
-            blink=self.schedule.blink(frame_index, self.fps),
+            blink=schedule.blink(phase),
             head_dx=dx,
             head_dy=dy,
-            head_roll=self.schedule.tilt(frame_index, self.fps, energy),
-            breath_dy=self.breath_px * self.schedule.breath(frame_index, self.fps),
+            head_roll=schedule.tilt(phase, energy, frame_index),
+            breath_dy=self.breath_px * schedule.breath(phase),
         )
 
     def render_frame(self, drive: Drive) -> bytes:
         shape = self.tracker.step(drive.frame_index, drive.pcm, drive.phonemes)
-        return rgb_to_i420(self.warp.render(self.pose(drive.frame_index, shape)))
+        return self.warp.render_i420(self.pose(drive.frame_index, shape), self._frame)
 
 
 def rgb_to_i420(rgb: np.ndarray) -> bytes:

@@ -1,23 +1,32 @@
 """One frame of a photo avatar: a backward warp of the portrait for a mouth shape, eyelids and head pose, plus
-the mouth's interior where the lips part.
+the mouth's interior where the lips part, straight into I420.
 
 The warp is a backward map (for each output pixel, where to sample the photo), built in three layers:
 head and body (a small rotation and shift that fades out down the neck; breathing moves the shoulders), then, in
 the face frame, the mouth and jaw (lips part along the seam, the jaw drops and the chin with it, the corners spread
 or round) and the eyelids (the upper lid slides down over the eye and the lid skin above it stretches). The mouth
 and eyelid fields are written as explicit forward displacements that are smooth away from the lip seam, and
-inverted per pixel with a few fixed-point steps (they are contractions: displacement slopes stay below 1). A single
-`cv2.remap` then resamples the photo; only the face's small boxes pay for the face warps.
+inverted per pixel with a few fixed-point steps (they are contractions: displacement slopes stay below 1).
+
+Cost: the portrait is converted to Y, U and V planes once per rig (chroma at full resolution), so a frame is one
+`cv2.remap` of the Y plane with the full map and one each of U and V with the map of every 2x2 block's top-left
+pixel (the sample `rgb_to_i420` keeps), written into the output buffer; no RGB frame exists. The maps are built by
+the compiled loops in `kernels`: the head map over the frame, the mouth only in its box (tables of u for the lip
+curves), the eyelids only in their boxes while blinking, and the interior is painted only where it shows. The same
+pose always gives the same bytes (the idle loop relies on it).
 """
 
 from __future__ import annotations
 
+import math
+import threading
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 
-from services.video.photo.rig import EyeRig, FaceRig, MouthRig
+from services.video.photo.rig import Curve, EyeRig, FaceRig
 from services.video.visemes import MouthShape
 
 MAX_GAP = 0.7  # inner-lip gap at fully open, in mouth half-widths
@@ -25,11 +34,24 @@ UPPER_LIP_SHARE = 0.2  # share of the gap from the upper lip rising
 CHIN_DROP = 0.6  # chin drop per unit of gap
 SPREAD = 0.13  # corner movement at full spread, in mouth half-widths
 ROUNDING = 0.24  # corner movement inwards at full rounding
-INVERSE_STEPS = 4
+INVERSE_STEPS = 4  # fixed-point steps that invert the mouth's fields (kernels._lift and _drop hard-code them)
+TABLE_STEPS_PER_PIXEL = 8  # resolution of the curve tables (the mouth reads the nearest entry)
+HEAD_REACH_PX = 6.0  # head motion and rounding margin around boxes, in pixels at 512 (scaled)
 
-CAVITY = np.array([38.0, 15.0, 17.0], dtype=np.float32)
-TONGUE = np.array([122.0, 56.0, 60.0], dtype=np.float32)
-TEETH = np.array([232.0, 226.0, 214.0], dtype=np.float32)
+# The compiled loops (services.video.photo.kernels, where the interior's colours are too), imported with the first
+# PhotoWarp: importing numba takes a moment that processes without photo avatars need not spend.
+kernels: Any = None
+
+
+def _import_kernels() -> None:
+    global kernels
+    if kernels is None:
+        from services.video.photo import kernels as module
+
+        kernels = module
+
+
+assert UPPER_LIP_SHARE == 0.2, "kernels._SHARE hard-codes the upper lip's share"
 
 
 @dataclass(frozen=True)
@@ -49,37 +71,147 @@ def _smoothstep(t: np.ndarray) -> np.ndarray:
     return t * t * (3.0 - 2.0 * t)
 
 
+def _grid(low: float, high: float) -> tuple[np.ndarray, float, float]:
+    """A regular grid covering [low, high] for a curve table: (values, origin, inverse step)."""
+    steps = TABLE_STEPS_PER_PIXEL
+    count = max(2, math.ceil((high - low) * steps) + 2)
+    return low + np.arange(count, dtype=np.float64) / steps, low, float(steps)
+
+
+def _curve(curve: Curve, u: np.ndarray) -> np.ndarray:
+    return np.interp(u, curve.u.astype(np.float64), curve.v.astype(np.float64))
+
+
+@dataclass(frozen=True)
+class _Eye:
+    box: np.ndarray  # x0, y0, x1, y1
+    params: np.ndarray  # centre x, y, axis ux, uy, half width, table origin, inverse step
+    curves: np.ndarray  # upper lid, lower lid, stretch start: per table entry
+
+
+class Frame:
+    """One renderer's working memory for `PhotoWarp.render_i420` (maps, tables, the output buffer): a renderer
+    owns one, so renderers sharing a `PhotoWarp` can render at the same time."""
+
+    def __init__(self, warp: PhotoWarp) -> None:
+        h, w = warp.rig.height, warp.rig.width
+        self.map_x = np.empty((h, w), np.float32)
+        self.map_y = np.empty((h, w), np.float32)
+        self.chroma_x = np.empty((h // 2, w // 2), np.float32)
+        self.chroma_y = np.empty((h // 2, w // 2), np.float32)
+        self.out = np.empty(w * h * 3 // 2, np.uint8)
+        luma, chroma = w * h, (w // 2) * (h // 2)
+        self.plane_y = self.out[:luma].reshape(h, w)
+        self.plane_u = self.out[luma : luma + chroma].reshape(h // 2, w // 2)
+        self.plane_v = self.out[luma + chroma :].reshape(h // 2, w // 2)
+        x0, y0, x1, y1 = warp.mouth_box
+        self.params = warp.mouth_params.copy()
+        self.table = np.empty((warp.mouth_rig_table.shape[0], kernels.MOUTH_COLUMNS), np.float32)
+        self.bounds = np.zeros(2, np.float64)
+        self.rows = np.zeros(kernels.ROW_FIELDS * kernels.ROW_STRIDE, np.float32)
+        self.paint = np.zeros((4, y1 - y0, x1 - x0), np.float32)  # the interior's coverage, Y, U, V
+        self.painted = np.zeros(4, np.int64)
+
+
 class PhotoWarp:
-    """Per-size precomputation for one rig: pixel grids and the row weights of the head motion."""
+    """Per-size precomputation for one rig (shared by every session of the avatar at that size): the portrait's
+    Y, U and V planes, the row weights of the head motion and the tables of the mouth and eyelid curves."""
 
     def __init__(self, rig: FaceRig) -> None:
+        _import_kernels()
         self.rig = rig
         h, w = rig.height, rig.width
-        self.xs = np.tile(np.arange(w, dtype=np.float32), (h, 1))
-        self.ys = np.tile(np.arange(h, dtype=np.float32)[:, None], (1, w))
+        if h % 2 or w % 2:
+            raise ValueError(f"I420 frames need an even width and height, not {w}x{h}")
+        self.xs = np.arange(w, dtype=np.float32)
+        self.ys = np.arange(h, dtype=np.float32)
+        self.plane_y, self.plane_u, self.plane_v = _yuv444(rig.image)
         mouth = rig.mouth
         chin_y = float(rig.to_image(np.float32(0), np.float32(mouth.chin_v), mouth.origin)[1])
         # The head moves rigidly down to the chin, the neck blends, the shoulders follow the breath only.
-        fade = _smoothstep((np.arange(h, dtype=np.float32) - chin_y) / max(1.0, 0.6 * rig.face_width))
-        self.head_weight = (1.0 - fade)[:, None].astype(np.float32)
-        self.body_weight = fade[:, None].astype(np.float32)
+        fade = _smoothstep((self.ys - chin_y) / max(1.0, 0.6 * rig.face_width))
+        self.head_weight = (1.0 - fade).astype(np.float32)
+        self.body_weight = fade.astype(np.float32)
+        self.source_gap_mid = float(mouth.lower_inner(0.0) - mouth.seam(0.0))
+        self._prepare_mouth()
+        self.eyes = tuple(self._prepare_eye(eye) for eye in rig.eyes)
+        _load_kernels(self)
+
+    # -- preparation ------------------------------------------------------------------------------------------------
+    def _face_extent(self, box: tuple[int, int, int, int], origin: np.ndarray) -> tuple[float, float, float, float]:
+        """The (u, v) range of a pixel box in the face frame about `origin`, widened by the head's reach."""
+        x0, y0, x1, y1 = box
+        xs = np.array([x0, x1, x0, x1], dtype=np.float64)
+        ys = np.array([y0, y0, y1, y1], dtype=np.float64)
+        u, v = self.rig.to_face(xs, ys, origin)
+        reach = HEAD_REACH_PX * min(self.rig.width, self.rig.height) / 512.0 + 2.0
+        return float(u.min()) - reach, float(u.max()) + reach, float(v.min()) - reach, float(v.max()) + reach
+
+    def _prepare_mouth(self) -> None:
+        rig = self.rig
+        mouth = rig.mouth
+        half_w = mouth.half_width
+        self.mouth_box = np.array(mouth.box, dtype=np.int64)
+        u_low, u_high, _, _ = self._face_extent(mouth.box, mouth.origin)
+        spread_reach = (SPREAD + ROUNDING) * half_w + 1.0  # u_src may lie this far beyond u
+        u, u0, u_inv = _grid(u_low - spread_reach, u_high + spread_reach)
+        across = np.clip(1.0 - (u / half_w) ** 2, 0.0, 1.0)
+        with np.errstate(divide="ignore"):
+            log_across = np.where(across > 0.0, np.log(np.maximum(across, 1e-300)), -np.inf)
+        table = np.zeros((len(u), kernels.RIG_COLUMNS), np.float64)
+        table[:, kernels.RIG_SEAM] = _curve(mouth.seam, u)
+        table[:, kernels.RIG_LOWER] = _curve(mouth.lower_inner, u)
+        table[:, kernels.RIG_LOG_ACROSS] = log_across
+        table[:, kernels.RIG_JAW] = np.exp(-((u / (0.9 * mouth.jaw_half_width)) ** 4))
+        table[:, kernels.RIG_ACROSS] = across
+        table[:, kernels.RIG_TEETH] = across**0.35
+        self.mouth_rig_table = table
+        params = np.zeros(kernels.MOUTH_PARAMS, np.float64)
+        params[kernels.P_OX], params[kernels.P_OY] = float(mouth.origin[0]), float(mouth.origin[1])
+        params[kernels.P_UX], params[kernels.P_UY] = float(rig.axis_u[0]), float(rig.axis_u[1])
+        params[kernels.P_HALF_W] = half_w
+        params[kernels.P_CHIN] = mouth.chin_v
+        params[kernels.P_NECK] = max(4.0, mouth.chin_v)
+        params[kernels.P_NOSE] = mouth.nose_v
+        params[kernels.P_TEETH_CAP] = 0.16 * half_w
+        params[kernels.P_U0], params[kernels.P_U_INV] = u0, u_inv
+        self.mouth_params = params
+
+    def _prepare_eye(self, eye: EyeRig) -> _Eye:
+        u_low, u_high, _, _ = self._face_extent(eye.box, eye.center)
+        u, u0, u_inv = _grid(max(u_low, -eye.half_width - 2.0), min(u_high, eye.half_width + 2.0))
+        curves = np.stack([_curve(eye.upper, u), _curve(eye.lower, u), _curve(eye.brow, u)], axis=1)
+        rig = self.rig
+        params = np.array(
+            [eye.center[0], eye.center[1], rig.axis_u[0], rig.axis_u[1], eye.half_width, u0, u_inv], np.float64
+        )
+        return _Eye(np.array(eye.box, dtype=np.int64), params, np.ascontiguousarray(curves))
+
+    # -- rendering --------------------------------------------------------------------------------------------------
+    def render_i420(self, pose: Pose, frame: Frame | None = None) -> bytes:
+        """The frame as I420 bytes (BT.601 limited range, as `rgb_to_i420` writes)."""
+        frame = frame or Frame(self)
+        self._head_map(pose, frame)
+        painted = self._mouth(pose.mouth, frame)
+        if pose.blink > 0.02:
+            for eye in self.eyes:
+                kernels.eyelid_warp(frame.map_x, frame.map_y, eye.box, eye.params, eye.curves, float(pose.blink))
+        kernels.chroma_maps(frame.map_x, frame.map_y, frame.chroma_x, frame.chroma_y)
+        replicate = cv2.BORDER_REPLICATE
+        cv2.remap(self.plane_y, frame.map_x, frame.map_y, cv2.INTER_LINEAR, frame.plane_y, replicate)
+        cv2.remap(self.plane_u, frame.chroma_x, frame.chroma_y, cv2.INTER_LINEAR, frame.plane_u, replicate)
+        cv2.remap(self.plane_v, frame.chroma_x, frame.chroma_y, cv2.INTER_LINEAR, frame.plane_v, replicate)
+        if painted:
+            kernels.paint(frame.plane_y, frame.plane_u, frame.plane_v, self.mouth_box, frame.painted, frame.paint)
+        return frame.out.tobytes()
 
     def render(self, pose: Pose) -> np.ndarray:
-        """The frame as RGB uint8."""
-        map_x, map_y = self._head_map(pose)
-        cavity = self._mouth(map_x, map_y, pose.mouth)
-        for eye in self.rig.eyes:
-            if pose.blink > 0.02:
-                self._eyelid(map_x, map_y, eye, pose.blink)
-        frame = cv2.remap(self.rig.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        if cavity is not None:
-            (x0, y0, x1, y1), alpha, color = cavity
-            region = frame[y0:y1, x0:x1].astype(np.float32)
-            region += (color - region) * alpha[..., None]
-            frame[y0:y1, x0:x1] = np.clip(region + 0.5, 0, 255).astype(np.uint8)
-        return frame
+        """The frame as RGB uint8 (decoded from the I420 the renderer sends)."""
+        h, w = self.rig.height, self.rig.width
+        i420 = np.frombuffer(self.render_i420(pose), np.uint8).reshape(h * 3 // 2, w)
+        return cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)
 
-    def _head_map(self, pose: Pose) -> tuple[np.ndarray, np.ndarray]:
+    def _head_map(self, pose: Pose, frame: Frame) -> None:
         """Backward map of the head (rotation about the neck pivot and shift) and the breathing body.
 
         A head pixel's forward displacement is the shift plus a small rotation about the pivot (inverted to first
@@ -87,122 +219,75 @@ class PhotoWarp:
         row and column vectors."""
         px, py = self.rig.pivot
         theta = np.float32(pose.head_roll)
-        rows = self.ys[:, :1]
-        cols = self.xs[:1, :]
-        hx = np.float32(pose.head_dx) - theta * (rows - np.float32(py))
-        hy = np.float32(pose.head_dy) + theta * (cols - np.float32(px))
-        map_x = self.xs - self.head_weight * hx
-        map_y = (self.ys - self.body_weight * np.float32(pose.breath_dy)) - self.head_weight * hy
-        return map_x, map_y
+        hx = np.float32(pose.head_dx) - theta * (self.ys - np.float32(py))
+        hy = np.float32(pose.head_dy) + theta * (self.xs - np.float32(px))
+        row_x = self.head_weight * hx
+        row_y = self.ys - self.body_weight * np.float32(pose.breath_dy)
+        kernels.head_maps(row_x, row_y, self.head_weight, hy, frame.map_x, frame.map_y)
 
-    # ----------------------------------------------------------------------------------------------------------------
-
-    def _mouth(self, map_x: np.ndarray, map_y: np.ndarray, shape: MouthShape):
-        """Applies the mouth and jaw warp inside the mouth box (in place); returns the interior to paint, if open."""
-        rig = self.rig
-        mouth: MouthRig = rig.mouth
-        open_ = float(np.clip(shape.open, 0.0, 1.0))
-        spread = float(np.clip(shape.width, 0.0, 1.0)) - 0.5
-        round_ = float(np.clip(shape.round, 0.0, 1.0))
-        half_w = mouth.half_width
+    def _mouth(self, shape: MouthShape, frame: Frame) -> bool:
+        """Applies the mouth and jaw warp inside the mouth box (in place); True when there is interior to paint."""
+        half_w = self.rig.mouth.half_width
+        open_ = min(max(float(shape.open), 0.0), 1.0)
+        spread = min(max(float(shape.width), 0.0), 1.0) - 0.5
+        round_ = min(max(float(shape.round), 0.0), 1.0)
         corner_shift = half_w * (SPREAD * 2.0 * spread - ROUNDING * round_)
         gap_max = MAX_GAP * half_w * open_
-        source_gap_mid = float(mouth.lower_inner(0.0) - mouth.seam(0.0))
-        if gap_max < 0.05 and abs(corner_shift) < 0.05 and source_gap_mid < 0.5:
-            return None
-        x0, y0, x1, y1 = mouth.box
-        mx = map_x[y0:y1, x0:x1]
-        my = map_y[y0:y1, x0:x1]
-        u, v = rig.to_face(mx, my, mouth.origin)
+        if gap_max < 0.05 and abs(corner_shift) < 0.05 and self.source_gap_mid < 0.5:
+            return False
+        params = frame.params
+        params[kernels.P_CORNER] = corner_shift
+        params[kernels.P_SPREAD_ON] = 1.0 if abs(corner_shift) > 0.01 else 0.0
+        params[kernels.P_PAINT_ON] = 1.0 if gap_max >= 0.3 else 0.0
+        params[kernels.P_OPEN] = open_
+        params[kernels.P_GAP_MAX] = gap_max
+        params[kernels.P_JAW_AMP] = CHIN_DROP * gap_max
+        # Below the jaw's reach (chin + neck) nothing moves, but for the corners' spread: where it is under 0.005 px.
+        mouth = self.rig.mouth
+        spread_reach = 0.9 * half_w * math.sqrt(max(0.0, math.log(max(abs(corner_shift), 1e-9) / 0.005)))
+        params[kernels.P_FAR] = max(mouth.chin_v + max(4.0, mouth.chin_v), spread_reach)
+        kernels.mouth_table(self.mouth_rig_table, gap_max, 0.7 - 0.35 * round_, frame.table, frame.bounds)
+        kernels.mouth_warp(
+            frame.map_x,
+            frame.map_y,
+            self.mouth_box,
+            params,
+            frame.table,
+            frame.bounds,
+            frame.rows,
+            frame.paint,
+            frame.painted,
+        )
+        return gap_max >= 0.3 and frame.painted[3] > frame.painted[1]
 
-        # Horizontal: corners spread (or round inwards), fading out beyond the corners and away from the lips.
-        if abs(corner_shift) > 0.01:
 
-            def spread_field(uu: np.ndarray) -> np.ndarray:
-                beyond = np.maximum(np.abs(uu) - half_w, 0.0) / (0.7 * half_w)
-                return corner_shift * np.clip(uu / half_w, -1.0, 1.0) * np.exp(-beyond * beyond) * vertical
+_kernels_lock = threading.Lock()
+_kernels_loaded = False
 
-            vertical = np.exp(-((v / (0.9 * half_w)) ** 2))
-            u_src = u - spread_field(u)
-            u_src = u - spread_field(u_src)
-        else:
-            u_src = u
 
-        # Vertical, per source column: where the lips are in the photo and where they go.
-        across = np.clip(1.0 - (u_src / half_w) ** 2, 0.0, 1.0)
-        gap = gap_max * across ** (0.7 - 0.35 * round_)
-        seam = mouth.seam(u_src)
-        lower_src = mouth.lower_inner(u_src)
-        upper_dst = seam - UPPER_LIP_SHARE * gap
-        lower_dst = upper_dst + gap
-        jaw = CHIN_DROP * gap_max * np.exp(-((u_src / (0.9 * mouth.jaw_half_width)) ** 4))
-        lower_shift = lower_dst - lower_src
-        chin_v = np.float32(mouth.chin_v)
-        neck = max(4.0, mouth.chin_v)
+def _load_kernels(warp: PhotoWarp) -> None:
+    """Compiles (or loads from numba's cache) every kernel once per process, with the argument types rendering uses,
+    while a warp is being prepared (slow anyway) rather than on a stream's first blink or first open mouth."""
+    global _kernels_loaded
+    with _kernels_lock:
+        if _kernels_loaded:
+            return
+        frame = Frame(warp)
+        warp.render_i420(Pose(MouthShape(0.8, 0.8, 0.4), blink=1.0), frame)
+        kernels.paint(frame.plane_y, frame.plane_u, frame.plane_v, warp.mouth_box, frame.painted, frame.paint)
+        _kernels_loaded = True
 
-        # Below the lower lip: the lip's shift blends into the jaw's drop at the chin and fades down the neck.
-        def drop(vv: np.ndarray) -> np.ndarray:
-            s = _smoothstep((vv - lower_src) / np.maximum(chin_v - lower_src, 1.0))
-            fade = 1.0 - _smoothstep((vv - chin_v) / neck)
-            return (lower_shift * (1.0 - s) + jaw * s) * fade
 
-        below_v = v - drop(v)
-        for _ in range(INVERSE_STEPS - 1):
-            below_v = v - drop(below_v)
-        below_v = np.maximum(below_v, lower_src)
-
-        # Above the seam: the upper lip rises a little, fading out at the nose.
-        rise = UPPER_LIP_SHARE * gap
-        nose_v = np.float32(mouth.nose_v)
-
-        def lift(vv: np.ndarray) -> np.ndarray:
-            return rise * _smoothstep((vv - nose_v) / np.maximum(seam - nose_v, 1.0))
-
-        above_v = v + lift(v)
-        for _ in range(INVERSE_STEPS - 1):
-            above_v = v + lift(above_v)
-        above_v = np.minimum(above_v, seam)
-
-        # Between the lips: the photo's own interior (teeth) hangs from the upper lip at its natural size.
-        inside_v = seam + (v - upper_dst)
-        v_src = np.where(v <= upper_dst, above_v, np.where(v >= lower_dst, below_v, np.minimum(inside_v, lower_src)))
-        sx, sy = rig.to_image(u_src, v_src, mouth.origin)
-        mx[...] = sx
-        my[...] = sy
-
-        if gap_max < 0.3:
-            return None
-        # Paint the interior where the opening is deeper than the photo's own (anti-aliased, 1 px edges).
-        source_gap = lower_src - seam
-        depth = v - upper_dst
-        inside = np.clip(depth + 0.5, 0.0, 1.0) * np.clip(lower_dst - v + 0.5, 0.0, 1.0) * (np.abs(u_src) < half_w)
-        # Thin slits (towards the corners) stay partly lip-coloured: a 1-px black line reads as a crack, not a mouth.
-        painted = inside * np.clip(depth - source_gap + 0.5, 0.0, 1.0) * np.clip(gap / 4.0, 0.0, 1.0)
-        if not painted.any():
-            return None
-        t = np.clip(depth / np.maximum(gap, 1.0), 0.0, 1.0)
-        color = CAVITY + (TONGUE - CAVITY) * (np.clip((t - 0.55) / 0.45, 0.0, 1.0) * min(1.0, open_ * 1.4))[..., None]
-        # Upper teeth just under the lip when the photo shows none, shaded towards the corners.
-        teeth_h = np.minimum(0.42 * gap, 0.16 * half_w)
-        teeth = _smoothstep((teeth_h - depth) / 1.5 + 0.5) * (source_gap < 1.0) * across**0.35
-        color = color + (TEETH * (0.75 + 0.25 * across[..., None]) - color) * teeth[..., None]
-        return (x0, y0, x1, y1), painted.astype(np.float32), color.astype(np.float32)
-
-    # ----------------------------------------------------------------------------------------------------------------
-
-    def _eyelid(self, map_x: np.ndarray, map_y: np.ndarray, eye: EyeRig, blink: float) -> None:
-        """The upper lid slides down to the lower lid; the skin above it stretches (in place, inside the eye box)."""
-        rig = self.rig
-        x0, y0, x1, y1 = eye.box
-        mx = map_x[y0:y1, x0:x1]
-        my = map_y[y0:y1, x0:x1]
-        u, v = rig.to_face(mx, my, eye.center)
-        upper = eye.upper(u)
-        lid = upper + np.float32(min(blink, 1.0)) * (eye.lower(u) - upper)
-        start = eye.brow(u)
-        stretch = (upper - start) / np.maximum(lid - start, 1e-3)
-        inside = (v > start) & (v < lid) & (np.abs(u) < eye.half_width)
-        v_src = np.where(inside, start + (v - start) * stretch, v)
-        sx, sy = rig.to_image(u, v_src, eye.center)
-        mx[...] = sx
-        my[...] = sy
+def _yuv444(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Y (exactly as OpenCV's RGB->I420 computes it), U and V planes of an RGB picture, all at full resolution
+    (BT.601, limited range)."""
+    h = rgb.shape[0]
+    y = np.ascontiguousarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)[:h])
+    f = rgb.astype(np.float32)
+    r, g, b = f[..., 0], f[..., 1], f[..., 2]
+    u = 128.0 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255.0
+    v = 128.0 + (112.0 * r - 93.786 * g - 18.214 * b) / 255.0
+    planes = [y, *(np.clip(p + 0.5, 0, 255).astype(np.uint8) for p in (u, v))]
+    for plane in planes:
+        plane.setflags(write=False)
+    return planes[0], planes[1], planes[2]

@@ -10,6 +10,7 @@ import {
 import { createSessionClient, type SessionClient } from "./api";
 import { backoffMs, describeError, UNREACHABLE_MESSAGE, type ErrorInfo } from "./errors";
 import { Player, type PlayerStatus } from "./player";
+import { StallThrottle } from "./stalls";
 import { addWord, newTurn, revealWords, shownWords, type Finish, type Mode, type Turn } from "./transcript";
 
 export const MAX_TEXT_CHARS = 5000;
@@ -141,6 +142,8 @@ export class Controller {
   private sessionErrorAt = 0;
   private notice = "";
   private noticeAt = 0;
+  // StreamStalled events: merged into one notice per episode, at most one every few seconds.
+  private readonly stalls = new StallThrottle();
   private inputError = "";
   private lastError: string | null = null;
   private playerStatus: PlayerStatus = "idle";
@@ -306,6 +309,7 @@ export class Controller {
       this.setNotice("");
       if (info.kind === "invalid") this.setError(`Your photo can't be used: ${info.detail}`);
       else if (info.kind === "unreachable") this.setError("Can't reach the server — your photo was not sent.");
+      else if (info.kind === "busy") this.setError(`${info.message} (your photo was not used)`);
       else this.setError(info.message || `Your photo can't be used: ${info.detail}`);
       return false;
     } finally {
@@ -382,6 +386,10 @@ export class Controller {
       const info = describeError(err);
       if (info.kind === "unreachable") {
         this.setConnectionError(true);
+      } else if (info.kind === "busy") {
+        // No room on the server now (sessions, video workers): its own sentence; the loop retries with backoff and
+        // the session is created once room frees up.
+        this.setError(`${info.message} — retrying…`);
       } else if (info.kind === "rate-limited") {
         this.setError(`The server is busy: ${info.detail} — retrying…`);
       } else if (info.kind === "invalid" && (this.choice.avatar || this.choice.voice || this.portrait)) {
@@ -405,6 +413,7 @@ export class Controller {
     this.serverState = "idle";
     this.pendingStates = [];
     this.orphans.clear();
+    this.stalls.reset();
     this.onScreenUs = null;
     this.setConnectionError(false);
     if (this.error) this.error = "";
@@ -583,6 +592,14 @@ export class Controller {
         this.setNotice(`The voice's provider failed; the offline voice${fallback} finishes this answer.`);
         break;
       }
+      case "stalled": {
+        // Shown by tick() once the episode settles (and not more often than every few seconds).
+        this.stalls.add(
+          { startUs: Number(e.value.startUs), endUs: Number(e.value.endUs), reason: e.value.reason },
+          now,
+        );
+        break;
+      }
       default:
         break;
     }
@@ -613,8 +630,9 @@ export class Controller {
   }
 
   private failSend(turn: Turn, info: ErrorInfo): void {
-    if (info.kind === "invalid" || info.kind === "rate-limited") {
-      // Refused: take the turn back; the text stays in the box with the reason next to it.
+    if (info.kind === "invalid" || info.kind === "rate-limited" || info.kind === "busy") {
+      // Refused: take the turn back; the text stays in the box with the reason next to it (busy: the server's own
+      // sentence; Send again once a speaking session finishes).
       this.turns = this.turns.filter((t) => t !== turn);
       this.setInputError(info.kind === "invalid" ? info.detail : info.message);
       return;
@@ -664,6 +682,9 @@ export class Controller {
         for (const event of orphan.events) this.handleEvent(event, false);
       }
     }
+
+    const stallNotice = this.stalls.poll(now);
+    if (stallNotice) this.setNotice(stallNotice);
 
     if (this.notice && now - this.noticeAt > NOTICE_MS) {
       this.notice = "";

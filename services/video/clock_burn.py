@@ -1,4 +1,4 @@
-"""A wall clock burned into frames, for measuring glass-to-glass latency (bench only; PACKAGER_BURN_CLOCK=1).
+"""A wall clock burned into frames, for measuring glass-to-glass latency (bench only; VIDEO_BURN_CLOCK=1).
 
 Each frame carries the wall-clock time at which it was live (media epoch + its media time), in milliseconds modulo
 2**32, as 32 black/white blocks of BLOCK px in two rows of 16 at the top-left corner, on a white frame. A viewer that

@@ -1,0 +1,153 @@
+"""A session's fMP4 HLS media: already-encoded video chunks and the session's audio in, segments out.
+
+The video arrives H.264-encoded, chunk by chunk (each a closed group of pictures starting with an IDR frame): either
+a chunk of the avatar's idle loop or one the video worker rendered for speech. So muxing a chunk costs no pixel work:
+the samples are re-stamped (video frame n has time n / fps) and framed in a fragment; the idle loop's sample bytes
+are shared, not copied. Audio is AAC (`AacTrack`: silent stretches cost nothing). A segment is a whole number of
+chunks and is cut as soon as its last chunk is muxed; it carries the AAC packets finished by then, so audio stays
+continuous across segments (each segment's audio runs up to ~85 ms behind its video while an encoder is running).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from services.packager import fmp4
+from services.packager.audio import AAC_FRAME_SAMPLES, AacTrack
+
+VIDEO_TICKS_PER_FRAME = 1000  # video timescale = fps * 1000: exact for every whole fps
+
+
+@dataclass(frozen=True)
+class MuxerSettings:
+    width: int
+    height: int
+    fps: int
+    sample_rate: int
+    chunk_frames: int
+    chunks_per_segment: int
+    audio_bit_rate: int = 64_000
+
+    @property
+    def samples_per_frame(self) -> int:
+        return self.sample_rate // self.fps
+
+    @property
+    def segment_frames(self) -> int:
+        return self.chunk_frames * self.chunks_per_segment
+
+
+@dataclass(frozen=True)
+class VideoChunk:
+    """One chunk's access units (AVC sample format) and which of them are IDR frames (the first always is)."""
+
+    frames: tuple[bytes, ...]
+    sync: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
+class MuxedSegment:
+    """One finished media segment. `sequence` counts from 0; times are media time since frame 0. `parts` joined are
+    the segment's bytes."""
+
+    sequence: int
+    start_frame_index: int
+    frame_count: int
+    start_us: int
+    duration_us: int
+    has_speech: bool
+    parts: tuple[bytes, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(len(part) for part in self.parts)
+
+
+@dataclass
+class _Pending:
+    start_frame: int | None = None
+    video: list[fmp4.Sample] = field(default_factory=list)
+    audio: list[fmp4.Sample] = field(default_factory=list)
+    audio_start: int | None = None
+    chunks: int = 0
+    speech: bool = False
+
+
+class SessionMuxer:
+    """Not thread-safe: one caller at a time."""
+
+    def __init__(self, settings: MuxerSettings, sps: bytes, pps: bytes) -> None:
+        self.settings = settings
+        self.audio = AacTrack(settings.sample_rate, settings.audio_bit_rate)
+        self.codec_string = f"{fmp4.avc_codec_string(sps)},mp4a.40.2"
+        self.init_segment = fmp4.init_segment(
+            width=settings.width,
+            height=settings.height,
+            video_timescale=settings.fps * VIDEO_TICKS_PER_FRAME,
+            sps=sps,
+            pps=pps,
+            sample_rate=settings.sample_rate,
+            audio_specific_config=self.audio.audio_specific_config,
+            audio_bit_rate=settings.audio_bit_rate,
+        )
+        self.next_frame = 0
+        self._sequence = 0
+        self._pending = _Pending()
+
+    def add_chunk(self, video: VideoChunk, pcm_s16le: bytes | None, speech: bool) -> list[MuxedSegment]:
+        """Appends the next chunk (`chunk_frames` frames and their audio, or None for silence); returns the segment
+        it completed, if any."""
+        settings = self.settings
+        if len(video.frames) != settings.chunk_frames or not video.sync[0]:
+            raise ValueError(f"a chunk is {settings.chunk_frames} frames starting with an IDR frame")
+        pending = self._pending
+        if pending.start_frame is None:
+            pending.start_frame = self.next_frame
+        pending.video.extend(
+            fmp4.Sample(data, VIDEO_TICKS_PER_FRAME, sync) for data, sync in zip(video.frames, video.sync, strict=True)
+        )
+        self._add_audio(self.audio.add(pcm_s16le, settings.chunk_frames * settings.samples_per_frame))
+        pending.speech = pending.speech or speech
+        pending.chunks += 1
+        self.next_frame += settings.chunk_frames
+        if pending.chunks >= settings.chunks_per_segment:
+            return [self._cut()]
+        return []
+
+    def finish(self) -> list[MuxedSegment]:
+        """The last segment: the chunks since the last cut and every audio packet still owed."""
+        self._add_audio(self.audio.flush())
+        if self._pending.video:
+            return [self._cut()]
+        return []
+
+    def _add_audio(self, packets: Sequence[bytes]) -> None:
+        if not packets:
+            return
+        pending = self._pending
+        if pending.audio_start is None:
+            pending.audio_start = self.audio.emitted - len(packets) * AAC_FRAME_SAMPLES
+        pending.audio.extend(fmp4.Sample(packet, AAC_FRAME_SAMPLES, True) for packet in packets)
+
+    def _cut(self) -> MuxedSegment:
+        settings = self.settings
+        pending, self._pending = self._pending, _Pending()
+        first = pending.start_frame or 0
+        frame_count = len(pending.video)
+        runs = [fmp4.TrackRun(fmp4.VIDEO_TRACK_ID, first * VIDEO_TICKS_PER_FRAME, pending.video)]
+        if pending.audio and pending.audio_start is not None:
+            runs.append(fmp4.TrackRun(fmp4.AUDIO_TRACK_ID, pending.audio_start, pending.audio))
+        start_us = first * 1_000_000 // settings.fps
+        end_us = (first + frame_count) * 1_000_000 // settings.fps
+        segment = MuxedSegment(
+            sequence=self._sequence,
+            start_frame_index=first,
+            frame_count=frame_count,
+            start_us=start_us,
+            duration_us=end_us - start_us,
+            has_speech=pending.speech,
+            parts=fmp4.media_segment_parts(self._sequence + 1, runs),
+        )
+        self._sequence += 1
+        return segment
