@@ -1,6 +1,6 @@
 """Browser benchmark: what a viewer of the page sees, measured in real headless Chromium.
 
-Starts the stack (services + Envoy + page) on free loopback ports with PACKAGER_BURN_CLOCK=1, so every frame
+Starts the stack (services + Envoy + page) on free loopback ports with VIDEO_BURN_CLOCK=1, so every frame
 carries the wall-clock time at which it was live. The page's clock reads it back off each displayed frame
 (requestVideoFrameCallback + canvas):
 
@@ -24,7 +24,7 @@ import grpc
 from avatar.v1 import session_pb2, session_pb2_grpc
 from infinitetalk.hls import fetch_playlist
 from infinitetalk.stack import StackPorts, Supervisor
-from services.packager.clock_burn import BITS, BLOCK, MARGIN, PER_ROW
+from services.video.clock_burn import BITS, BLOCK, MARGIN, PER_ROW
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
 TEXT = "Hello there. This is a live avatar speaking."
@@ -86,7 +86,7 @@ async def main() -> None:
     supervisor = Supervisor(
         ports,
         log_dir=Path(tempfile.mkdtemp(prefix="infinitetalk-bench-")),
-        extra_env={"PACKAGER_BURN_CLOCK": "1"},
+        extra_env={"VIDEO_BURN_CLOCK": "1"},
         report=False,
     )
     await supervisor.start()

@@ -4,8 +4,9 @@ Starts the real stack (five services, offline defaults: the photo avatar at 512x
 ports and measures, from /proc, the CPU of every process over a window:
 - 1, 10 and 30 idle sessions (cores per process; every playlist's growth against real time over the window);
 - 1 session speaking (a long text) and 6 speaking at once while 10 more idle (cores per process over the speech);
-- stalled frames (WatchSession `stalled` events), time from Say to the first speech segment on the playlist (median
-  and p95, as a viewer polling the playlist sees it), the session service's memory per session;
+- stalled frames (WatchSession `stalled` events); time from Say to the first speech segment on the playlist, one
+  speaker alone (median and p95 over five short answers, as a viewer polling the playlist sees it and as the server
+  reports it) and six at once (the server's figure); the session service's memory per session;
 - the video workers' measured capacity (GetWorkerStatus).
 
 Usage: .venv/bin/python -m bench.density [--window 20]   (from the repo root; takes about four minutes)
@@ -36,6 +37,7 @@ SPEECH = (
     "Once upon a time, in a quiet village by the sea, there lived an old lighthouse keeper who knew every ship by "
     "the sound of its horn. Each night he climbed the winding stairs and watched the dark water for travellers."
 )
+LATENCY_TEXT = "Hello there. This is a live avatar speaking, and it answers as soon as it can."  # as bench.pipeline
 SHORT = "Hello there. This is one of several avatars speaking on the same small machine at the same time."
 
 
@@ -126,6 +128,8 @@ async def run(window_s: float) -> None:
     rows: list[Row] = []
     stalls: list[int] = []
     first_speech: list[float] = []
+    alone: list[float] = []
+    concurrent: list[float] = []
     async with supervisor.running():
         client = SessionClient(ports.addr("session"))
         meter = Meter(supervisor)
@@ -152,13 +156,10 @@ async def run(window_s: float) -> None:
 
             # One session speaking a long text (nine idle beside it, as before: their cost is subtracted).
             speaker = sessions[0]
-            url = playlist_url(speaker, ports.hls_base_url)
             meter.start()
-            result = await client.speak(speaker, SPEECH, hls_url=url)
+            await client.speak(speaker, SPEECH)
             cores = meter.stop()
             rows.append(Row("1 speaking + 9 idle", cores, 10))
-            if result.first_speech_ms is not None:
-                first_speech.append(result.first_speech_ms)
 
             # Six speaking at once while ten more idle.
             for _ in range(6):
@@ -169,14 +170,22 @@ async def run(window_s: float) -> None:
             speakers = sessions[:6]
             stalls_before = len(stalls)
             meter.start()
-            results: list[SpeakResult] = await asyncio.gather(
-                *(client.speak(s, SHORT, hls_url=playlist_url(s, ports.hls_base_url)) for s in speakers)
-            )
+            results: list[SpeakResult] = await asyncio.gather(*(client.speak(s, SHORT) for s in speakers))
             cores = meter.stop()
             rows.append(Row("6 speaking + 10 idle", cores, 16))
-            first_speech += [r.first_speech_ms for r in results if r.first_speech_ms is not None]
+            concurrent = [r.latency.first_speech_segment_us / 1000 for r in results if r.latency is not None]
             completed = sum(r.reason == session_pb2.FINISH_REASON_COMPLETED for r in results)
             stalled_in_speech = sum(stalls[stalls_before:])
+
+            # One speaker at a time, a short answer, as a viewer polling the playlist sees it.
+            url = playlist_url(speaker, ports.hls_base_url)
+            for _ in range(5):
+                result = await client.speak(speaker, LATENCY_TEXT, hls_url=url)
+                if result.first_speech_ms is not None:
+                    first_speech.append(result.first_speech_ms)
+                if result.latency is not None:
+                    alone.append(result.latency.first_speech_segment_us / 1000)
+                await asyncio.sleep(1.0)
         finally:
             for task in watchers:
                 task.cancel()
@@ -211,9 +220,17 @@ async def run(window_s: float) -> None:
     print(f"| stalled frames, 6 speaking + 10 idle | {stalled_in_speech} |")
     print(f"| stalled frames, whole run | {sum(stalls)} |")
     print(f"| utterances completed, 6 speaking | {completed} / 6 |")
-    if first_speech:
-        print(f"| Say -> first speech segment on playlist, median (ms) | {statistics.median(first_speech):.0f} |")
-        print(f"| Say -> first speech segment on playlist, p95 (ms) | {percentile(first_speech, 0.95):.0f} |")
+    for label, values in (("as a viewer polling it sees it", first_speech), ("the server's figure", alone)):
+        if values:
+            print(
+                f"| one speaker: Say -> first speech segment on the playlist, {label}, median / p95 (ms) | "
+                f"{statistics.median(values):.0f} / {percentile(values, 0.95):.0f} |"
+            )
+    if concurrent:
+        print(
+            f"| six at once: Say -> first speech segment on the playlist, server, median / p95 (ms) | "
+            f"{statistics.median(concurrent):.0f} / {percentile(concurrent, 0.95):.0f} |"
+        )
     print(f"| session service memory per session (MB) | {rss_per_session:.2f} |")
     print(f"| video worker: measured capacity (sessions) | {status.capacity} |")
     print(f"| video worker: measured speaking capacity | {status.speaking_capacity} |")

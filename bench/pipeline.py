@@ -2,8 +2,9 @@
 
 - time from Say to the first speech segment on the playlist, as a viewer polling the playlist sees it
   (median and p95 over --runs), with the server's own stage split;
-- real-time factor (compute time / media time; below 1 is faster than real time) of each stage driven on its own
-  through its gRPC stream: tts, video render, encode (packager), and of the whole pipeline (offline pacing);
+- real-time factor (compute time / media time; below 1 is faster than real time) of each stage: tts (through its
+  gRPC stream), video render, video encode and packager mux (in-process, one thread each), and of the whole
+  pipeline (offline pacing);
 - CPU seconds (all five processes) per media second of a live session.
 
 Usage: .venv/bin/python -m bench.pipeline [--runs 5]   (from the repo root)
@@ -20,23 +21,21 @@ import time
 from pathlib import Path
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
+import numpy as np
 
-from avatar.v1 import (
-    media_pb2,
-    packager_pb2,
-    packager_pb2_grpc,
-    session_pb2,
-    tts_pb2,
-    tts_pb2_grpc,
-    video_pb2,
-    video_pb2_grpc,
-)
+from avatar.v1 import media_pb2, session_pb2, tts_pb2, tts_pb2_grpc
 from infinitetalk.client import SessionClient, playlist_url
 from infinitetalk.hls import PlaylistFollower
 from infinitetalk.stack import SERVICE_ORDER, StackPorts, Supervisor
 from services.common.clauses import split_clauses
+from services.common.h264 import is_idr_sample
 from services.common.media import FPS, HEIGHT, SAMPLE_RATE_HZ, SAMPLES_PER_FRAME, WIDTH
+from services.packager.muxer import MuxerSettings, SessionMuxer, VideoChunk
+from services.video.backend import Drive, IdleLoop
+from services.video.chunker import ChunkAssembler
+from services.video.encoding import EncoderSettings, FrameEncoder
+from services.video.photo.backend import DEFAULT_PHOTO_AVATAR, PhotoBackend
+from services.video.speech_drives import frame_drives
 
 TEXT = "Hello there. This is a live avatar speaking, and it answers as soon as it can."
 LONG_TEXT = (
@@ -44,6 +43,7 @@ LONG_TEXT = (
     "the sound of its horn. Each night he climbed the winding stairs and watched the dark water for travellers."
 )
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CHUNK_FRAMES = 12
 
 
 def cpu_seconds(pid: int) -> float:
@@ -84,79 +84,38 @@ async def bench_tts(addr: str, text: str) -> tuple[float, float, bytes]:
     return elapsed / (len(pcm) / 2 / SAMPLE_RATE_HZ), first or 0.0, bytes(pcm)
 
 
-async def bench_video(addr: str, pcm: bytes) -> tuple[float, list[bytes]]:
-    """(rtf, frames) rendering the frames under `pcm` through the video stream as fast as it goes."""
-    frames_needed = len(pcm) // 2 // SAMPLES_PER_FRAME
-    async with grpc.aio.insecure_channel(addr) as channel:
-        call = video_pb2_grpc.VideoServiceStub(channel).Render()
-        await call.write(
-            video_pb2.RenderRequest(
-                config=video_pb2.RenderConfig(
-                    session_id="bench", width=WIDTH, height=HEIGHT, fps=FPS, sample_rate_hz=SAMPLE_RATE_HZ
-                )
-            )
-        )
-        started = time.perf_counter()
-
-        async def feed() -> None:
-            for index in range(frames_needed):
-                chunk = pcm[index * SAMPLES_PER_FRAME * 2 : (index + 1) * SAMPLES_PER_FRAME * 2]
-                drive = video_pb2.FrameDrive(frame_index=index, utterance_id="bench", pcm_s16le=chunk)
-                await call.write(video_pb2.RenderRequest(frame=drive))
-
-        feeder = asyncio.create_task(feed())
-        frames = []
-        async for response in call:
-            if not response.HasField("frame"):
-                continue
-            frames.append(response.frame.data)
-            if len(frames) == frames_needed:
-                break
-        elapsed = time.perf_counter() - started
-        await feeder
-        call.cancel()
-    return elapsed / (frames_needed / FPS), frames
-
-
-async def bench_encode(addr: str, frames: list[bytes], pcm: bytes) -> float:
-    """Real-time factor of the packager encoding `frames` with their audio as fast as it can."""
-    epoch = Timestamp()
-    epoch.GetCurrentTime()
-    session_id = "bench" + os.urandom(8).hex()
-    async with grpc.aio.insecure_channel(addr) as channel:
-        call = packager_pb2_grpc.PackagerServiceStub(channel).Publish()
-        await call.write(
-            packager_pb2.PublishRequest(
-                config=packager_pb2.PublishConfig(
-                    session_id=session_id,
-                    width=WIDTH,
-                    height=HEIGHT,
-                    fps=FPS,
-                    sample_rate_hz=SAMPLE_RATE_HZ,
-                    segment_duration_ms=1000,
-                    media_epoch=epoch,
-                )
-            )
-        )
-        started = time.perf_counter()
-        for index, data in enumerate(frames):
-            video = media_pb2.VideoFrame(
-                frame_index=index,
-                pts_us=index * 1_000_000 // FPS,
-                width=WIDTH,
-                height=HEIGHT,
-                pixel_format=media_pb2.PIXEL_FORMAT_I420,
-                data=data,
-            )
-            chunk = pcm[index * SAMPLES_PER_FRAME * 2 : (index + 1) * SAMPLES_PER_FRAME * 2]
-            frame = packager_pb2.MediaFrame(video=video, pcm_s16le=chunk, speech=True)
-            await call.write(packager_pb2.PublishRequest(frame=frame))
-        await call.write(packager_pb2.PublishRequest(end=packager_pb2.EndOfStream()))
-        async for response in call:
-            if response.WhichOneof("response") == "ended":
-                break
-        elapsed = time.perf_counter() - started
-    return elapsed / (len(frames) / FPS)
+def bench_stages(pcm: bytes) -> tuple[float, float, float]:
+    """Real-time factors (CPU seconds / media seconds, one thread) of the video worker's two stages and the
+    packager's, on the frames under `pcm`: render (default photo avatar, 512x512), encode (H.264 chunks) and mux
+    (AAC + fMP4 segments)."""
+    samples = np.frombuffer(pcm, dtype="<i2")
+    drives = frame_drives(samples, [], SAMPLE_RATE_HZ, FPS)
+    media_s = len(drives) / FPS
+    renderer = PhotoBackend().open(DEFAULT_PHOTO_AVATAR, WIDTH, HEIGHT, FPS, SAMPLE_RATE_HZ, IdleLoop(240))
+    renderer.render_one(drives[0])  # preparation (and the JIT) is not per frame
+    encoder = FrameEncoder(EncoderSettings(WIDTH, HEIGHT, FPS))
+    assembler = ChunkAssembler(CHUNK_FRAMES, encoder.encode)
+    render_s = encode_s = 0.0
+    chunks = []
+    for index, drive in enumerate(drives):
+        started = time.process_time()
+        frame = renderer.render_one(Drive(index, drive.utterance_id, drive.pcm, drive.phonemes))
+        rendered = time.process_time()
+        chunk = assembler.add(index, 0, frame.data)
+        encode_s += time.process_time() - rendered
+        render_s += rendered - started
+        if chunk is not None:
+            chunks.append(chunk)
+    muxer = SessionMuxer(MuxerSettings(WIDTH, HEIGHT, FPS, SAMPLE_RATE_HZ, CHUNK_FRAMES, 1), encoder.sps, encoder.pps)
+    started = time.process_time()
+    for chunk in chunks:
+        start = chunk.start_frame_index * SAMPLES_PER_FRAME * 2
+        audio = pcm[start : start + CHUNK_FRAMES * SAMPLES_PER_FRAME * 2]
+        audio += bytes(CHUNK_FRAMES * SAMPLES_PER_FRAME * 2 - len(audio))
+        frames = tuple(chunk.frames)
+        muxer.add_chunk(VideoChunk(frames, tuple(is_idr_sample(f) for f in frames)), audio, True)
+    mux_s = time.process_time() - started
+    return render_s / media_s, encode_s / media_s, mux_s / media_s
 
 
 async def bench_offline_pipeline(client: SessionClient, hls_base: str) -> float:
@@ -215,8 +174,7 @@ async def main() -> None:
                 rtf, first, pcm = await bench_tts(ports.addr("tts"), LONG_TEXT)
                 tts_rtfs.append(rtf)
                 firsts.append(first * 1000)
-            video_rtf, frames = await bench_video(ports.addr("video"), pcm)
-            encode_rtf = await bench_encode(ports.addr("packager"), frames, pcm)
+            render_rtf, encode_rtf, mux_rtf = await asyncio.to_thread(bench_stages, pcm)
             pipeline_rtf = await bench_offline_pipeline(client, ports.hls_base_url)
         finally:
             await client.close()
@@ -240,8 +198,9 @@ async def main() -> None:
     print(f"|{'-' * 72}|{'-' * 10}|")
     for name, value in (
         ("tts (Piper, 24 kHz), median", statistics.median(tts_rtfs)),
-        ("video render (default avatar: photo, 512x512, through gRPC)", video_rtf),
-        ("encode (H.264 + AAC fMP4 HLS, through gRPC)", encode_rtf),
+        ("video render (default avatar: photo, 512x512), one thread", render_rtf),
+        ("video encode (H.264 chunks, x264 ultrafast), one thread", encode_rtf),
+        ("packager mux of speech (AAC + fMP4 segments), one thread", mux_rtf),
         ("whole pipeline, offline pacing (Say -> playlist ended)", pipeline_rtf),
         ("CPU seconds per media second, all five services, live session", cpu_per_media_s),
     ):

@@ -215,3 +215,32 @@ def test_frames_that_skip_ahead_abandon_an_incomplete_chunk() -> None:
     assert recorder.add(assembler, range(28, 36)) == []
     (chunk,) = recorder.add(assembler, range(36, 48))
     assert chunk.start_frame_index == 36 and len(chunk.frames) == 12
+
+
+def test_burned_clock_survives_encoding() -> None:
+    """The glass-to-glass clock (VIDEO_BURN_CLOCK, bench.browser) reads back exactly after H.264 and decoding."""
+    import io
+
+    import av
+    import numpy as np
+
+    from services.packager.muxer import MuxerSettings, SessionMuxer, VideoChunk
+    from services.video.chunker import ChunkAssembler
+    from services.video.clock_burn import burn_clock, read_clock
+    from services.video.encoding import EncoderSettings, FrameEncoder
+
+    encoder = FrameEncoder(EncoderSettings(256, 256, 25))
+    assembler = ChunkAssembler(12, encoder.encode)
+    muxer = SessionMuxer(MuxerSettings(256, 256, 25, 24000, 12, 1), encoder.sps, encoder.pps)
+    rng = np.random.default_rng(1)
+    stamps = [1_764_000_000_000 + 40 * i + int(rng.integers(0, 1000)) for i in range(36)]
+    data = [muxer.init_segment]
+    for index, stamp in enumerate(stamps):
+        frame = rng.integers(0, 255, 256 * 256 * 3 // 2, dtype=np.uint8).tobytes()
+        chunk = assembler.add(index, 0, burn_clock(frame, 256, 256, stamp))
+        if chunk is not None:
+            video = VideoChunk(chunk.frames, tuple(i == 0 for i in range(len(chunk.frames))))
+            data += [b"".join(segment.parts) for segment in muxer.add_chunk(video, None, False)]
+    with av.open(io.BytesIO(b"".join(data)), format="mp4") as container:
+        read = [read_clock(frame.to_ndarray(format="gray")) for frame in container.decode(video=0)]
+    assert read == [stamp % (1 << 32) for stamp in stamps]

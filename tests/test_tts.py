@@ -413,7 +413,7 @@ def test_piper_session_threads_sleep_instead_of_spinning() -> None:
     more CPU than the synthesis itself: the voice's session must have few threads, none of them spinning."""
     import onnxruntime
 
-    from services.tts.piper import threads_from_env
+    from services.tts.scheduler import threads_from_env
 
     options = real_engines()[0].session.get_session_options()
     # A session made with default options has no such entries at all (get_session_config_entry raises).
@@ -426,7 +426,8 @@ def test_piper_session_threads_sleep_instead_of_spinning() -> None:
 
 def test_piper_threads_from_environment() -> None:
     from services.common.config import ConfigError
-    from services.tts.piper import session_options, threads_from_env
+    from services.tts.piper import session_options
+    from services.tts.scheduler import threads_from_env
 
     assert 1 <= threads_from_env({}) <= 2
     assert threads_from_env({"TTS_THREADS": "1"}) == 1
@@ -692,9 +693,11 @@ async def test_scheduler_order_age_boost_withdraw_and_cancel() -> None:
 
 def test_concurrency_from_environment() -> None:
     from services.common.config import ConfigError
-    from services.tts.scheduler import concurrency_from_env, usable_cpus
+    from services.tts.scheduler import concurrency_from_env, threads_from_env, usable_cpus
 
-    assert concurrency_from_env({}) == usable_cpus()
+    # By default the voice's threads never outnumber the CPUs (at least one step at a time).
+    assert concurrency_from_env({}) == max(1, usable_cpus() // threads_from_env({}))
+    assert concurrency_from_env({"TTS_THREADS": "1"}) == usable_cpus()
     assert concurrency_from_env({"TTS_CONCURRENCY": " 3 "}) == 3
     for bad in ("many", "0", "-2"):
         with pytest.raises(ConfigError, match="TTS_CONCURRENCY"):

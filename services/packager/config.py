@@ -16,7 +16,8 @@ class PackagerConfig:
     HLS_CORS_ORIGINS (comma list of origins for Access-Control-Allow-Origin, "*" for any; default none);
     PACKAGER_MAX_STREAMS (concurrent playlists, default 256: an idle one costs a few kB and almost no CPU);
     PACKAGER_AUDIO_BITRATE (AAC bit/s, default 64000); PACKAGER_RENDER_GRACE_MS (how long a commit waits for a
-    rendered chunk that is not there yet before the idle loop shows instead, default 120); PACKAGER_LOOP_CACHE_MB
+    rendered chunk that is not there yet before the idle loop shows instead, default 300: a late segment beats a
+    stall, and players hold more than that); PACKAGER_LOOP_CACHE_MB
     (idle loops kept when no session uses them, default 256); PACKAGER_MAX_RENDERED_MB (rendered chunks one session
     may have waiting for their time, default 64).
     """
@@ -27,7 +28,7 @@ class PackagerConfig:
     cors_origins: str = ""
     max_streams: int = 256
     audio_bit_rate: int = 64_000
-    render_grace_s: float = 0.12
+    render_grace_s: float = 0.3
     loop_cache_bytes: int = 256 * 2**20
     max_rendered_bytes: int = 64 * 2**20
 
@@ -40,7 +41,7 @@ class PackagerConfig:
             cors_origins=env_str("HLS_CORS_ORIGINS", ""),
             max_streams=env_int("PACKAGER_MAX_STREAMS", 256, minimum=1),
             audio_bit_rate=env_int("PACKAGER_AUDIO_BITRATE", 64_000, minimum=8_000),
-            render_grace_s=env_int("PACKAGER_RENDER_GRACE_MS", 120, minimum=0) / 1000,
+            render_grace_s=env_int("PACKAGER_RENDER_GRACE_MS", 300, minimum=0) / 1000,
             loop_cache_bytes=env_int("PACKAGER_LOOP_CACHE_MB", 256, minimum=1) * 2**20,
             max_rendered_bytes=env_int("PACKAGER_MAX_RENDERED_MB", 64, minimum=1) * 2**20,
         )

@@ -2,10 +2,11 @@
 commits each chunk to the packager when its last frame is due.
 
 Live, frame n is due at t0 + n / fps. Idle frames are placed just ahead of the clock (IDLE_LEAD), speech up to the
-lookahead; a frame the clock is about to reach (MIN_LEAD) is forced, with a gap of silence if the voice is late. An
-idle session wakes only to commit its chunks (twice a second): its pictures are the idle loop, so nothing is sent
-to the video worker. Offline (rendering to a file) there is no clock: chunks are committed as soon as they are
-complete, a few ahead of what the packager has published.
+lookahead, in batches of RENDER_BATCH frames so the worker renders a few back to back (so are the idle frames of
+chunks the worker renders); a frame the clock is about to reach (MIN_LEAD) is forced, with a gap of silence if the
+voice is late. An idle session wakes only to commit its chunks (twice a second): its pictures are the idle loop, so
+nothing is sent to the video worker. Offline (rendering to a file) there is no clock: chunks are committed as soon
+as they are complete, a few ahead of what the packager has published.
 
 A slow renderer (slower than real time, or one that holds a whole chunk of drives) gets the whole utterance at once
 and the speech starts only when it can play through (services.session.preroll); meanwhile the state is RENDERING.
@@ -31,6 +32,7 @@ from services.session.timeline import FrameSlot, Timeline
 IDLE_LEAD = 3
 MIN_LEAD = 2
 CUT_MARGIN = 2
+RENDER_BATCH = 4  # frames driven to the video worker at a time (speech, and idle frames of rendered chunks)
 # With a slow renderer, the whole utterance's drives go out at once (bounded: 10 minutes of frames).
 SLOW_LEAD_FRAMES = 25 * 600
 OFFLINE_LEAD_IN_FRAMES = 5
@@ -110,6 +112,7 @@ class Playout:
         """Places frames at the write head: idle ones just ahead of the clock, speech up to the lookahead."""
         timeline = self.timeline
         now = self.next_due()
+        batch_from: int | None = None
         while True:
             index = timeline.write_head
             current = timeline.current
@@ -129,7 +132,14 @@ class Playout:
                         self._place(timeline.idle_slot())
                         continue
                 has_speech = current is not None and (current.started or current.pending_samples > 0)
-                lead = self.lookahead if has_speech else IDLE_LEAD
+                ahead = has_speech or self.plan.chunk_start(index) in self.plan.rendered
+                lead = self.lookahead if ahead else IDLE_LEAD
+                if ahead and not slow and batch_from is None:
+                    # Frames the worker renders go out in batches (its caches stay warm through a batch): top up
+                    # only once there is room for RENDER_BATCH frames, then up to the lookahead.
+                    batch_from = now + lead - RENDER_BATCH
+                    if index > batch_from and index > now + MIN_LEAD:
+                        return
                 if slow and (has_speech or index < self._flush_until):
                     # The whole utterance goes to the renderer at once, and the idle frame after it too, so the
                     # renderer knows where it ends and can render its last chunk ahead as well.
@@ -217,8 +227,11 @@ class Playout:
             while self.plan.committed + n - 1 <= now:
                 self.commit_next()
             wake = self.plan.committed + n - 1
-            if self.timeline.current is not None:
-                wake = now + 1  # speech: keep placing it frame by frame
+            head = self.timeline.write_head
+            current = self.timeline.current
+            if self.plan.chunk_start(head) in self.plan.rendered or (current is not None and current.started):
+                # Keep the worker's frames coming: wake when there is room for the next batch.
+                wake = min(wake, head - self.lookahead + RENDER_BATCH - 1)
             event = self._next_event_frame()
             if event is not None:
                 wake = min(wake, event)

@@ -5,9 +5,11 @@ Environment: TTS_PROVIDER (piper|espeak|elevenlabs|openai; TTS_ENGINE is its old
 HOST, PORT, METRICS_PORT, SHUTDOWN_GRACE_S, LOG_LEVEL (services.common).
 
 CPU of the local voices (Piper, espeak-ng; cloud voices are not limited): TTS_CONCURRENCY, how many sentences they
-make at once across all streams (default: the CPUs this process may use, from its affinity mask); more wait, each
-utterance's first clause before anyone's later clauses (services/tts/scheduler.py). TTS_THREADS, onnxruntime threads
-of each Piper run (default 2, at most those CPUs). At most TTS_CONCURRENCY x TTS_THREADS Piper threads are busy."""
+make at once across all streams (default: the CPUs this process may use, from its affinity mask, divided by
+TTS_THREADS, at least 1: the voice never takes more cores than there are, so video rendering on the same box keeps
+its share); more wait, each utterance's first clause before anyone's later clauses (services/tts/scheduler.py).
+TTS_THREADS, onnxruntime threads of each Piper run (default 2, at most those CPUs). At most TTS_CONCURRENCY x
+TTS_THREADS Piper threads are busy."""
 
 from __future__ import annotations
 

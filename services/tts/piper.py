@@ -18,18 +18,16 @@ import asyncio
 import functools
 import json
 import logging
-import os
 import threading
 import unicodedata
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from services.common.config import ConfigError
 from services.tts.engine import EngineAudio, EngineError, PhonemeSpan, SpeechEngine, VoiceInfo, WordSpan
-from services.tts.scheduler import usable_cpus
+from services.tts.scheduler import threads_from_env
 from services.tts.words import (
     STRESS_MARKS,
     axis_time,
@@ -49,28 +47,9 @@ log = logging.getLogger(__name__)
 # would otherwise grow without bound (a 2000-character run-on sentence takes ~15 s before any audio here).
 MAX_PIECE_CHARS = 300
 
-# Intra-op threads of the onnxruntime session unless TTS_THREADS says otherwise (capped by the usable CPUs).
-DEFAULT_THREADS = 2
-THREADS_ENV = "TTS_THREADS"
 
 _LOAD_LOCK = threading.Lock()
 _LOADED: dict[tuple[str, str, int], object] = {}
-
-
-def threads_from_env(env: Mapping[str, str] | None = None) -> int:
-    """Intra-op threads for Piper: TTS_THREADS if set (a positive integer), else DEFAULT_THREADS capped by the CPUs
-    this process may run on."""
-    env = os.environ if env is None else env
-    raw = (env.get(THREADS_ENV) or "").strip()
-    if not raw:
-        return min(DEFAULT_THREADS, usable_cpus())
-    try:
-        threads = int(raw)
-    except ValueError:
-        raise ConfigError(f"{THREADS_ENV}={raw!r} is not an integer") from None
-    if threads < 1:
-        raise ConfigError(f"{THREADS_ENV}={threads} must be at least 1")
-    return threads
 
 
 def session_options(threads: int):

@@ -2,10 +2,10 @@
 
 Each stream asks for a slot before every step of a local engine (one sentence or chunk of a clause: one `anext` of
 `SpeechEngine.synthesize`) and gives it back as soon as the step is done, so at most `limit` local engine steps run at
-once however many sessions speak (TTS_CONCURRENCY, default: the CPUs this process may use). Without it, six sessions
-that Say something together make six clauses at once on a two-core box, each with its own onnxruntime threads, and all
-six first clauses come late; with it they are made one after another and each avatar starts as early as the CPUs
-allow. Cloud engines (network-bound) do not use it.
+once however many sessions speak (TTS_CONCURRENCY, default: the CPUs this process may use over TTS_THREADS). Without
+it, six sessions that Say something together make six clauses at once on a two-core box, each with its own onnxruntime
+threads, and all six first clauses come late; with it they are made one after another and each avatar starts as
+early as the CPUs allow. Cloud engines (network-bound) do not use it.
 
 When steps wait for a slot, a free slot goes to, in this order:
 
@@ -56,12 +56,34 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+DEFAULT_THREADS = 2
+THREADS_ENV = "TTS_THREADS"
+
+
+def threads_from_env(env: Mapping[str, str] | None = None) -> int:
+    """Intra-op threads for Piper: TTS_THREADS if set (a positive integer), else DEFAULT_THREADS capped by the CPUs
+    this process may run on."""
+    env = os.environ if env is None else env
+    raw = (env.get(THREADS_ENV) or "").strip()
+    if not raw:
+        return min(DEFAULT_THREADS, usable_cpus())
+    try:
+        threads = int(raw)
+    except ValueError:
+        raise ConfigError(f"{THREADS_ENV}={raw!r} is not an integer") from None
+    if threads < 1:
+        raise ConfigError(f"{THREADS_ENV}={threads} must be at least 1")
+    return threads
+
+
 def concurrency_from_env(env: Mapping[str, str] | None = None) -> int:
-    """Local engine steps at once: TTS_CONCURRENCY if set (a positive integer), else the usable CPUs."""
+    """Local engine steps at once: TTS_CONCURRENCY if set (a positive integer), else as many as the usable CPUs hold
+    at TTS_THREADS threads each (at least one): the voice never takes more cores than there are, so the video
+    workers rendering speech on the same box keep theirs."""
     env = os.environ if env is None else env
     raw = (env.get(CONCURRENCY_ENV) or "").strip()
     if not raw:
-        return usable_cpus()
+        return max(1, usable_cpus() // threads_from_env(env))
     try:
         limit = int(raw)
     except ValueError:
