@@ -3,7 +3,8 @@
 Starts the real stack (five services, offline defaults: the photo avatar at 512x512 and Piper) on free loopback
 ports and measures, from /proc, the CPU of every process over a window:
 - 1, 10 and 30 idle sessions (cores per process; every playlist's growth against real time over the window);
-- 1 session speaking (a long text) and 6 speaking at once while 10 more idle (cores per process over the speech);
+- 1 session speaking (a long text) and 6 speaking at once while 10 more idle (cores per process over the window;
+  a speaking session's cost is what the speakers add over the same sessions idling, per second of speech spoken);
 - stalled frames (WatchSession `stalled` events); time from Say to the first speech segment on the playlist, one
   speaker alone (median and p95 over five short answers, as a viewer polling the playlist sees it and as the server
   reports it) and six at once (the server's figure); the session service's memory per session;
@@ -29,27 +30,15 @@ import grpc
 from avatar.v1 import session_pb2, video_pb2, video_pb2_grpc
 from infinitetalk.client import SessionClient, SpeakResult, playlist_url
 from infinitetalk.hls import fetch_playlist
+from infinitetalk.procstats import cpu_seconds, rss_mb
 from infinitetalk.stack import SERVICE_ORDER, StackPorts, Supervisor
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 SPEECH = (
     "Once upon a time, in a quiet village by the sea, there lived an old lighthouse keeper who knew every ship by "
     "the sound of its horn. Each night he climbed the winding stairs and watched the dark water for travellers."
 )
 LATENCY_TEXT = "Hello there. This is a live avatar speaking, and it answers as soon as it can."  # as bench.pipeline
 SHORT = "Hello there. This is one of several avatars speaking on the same small machine at the same time."
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/statm") as statm:
-        return int(statm.read().split()[1]) * PAGE_BYTES / 2**20
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -63,6 +52,8 @@ class Row:
     cores: dict[str, float]
     sessions: int
     growth: list[float] = field(default_factory=list)  # playlist media seconds per wall second, per session
+    wall_s: float = 0.0
+    speech_s: float = 0.0  # seconds of speech the speakers spoke in the window
 
     @property
     def total(self) -> float:
@@ -76,14 +67,15 @@ class Meter:
         self.pids = {name: supervisor.pid(name) for name in SERVICE_ORDER}
         self._cpu: dict[str, float] = {}
         self._at = 0.0
+        self.wall_s = 0.0
 
     def start(self) -> None:
         self._cpu = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
         self._at = time.perf_counter()
 
     def stop(self) -> dict[str, float]:
-        wall = time.perf_counter() - self._at
-        return {name: (cpu_seconds(pid) - self._cpu[name]) / wall for name, pid in self.pids.items()}
+        self.wall_s = time.perf_counter() - self._at
+        return {name: (cpu_seconds(pid) - self._cpu[name]) / self.wall_s for name, pid in self.pids.items()}
 
 
 async def media_seconds(url: str) -> float:
@@ -113,6 +105,10 @@ async def watch_stalls(client: SessionClient, session: session_pb2.Session, stal
         async for event in call:
             if event.WhichOneof("event") == "stalled":
                 stalls.append((event.stalled.end_us - event.stalled.start_us) // 40_000)
+
+
+def spoken_s(results: list[SpeakResult]) -> float:
+    return sum((r.end_us - r.start_us) / 1e6 for r in results if r.end_us is not None and r.start_us is not None)
 
 
 async def worker_status(addr: str) -> video_pb2.GetWorkerStatusResponse:
@@ -157,9 +153,9 @@ async def run(window_s: float) -> None:
             # One session speaking a long text (nine idle beside it, as before: their cost is subtracted).
             speaker = sessions[0]
             meter.start()
-            await client.speak(speaker, SPEECH)
+            alone_result = await client.speak(speaker, SPEECH)
             cores = meter.stop()
-            rows.append(Row("1 speaking + 9 idle", cores, 10))
+            rows.append(Row("1 speaking + 9 idle", cores, 10, wall_s=meter.wall_s, speech_s=spoken_s([alone_result])))
 
             # Six speaking at once while ten more idle.
             for _ in range(6):
@@ -172,7 +168,7 @@ async def run(window_s: float) -> None:
             meter.start()
             results: list[SpeakResult] = await asyncio.gather(*(client.speak(s, SHORT) for s in speakers))
             cores = meter.stop()
-            rows.append(Row("6 speaking + 10 idle", cores, 16))
+            rows.append(Row("6 speaking + 10 idle", cores, 16, wall_s=meter.wall_s, speech_s=spoken_s(results)))
             concurrent = [r.latency.first_speech_segment_us / 1000 for r in results if r.latency is not None]
             completed = sum(r.reason == session_pb2.FINISH_REASON_COMPLETED for r in results)
             stalled_in_speech = sum(stalls[stalls_before:])
@@ -206,10 +202,11 @@ async def run(window_s: float) -> None:
 
     for row in rows:
         cells = " | ".join(f"{row.cores[name]:.3f}" for name in names)
-        if "speaking" in row.load:
-            speaking = int(row.load.split()[0])
-            # What the speakers add over the same sessions idling, plus their own idle share.
-            per_session = f"{(row.total - idle(row.sessions)) / speaking + marginal:.3f} per speaking session"
+        if row.speech_s:
+            # What the speakers add over the same sessions idling, per second of speech spoken: the cores one
+            # speaking session keeps busy while it speaks.
+            extra_cpu_s = (row.total - idle(row.sessions)) * row.wall_s
+            per_session = f"{extra_cpu_s / row.speech_s + marginal:.3f} per speaking session"
         else:
             per_session = f"{marginal if row.sessions > 1 else row.total:.3f} per idle session"
         growth = f"{min(row.growth):.3f}-{max(row.growth):.3f}" if row.growth else ""

@@ -26,6 +26,7 @@ import numpy as np
 from avatar.v1 import media_pb2, session_pb2, tts_pb2, tts_pb2_grpc
 from infinitetalk.client import SessionClient, playlist_url
 from infinitetalk.hls import PlaylistFollower
+from infinitetalk.procstats import cpu_seconds
 from infinitetalk.stack import SERVICE_ORDER, StackPorts, Supervisor
 from services.common.clauses import split_clauses
 from services.common.h264 import is_idr_sample
@@ -42,14 +43,7 @@ LONG_TEXT = (
     "Once upon a time, in a quiet village by the sea, there lived an old lighthouse keeper who knew every ship by "
     "the sound of its horn. Each night he climbed the winding stairs and watched the dark water for travellers."
 )
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 CHUNK_FRAMES = 12
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def percentile(values: list[float], q: float) -> float:

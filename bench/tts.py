@@ -45,6 +45,7 @@ from pathlib import Path
 import grpc
 
 from avatar.v1 import media_pb2, tts_pb2, tts_pb2_grpc
+from infinitetalk.procstats import cpu_seconds
 from infinitetalk.stack import check_health, free_port
 from services.common.clauses import split_clauses
 from services.common.media import SAMPLE_RATE_HZ
@@ -61,16 +62,8 @@ REPLY = (
     "He watched the dark water for travellers until morning came."
 )
 VOICES = {"piper": "joe", "espeak": "espeak-en-us"}
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # Keys that would make the service load cloud voices too: the bench measures the offline engines alone.
 CLOUD_KEYS = ("ELEVENLABS_API_KEY", "ELEVENLABS_BASE_URL", "OPENAI_API_KEY", "OPENAI_TTS_BASE_URL", "OPENAI_BASE_URL")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of every thread of the process, in seconds."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def thread_count(pid: int) -> int:

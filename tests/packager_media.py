@@ -3,11 +3,13 @@ worker's own encoder, the PublishVideo handshake, and decoding of what the packa
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+import aiohttp
 import av
 import grpc
 import numpy as np
@@ -15,6 +17,10 @@ import numpy as np
 from avatar.v1 import packager_pb2, packager_pb2_grpc
 from services.common.h264 import loop_content_id
 from services.common.interceptors import SESSION_ID_METADATA_KEY
+from services.common.server import create_server
+from services.packager.http import create_app, start_http
+from services.packager.service import PackagerServicer
+from services.packager.store import HlsStore
 from services.video.chunker import ChunkAssembler
 from services.video.encoding import EncoderSettings, FrameEncoder
 
@@ -239,3 +245,41 @@ def decode_aac(packets: Sequence[bytes], audio_specific_config: bytes, sample_ra
 
 def levels_match(centre: Sequence[int], expected: Sequence[int], tolerance: int = LEVEL_TOLERANCE) -> bool:
     return len(centre) == len(expected) and all(abs(a - b) <= tolerance for a, b in zip(centre, expected, strict=True))
+
+
+PACKAGER_SERVICE = packager_pb2.DESCRIPTOR.services_by_name["PackagerService"].full_name
+CHANNEL_OPTIONS = (("grpc.max_send_message_length", 12 * 2**20), ("grpc.max_receive_message_length", 12 * 2**20))
+
+
+@dataclass
+class ServedPackager:
+    """An in-process packager's addresses and clients (see `serve_packager`)."""
+
+    port: int
+    http_port: int
+    channel: grpc.aio.Channel
+    http: aiohttp.ClientSession
+
+
+@contextlib.asynccontextmanager
+async def serve_packager(
+    servicer: PackagerServicer, store: HlsStore, cors_origins: Sequence[str] = ()
+) -> AsyncIterator[ServedPackager]:
+    """Serves `servicer` over gRPC on 127.0.0.1:0 and its store's HLS over HTTP; stops both afterwards."""
+    server, port, _ = await create_server(
+        "127.0.0.1:0",
+        lambda s: packager_pb2_grpc.add_PackagerServiceServicer_to_server(servicer, s),
+        [PACKAGER_SERVICE],
+    )
+    await server.start()
+    runner, http_port = await start_http(create_app(store, list(cors_origins)), "127.0.0.1", 0)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)
+    http = aiohttp.ClientSession()
+    try:
+        yield ServedPackager(port, http_port, channel, http)
+    finally:
+        await http.close()
+        await channel.close()
+        await server.stop(0)
+        await runner.cleanup()
+        store.close()

@@ -22,36 +22,17 @@ from google.protobuf import descriptor as pb_descriptor
 from avatar.v1 import llm_pb2, packager_pb2, session_pb2, tts_pb2, video_pb2, video_pb2_grpc
 from infinitetalk.client import SessionClient, playlist_url
 from infinitetalk.hls import PlaylistFollower, fetch_playlist
+from infinitetalk.procstats import cpu_seconds, io_bytes, rss_mb
 from infinitetalk.stack import SERVICE_ORDER, StackPorts, Supervisor
 from tests.hls_analysis import decode, lip_sync, loud_span
 
 pytestmark = pytest.mark.e2e
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 SENTENCE = "Hello there. Several of us speak on one small machine, each in time with our own voice."
 LONG = (
     "Once upon a time, in a quiet village by the sea, there lived an old lighthouse keeper who knew every ship by "
     "the sound of its horn. Each night he climbed the winding stairs and watched the dark water for travellers."
 )
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/statm") as statm:
-        return int(statm.read().split()[1]) * PAGE_BYTES / 2**20
-
-
-def io_bytes(pid: int) -> int:
-    """Bytes the process read and wrote through system calls (sockets included)."""
-    with open(f"/proc/{pid}/io") as stats:
-        fields = dict(line.split(": ") for line in stats.read().splitlines())
-    return int(fields["rchar"]) + int(fields["wchar"])
 
 
 def metric(port: int, name: str) -> float:

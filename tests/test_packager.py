@@ -22,11 +22,9 @@ from avatar.v1 import packager_pb2, packager_pb2_grpc
 from services.common.errors import invalid_argument_reason
 from services.common.h264 import is_idr_sample
 from services.common.interceptors import SESSION_ID_METADATA_KEY
-from services.common.server import create_server
 from services.packager import fmp4
 from services.packager.audio import AAC_FRAME_SAMPLES, QUIET_PACKETS, AacTrack
 from services.packager.config import PackagerConfig
-from services.packager.http import create_app, start_http
 from services.packager.playlist import LivePlaylist, PlaylistSegment, format_duration, format_program_date_time
 from services.packager.service import PackagerServicer
 from services.packager.store import HlsStore
@@ -53,6 +51,7 @@ from tests.packager_media import (
     loop_chunk_message,
     open_video,
     read_all,
+    serve_packager,
     tone,
     video_config,
 )
@@ -106,30 +105,15 @@ async def running_packager(**overrides) -> AsyncIterator[Packager]:
     config = replace(PackagerConfig(retain_ended_s=600.0, render_grace_s=10.0), **overrides)
     store = HlsStore(config.window_segments, config.retain_ended_s)
     servicer = PackagerServicer(config, store)
-    server, port, _health = await create_server(
-        "127.0.0.1:0",
-        lambda s: packager_pb2_grpc.add_PackagerServiceServicer_to_server(servicer, s),
-        [SERVICE_NAME],
-    )
-    await server.start()
-    runner, http_port = await start_http(create_app(store, ["https://app.example"]), "127.0.0.1", 0)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    http = aiohttp.ClientSession()
-    try:
+    async with serve_packager(servicer, store, ["https://app.example"]) as served:
         yield Packager(
-            packager_pb2_grpc.PackagerServiceStub(channel),
-            http,
-            f"http://127.0.0.1:{http_port}",
+            packager_pb2_grpc.PackagerServiceStub(served.channel),
+            served.http,
+            f"http://127.0.0.1:{served.http_port}",
             store,
             servicer,
-            http_port,
+            served.http_port,
         )
-    finally:
-        await http.close()
-        await channel.close()
-        await server.stop(0)
-        await runner.cleanup()
-        store.close()
 
 
 @pytest.fixture

@@ -29,7 +29,6 @@ from avatar.v1 import media_pb2, packager_pb2, packager_pb2_grpc, video_pb2, vid
 from services.common.interceptors import SESSION_ID_METADATA_KEY
 from services.common.server import create_server
 from services.packager.config import PackagerConfig
-from services.packager.http import create_app, start_http
 from services.packager.service import PackagerServicer
 from services.packager.store import HlsStore
 from services.video.backend import RendererBackend
@@ -37,7 +36,7 @@ from services.video.calibration import speech_drives
 from services.video.capacity import CapacityMeter
 from services.video.drawn import DEFAULT_AVATAR
 from services.video.service import VideoServicer
-from tests.packager_media import read_all
+from tests.packager_media import CHANNEL_OPTIONS, read_all, serve_packager
 
 FPS = 25
 RATE = 24_000
@@ -45,9 +44,7 @@ SPF = RATE // FPS  # samples per frame
 CHUNK = 12  # frames per chunk
 SEGMENT_MS = 480  # one chunk per segment
 EPOCH_S = 1_750_000_000
-PACKAGER_SERVICE = packager_pb2.DESCRIPTOR.services_by_name["PackagerService"].full_name
 VIDEO_SERVICE = video_pb2.DESCRIPTOR.services_by_name["VideoService"].full_name
-CHANNEL_OPTIONS = (("grpc.max_send_message_length", 12 * 2**20), ("grpc.max_receive_message_length", 12 * 2**20))
 WAIT_S = 20.0  # the longest any helper waits for something that should happen
 
 
@@ -143,30 +140,15 @@ async def running_packager(**overrides) -> AsyncIterator[Packager]:
     config = replace(PackagerConfig(retain_ended_s=600.0, render_grace_s=10.0), **overrides)
     store = HlsStore(config.window_segments, config.retain_ended_s)
     servicer = ObservedPackager(config, store)
-    server, port, _ = await create_server(
-        "127.0.0.1:0",
-        lambda s: packager_pb2_grpc.add_PackagerServiceServicer_to_server(servicer, s),
-        [PACKAGER_SERVICE],
-    )
-    await server.start()
-    runner, http_port = await start_http(create_app(store), "127.0.0.1", 0)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)
-    http = aiohttp.ClientSession()
-    try:
+    async with serve_packager(servicer, store) as served:
         yield Packager(
-            f"127.0.0.1:{port}",
-            packager_pb2_grpc.PackagerServiceStub(channel),
+            f"127.0.0.1:{served.port}",
+            packager_pb2_grpc.PackagerServiceStub(served.channel),
             servicer,
             store,
-            http,
-            f"http://127.0.0.1:{http_port}",
+            served.http,
+            f"http://127.0.0.1:{served.http_port}",
         )
-    finally:
-        await http.close()
-        await channel.close()
-        await server.stop(0)
-        await runner.cleanup()
-        store.close()
 
 
 @dataclass
