@@ -103,7 +103,11 @@ async def main() -> None:
     def register(server: grpc.aio.Server) -> None:
         video_pb2_grpc.add_VideoServiceServicer_to_server(servicer, server)
 
-    await serve("video", config, register, [SERVICE_NAME])
+    gauges = asyncio.create_task(servicer.keep_gauges_fresh(), name="video-gauges")
+    try:
+        await serve("video", config, register, [SERVICE_NAME])
+    finally:
+        gauges.cancel()
 
 
 if __name__ == "__main__":

@@ -296,6 +296,12 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
                     await renderer.close()
             log.info("render stream ended", extra={"frames_rendered": stream.frames if stream else 0})
 
+    async def keep_gauges_fresh(self, every_s: float = 5.0) -> None:
+        """Re-measures capacity and load now and then, so what an autoscaler scrapes is current."""
+        while True:
+            self._update_gauges()
+            await asyncio.sleep(every_s)
+
     def _changed(self) -> None:
         self.meter.streams_changed(self.active)
         self._update_gauges()
