@@ -30,6 +30,7 @@ from services.common.media import FPS, SAMPLE_RATE_HZ, frame_start_us
 from services.session.chunks import ChunkPlan, CommitPlan, IdleLoopInfo
 from services.session.config import SessionConfig
 from services.session.events import EventBus
+from services.session.narration import Narrator
 from services.session.peers import REFUSALS, OutboxFull, PeerLink, PeerRefused
 from services.session.placement import Packager, Packagers, VideoWorker, VideoWorkers
 from services.session.playout import OFFLINE_TAIL_FRAMES, Playout
@@ -125,10 +126,9 @@ class LiveSession:
             on_frame=self._play,
             on_preroll=self._announce_preroll,
         )
-        self.bus = EventBus(config.max_watchers_per_session)
-        self.state = session_pb2.SESSION_STATE_IDLE
-        self.state_utterance = ""
-        self.state_expected_start_us = 0
+        self.narrator = Narrator(
+            config.max_watchers_per_session, lambda: frame_start_us(self.playout.next_play, self.fps)
+        )
         self.utterance: Utterance | None = None
         self._recent: OrderedDict[str, Utterance] = OrderedDict()
         self._publish_token = secrets.token_urlsafe(24)
@@ -309,8 +309,8 @@ class LiveSession:
                 await asyncio.wait_for(self._playlist_ended.wait(), 5.0)
         finally:
             await self._close_links()
-            self._set_state(session_pb2.SESSION_STATE_ENDED, "")
-            self.bus.close()
+            self.narrator.set_state(session_pb2.SESSION_STATE_ENDED, "")
+            self.narrator.close()
             LIVE_SESSIONS.dec()
             self.ended.set()
             self._on_ended(self)
@@ -334,7 +334,7 @@ class LiveSession:
             raise
         except Exception:
             log.exception("playout failed")
-            self._emit(
+            self.narrator.emit(
                 error=session_pb2.SessionError(
                     code=grpc.StatusCode.INTERNAL.value[0], message="the session's playout failed", component="session"
                 )
@@ -378,7 +378,7 @@ class LiveSession:
             self._recent.popitem(last=False)
         self.timeline.begin(utterance.utterance_id)
         self.playout.speech_from = None
-        self._set_state(session_pb2.SESSION_STATE_THINKING, utterance.utterance_id)
+        self.narrator.set_state(session_pb2.SESSION_STATE_THINKING, utterance.utterance_id)
         self.playout.work.set()
         return utterance
 
@@ -426,7 +426,7 @@ class LiveSession:
         return utterance.utterance_id, frame_start_us(cut_frame, self.fps)
 
     def _fail(self, utterance: Utterance, component: str, code: grpc.StatusCode, message: str) -> None:
-        self._emit(
+        self.narrator.emit(
             error=session_pb2.SessionError(
                 utterance_id=utterance.utterance_id, code=code.value[0], message=message, component=component
             )
@@ -447,7 +447,7 @@ class LiveSession:
         utterance.finished = True
         reason = utterance.finish_reason or session_pb2.FINISH_REASON_COMPLETED
         UTTERANCES.labels(SOURCE_NAMES.get(utterance.source, "?"), REASON_NAMES.get(reason, "?")).inc()
-        self._emit(
+        self.narrator.emit(
             speech_finished=session_pb2.SpeechFinished(
                 utterance_id=utterance.utterance_id,
                 reason=reason,
@@ -457,8 +457,8 @@ class LiveSession:
         )
         if self.utterance is utterance:
             self.utterance = None
-            if self.state != session_pb2.SESSION_STATE_ENDED:
-                self._set_state(session_pb2.SESSION_STATE_IDLE, "")
+            if self.narrator.state != session_pb2.SESSION_STATE_ENDED:
+                self.narrator.set_state(session_pb2.SESSION_STATE_IDLE, "")
 
     # -- peer responses ----------------------------------------------------------------------------------------
     def _current(self, utterance_id: str) -> Utterance | None:
@@ -511,7 +511,7 @@ class LiveSession:
                 self._fail(utterance, "tts", _code(response.error.code), response.error.message)
         elif kind == "degraded":
             degraded = response.degraded
-            self._emit(
+            self.narrator.emit(
                 voice_degraded=session_pb2.VoiceDegraded(
                     utterance_id=degraded.utterance_id,
                     message=degraded.message,
@@ -577,7 +577,7 @@ class LiveSession:
                 "stream stalled: the idle loop showed instead of rendered frames",
                 extra={"frame_index": stall.start_frame_index, "frames": stall.frame_count, "reason": stall.reason},
             )
-            self._emit(stalled=session_pb2.StreamStalled(start_us=start_us, end_us=end_us, reason=stall.reason))
+            self.narrator.emit(stalled=session_pb2.StreamStalled(start_us=start_us, end_us=end_us, reason=stall.reason))
         elif kind == "ready":
             if not self._packager_accepted.done():
                 self._packager_accepted.set_result(None)
@@ -589,7 +589,7 @@ class LiveSession:
             return 0 if t is None else int((t - utterance.requested_at) * 1e6)
 
         LATENCY.labels("first_speech_segment").observe(segment_at - utterance.requested_at)
-        self._emit(
+        self.narrator.emit(
             latency=session_pb2.UtteranceLatency(
                 utterance_id=utterance.utterance_id,
                 first_clause_us=since(utterance.first_clause_at),
@@ -610,7 +610,7 @@ class LiveSession:
     def _lose_playlist(self, why: str) -> None:
         if self._ending:
             return
-        self._emit(
+        self.narrator.emit(
             error=session_pb2.SessionError(
                 code=grpc.StatusCode.UNAVAILABLE.value[0],
                 message=f"{why}; the session ends, create a new one",
@@ -634,7 +634,9 @@ class LiveSession:
             if utterance is not None and not utterance.finished and self._waits_on(utterance, component):
                 self._fail(utterance, component, code, message)
             else:
-                self._emit(error=session_pb2.SessionError(code=code.value[0], message=message, component=component))
+                self.narrator.emit(
+                    error=session_pb2.SessionError(code=code.value[0], message=message, component=component)
+                )
 
         return on_down
 
@@ -679,7 +681,7 @@ class LiveSession:
         self._send("packager", packager_pb2.PublishRequest(chunk=commit))
 
     def _announce_preroll(self, utterance_id: str, start_frame: int) -> None:
-        self._set_state(
+        self.narrator.set_state(
             session_pb2.SESSION_STATE_RENDERING, utterance_id, expected_start_us=frame_start_us(start_frame, self.fps)
         )
 
@@ -694,7 +696,7 @@ class LiveSession:
             utterance.first_frame_at = time.monotonic()
             utterance.first_frame_index = index
             LATENCY.labels("first_speech_frame").observe(utterance.first_frame_at - utterance.requested_at)
-            self._emit(
+            self.narrator.emit(
                 speech_started=session_pb2.SpeechStarted(
                     utterance_id=utterance.utterance_id,
                     source=utterance.source,
@@ -702,10 +704,10 @@ class LiveSession:
                 )
             )
             if self.utterance is utterance:
-                self._set_state(session_pb2.SESSION_STATE_SPEAKING, utterance.utterance_id)
+                self.narrator.set_state(session_pb2.SESSION_STATE_SPEAKING, utterance.utterance_id)
         for word in slot.words:
             utterance.spoken_words.append(word.text)
-            self._emit(
+            self.narrator.emit(
                 word_spoken=session_pb2.WordSpoken(
                     utterance_id=utterance.utterance_id,
                     word=word.text,
@@ -719,35 +721,12 @@ class LiveSession:
             self._finish(utterance, frame_start_us(end_frame, self.fps))
 
     # -- events ------------------------------------------------------------------------------------------------
-    def _set_state(self, state: int, utterance_id: str, expected_start_us: int = 0) -> None:
-        if state == self.state and utterance_id == self.state_utterance:
-            return
-        self.state = state
-        self.state_utterance = utterance_id
-        self.state_expected_start_us = expected_start_us
-        self._emit(
-            state_changed=session_pb2.StateChanged(
-                state=state, utterance_id=utterance_id, expected_start_us=expected_start_us
-            )
-        )
-
-    def _event(self, **event) -> session_pb2.WatchSessionResponse:
-        now = Timestamp()
-        now.GetCurrentTime()
-        return session_pb2.WatchSessionResponse(
-            media_time_us=frame_start_us(self.playout.next_play, self.fps), time=now, **event
-        )
-
-    def _emit(self, **event) -> None:
-        self.bus.publish(self._event(**event))
+    @property
+    def bus(self) -> EventBus:
+        return self.narrator.bus
 
     def watch(self) -> AsyncIterator[session_pb2.WatchSessionResponse]:
-        first = self._event(
-            state_changed=session_pb2.StateChanged(
-                state=self.state, utterance_id=self.state_utterance, expected_start_us=self.state_expected_start_us
-            )
-        )
-        return self.bus.watch(first)
+        return self.narrator.watch()
 
 
 def _code(value: int) -> grpc.StatusCode:
