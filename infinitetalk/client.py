@@ -146,11 +146,8 @@ class SessionClient:
         while True:
             playlist = await asyncio.to_thread(follower.poll)
             now = time.monotonic()
-            if playlist is not None and playlist.segments:
-                last = playlist.segments[-1]
-                covered_until = (
-                    last.program_date_time + timedelta(seconds=last.duration_s) if last.program_date_time else None
-                )
+            if playlist is not None and (playlist.segments or playlist.parts):
+                covered_until = playlist.covered_until()  # parts count: a low-latency player plays them
                 started = result.start_us is not None and covered_until is not None
                 if started and result.first_speech_ms is None and covered_until > media_time(session, result.start_us):
                     result.first_speech_ms = (now - sent_at) * 1000

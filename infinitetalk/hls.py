@@ -6,7 +6,7 @@ import io
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -21,14 +21,34 @@ class Segment:
     program_date_time: datetime | None
 
 
+@dataclass(frozen=True)
+class Part:
+    """A Low-Latency HLS part (EXT-X-PART) and the wall-clock time its media starts (from its segment's PDT)."""
+
+    sequence: int
+    index: int
+    uri: str
+    duration_s: float
+    program_date_time: datetime | None
+
+
 @dataclass
 class Playlist:
     media_sequence: int = 0
     target_duration_s: float = 0.0
     map_uri: str = ""
     segments: list[Segment] = field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)
     ended: bool = False
     tags: list[str] = field(default_factory=list)
+
+    def covered_until(self) -> datetime | None:
+        """Wall-clock time of the end of the newest media listed (the newest part, else the newest segment)."""
+        ends = [p.program_date_time + timedelta(seconds=p.duration_s) for p in self.parts if p.program_date_time]
+        ends += [
+            s.program_date_time + timedelta(seconds=s.duration_s) for s in self.segments[-1:] if s.program_date_time
+        ]
+        return max(ends) if ends else None
 
 
 def parse_playlist(text: str) -> Playlist:
@@ -38,6 +58,8 @@ def parse_playlist(text: str) -> Playlist:
     playlist = Playlist()
     duration: float | None = None
     pdt: datetime | None = None
+    part_pdt: datetime | None = None  # where the next part starts
+    part_index = 0
     for line in lines[1:]:
         if line.startswith("#"):
             playlist.tags.append(line)
@@ -49,6 +71,16 @@ def parse_playlist(text: str) -> Playlist:
             playlist.map_uri = line.split('URI="', 1)[1].split('"', 1)[0]
         elif line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
             pdt = datetime.fromisoformat(line.split(":", 1)[1].replace("Z", "+00:00"))
+            part_pdt, part_index = pdt, 0
+        elif line.startswith("#EXT-X-PART:"):
+            attributes = dict(item.split("=", 1) for item in line.split(":", 1)[1].split(",") if "=" in item)
+            part_duration = float(attributes.get("DURATION", "0"))
+            sequence = playlist.media_sequence + len(playlist.segments)
+            uri = attributes.get("URI", "").strip('"')
+            playlist.parts.append(Part(sequence, part_index, uri, part_duration, part_pdt))
+            part_index += 1
+            if part_pdt is not None:
+                part_pdt += timedelta(seconds=part_duration)
         elif line.startswith("#EXTINF:"):
             duration = float(line.split(":", 1)[1].split(",", 1)[0])
         elif line == "#EXT-X-ENDLIST":
@@ -56,7 +88,9 @@ def parse_playlist(text: str) -> Playlist:
         elif not line.startswith("#"):
             sequence = playlist.media_sequence + len(playlist.segments)
             playlist.segments.append(Segment(sequence, line, duration or 0.0, pdt))
-            duration, pdt = None, None
+            if pdt is not None:
+                part_pdt = pdt + timedelta(seconds=duration or 0.0)
+            duration, pdt, part_index = None, None, 0
     return playlist
 
 

@@ -240,7 +240,9 @@ def test_burned_clock_survives_encoding() -> None:
         chunk = assembler.add(index, 0, burn_clock(frame, 256, 256, stamp))
         if chunk is not None:
             video = VideoChunk(chunk.frames, tuple(i == 0 for i in range(len(chunk.frames))))
-            data += [b"".join(segment.parts) for segment in muxer.add_chunk(video, None, False)]
+            _, segment = muxer.add_chunk(video, None, False)
+            assert segment is not None  # one chunk per segment here
+            data.append(b"".join(segment.parts))
     with av.open(io.BytesIO(b"".join(data)), format="mp4") as container:
         read = [read_clock(frame.to_ndarray(format="gray")) for frame in container.decode(video=0)]
     assert read == [stamp % (1 << 32) for stamp in stamps]

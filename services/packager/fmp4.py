@@ -188,14 +188,18 @@ def _traf(run: TrackRun, data_offset: int) -> bytes:
     return box(b"traf", tfhd, tfdt, trun)
 
 
+STYP = box(b"styp", b"msdh", struct.pack(">I", 0), b"msdh")
+
+
 def media_segment(sequence_number: int, runs: Iterable[TrackRun]) -> bytes:
     """styp + moof + mdat for the given track runs (empty runs are left out); sequence_number counts from 1."""
-    return b"".join(media_segment_parts(sequence_number, runs))
+    return STYP + b"".join(fragment_parts(sequence_number, runs))
 
 
-def media_segment_parts(sequence_number: int, runs: Iterable[TrackRun]) -> tuple[bytes, ...]:
-    """The segment as its header (styp, moof, the mdat box header) followed by the samples' own bytes objects, so a
-    segment made of shared samples (the idle loop's) shares their memory instead of copying it."""
+def fragment_parts(sequence_number: int, runs: Iterable[TrackRun]) -> tuple[bytes, ...]:
+    """One fragment (moof + mdat: a CMAF chunk, an LL-HLS part) as its header (the moof and the mdat box header)
+    followed by the samples' own bytes objects, so a fragment made of shared samples (the idle loop's) shares their
+    memory instead of copying it. A segment is `STYP` followed by its fragments."""
     runs = [run for run in runs if run.samples]
     mfhd = full_box(b"mfhd", 0, 0, struct.pack(">I", sequence_number))
     # The data offsets depend on the moof size, which does not depend on the offsets' values: build twice.
@@ -208,5 +212,4 @@ def media_segment_parts(sequence_number: int, runs: Iterable[TrackRun]) -> tuple
     moof = box(b"moof", mfhd, *(_traf(run, offset) for run, offset in zip(runs, offsets, strict=True)))
     payload = [sample.data for run in runs for sample in run.samples]
     mdat_header = struct.pack(">I4s", 8 + sum(len(data) for data in payload), b"mdat")
-    styp = box(b"styp", b"msdh", struct.pack(">I", 0), b"msdh")
-    return (styp + moof + mdat_header, *payload)
+    return (moof + mdat_header, *payload)

@@ -1,29 +1,44 @@
-"""HTTP side of the packager: serves each session's live playlist, init segment and media segments from memory.
+"""HTTP side of the packager: serves each session's live playlist, init segment, media segments and Low-Latency HLS
+parts from memory.
 
 Runs on the same event loop as the gRPC server (the store is loop-owned, so no locks). Routes (GET and HEAD):
 
-  /hls/{session_id}/index.m3u8   application/vnd.apple.mpegurl; no-cache while live, max-age=3600 once ended
-  /hls/{session_id}/init.mp4     video/mp4; immutable (a session id is never reused while retained)
-  /hls/{session_id}/seg{n}.m4s   video/iso.segment; immutable
-  /healthz                       200 "ok"
+  /hls/{session_id}/index.m3u8      application/vnd.apple.mpegurl; no-cache while live, max-age=3600 once ended.
+                                    Blocking reload: with `_HLS_msn=M` (and `_HLS_part=P`) the request is held until
+                                    the playlist holds segment M (part P of it) and answered at once when it does;
+                                    400 when M is more than two segments ahead of the one in progress; 503 when it
+                                    has not come within three target durations. `_HLS_skip` is ignored (no delta
+                                    updates: the whole playlist is small).
+  /hls/{session_id}/init.mp4        video/mp4; immutable (a session id is never reused while retained)
+  /hls/{session_id}/seg{n}.m4s      video/iso.segment; immutable
+  /hls/{session_id}/seg{n}.{p}.m4s  a part; immutable. A request for the next few parts (the preload hint's) is
+                                    held until the part exists.
+  /healthz                          200 "ok"
 
 Unknown sessions, malformed ids, evicted and future segments get a short 404 that must not be cached (a future
-segment will exist a moment later). CORS: Access-Control-Allow-Origin for the origins in HLS_CORS_ORIGINS.
+segment will exist a moment later). CORS: Access-Control-Allow-Origin for the origins in HLS_CORS_ORIGINS. Every
+waiting request waits on its stream's next change: many viewers of one session cost one wake-up per part.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
 
 from aiohttp import web
 from prometheus_client import Counter
 
-from services.packager.store import HlsStore, valid_session_id
+from services.packager.store import HlsStore, HlsStream, valid_session_id
 
 PLAYLIST_NAME = "index.m3u8"
 INIT_NAME = "init.mp4"
 _SEGMENT_NAME = re.compile(r"seg(0|[1-9][0-9]{0,17})\.m4s")
+_PART_NAME = re.compile(r"seg(0|[1-9][0-9]{0,17})\.(0|[1-9][0-9]{0,3})\.m4s")
+_NUMBER = re.compile(r"0|[1-9][0-9]{0,17}")
+BLOCK_TARGET_DURATIONS = 3  # how long a blocking request may wait, in target durations
+MAX_SEGMENTS_AHEAD = 2  # a blocking request further ahead of the segment in progress is refused (400)
+PARTS_AHEAD_HELD = 3  # requests for the next few parts wait for them
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 INIT_TYPE = "video/mp4"
@@ -97,6 +112,10 @@ async def _hls(request: web.Request) -> web.Response:
     if name == PLAYLIST_NAME:
         if stream.init_segment is None:
             return _not_found(request, "playlist", "stream not ready yet")
+        if "_HLS_msn" in request.query and stream.playlist.part_target_us is not None:
+            refusal = await _hold_playlist(request, stream)
+            if refusal is not None:
+                return refusal
         HTTP_REQUESTS.labels("playlist", "200").inc()
         cache = LIVE_PLAYLIST_CACHE if stream.live else ENDED_PLAYLIST_CACHE
         return web.Response(
@@ -109,6 +128,9 @@ async def _hls(request: web.Request) -> web.Response:
         return web.Response(
             body=stream.init_segment, content_type=INIT_TYPE, headers=_headers(request, IMMUTABLE_CACHE)
         )
+    part = _PART_NAME.fullmatch(name)
+    if part is not None:
+        return await _part(request, stream, int(part.group(1)), int(part.group(2)))
     match = _SEGMENT_NAME.fullmatch(name)
     if match is None:
         return _not_found(request, "invalid", "no such file")
@@ -121,3 +143,47 @@ async def _hls(request: web.Request) -> web.Response:
     HTTP_REQUESTS.labels("segment", "200").inc()
     body = b"".join(parts)
     return web.Response(body=body, content_type=SEGMENT_TYPE, headers=_headers(request, IMMUTABLE_CACHE))
+
+
+async def _hold_playlist(request: web.Request, stream: HlsStream) -> web.Response | None:
+    """Waits until the playlist holds what `_HLS_msn` / `_HLS_part` ask for; a response when it must refuse."""
+    msn_text, part_text = request.query.get("_HLS_msn", ""), request.query.get("_HLS_part")
+    if not _NUMBER.fullmatch(msn_text) or (part_text is not None and not _NUMBER.fullmatch(part_text)):
+        return _refuse(request, 400, "_HLS_msn and _HLS_part must be whole numbers")
+    msn, part = int(msn_text), None if part_text is None else int(part_text)
+    playlist = stream.playlist
+    if msn > playlist.next_sequence + MAX_SEGMENTS_AHEAD:
+        return _refuse(request, 400, f"segment {msn} is too far ahead of the live edge ({playlist.next_sequence})")
+    deadline = time.monotonic() + BLOCK_TARGET_DURATIONS * playlist.target_duration_s
+    while not playlist.has(msn, part) and not playlist.ended:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not await stream.changed(remaining):
+            return _refuse(request, 503, "not available yet: ask again")
+    return None
+
+
+async def _part(request: web.Request, stream: HlsStream, sequence: int, index: int) -> web.Response:
+    data = stream.parts.get((sequence, index))
+    playlist = stream.playlist
+    upcoming = playlist.last_part or (playlist.next_sequence, -1)
+    soon = (sequence, index) > upcoming and (
+        (sequence == upcoming[0] and index <= upcoming[1] + PARTS_AHEAD_HELD)
+        or (sequence == upcoming[0] + 1 and index < PARTS_AHEAD_HELD)
+    )
+    if data is None and soon and playlist.part_target_us is not None:
+        deadline = time.monotonic() + BLOCK_TARGET_DURATIONS * playlist.target_duration_s
+        while data is None and not playlist.ended:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not await stream.changed(remaining):
+                break
+            data = stream.parts.get((sequence, index))
+    if data is None:
+        text = "part not available yet" if (sequence, index) > upcoming else "part no longer available"
+        return _not_found(request, "part", text)
+    HTTP_REQUESTS.labels("part", "200").inc()
+    return web.Response(body=b"".join(data), content_type=SEGMENT_TYPE, headers=_headers(request, IMMUTABLE_CACHE))
+
+
+def _refuse(request: web.Request, status: int, text: str) -> web.Response:
+    HTTP_REQUESTS.labels("playlist", str(status)).inc()
+    return web.Response(status=status, text=text + "\n", headers=_headers(request, "no-cache"))

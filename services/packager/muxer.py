@@ -1,11 +1,12 @@
-"""A session's fMP4 HLS media: already-encoded video chunks and the session's audio in, segments out.
+"""A session's fMP4 HLS media: already-encoded video chunks and the session's audio in, parts and segments out.
 
 The video arrives H.264-encoded, chunk by chunk (each a closed group of pictures starting with an IDR frame): either
 a chunk of the avatar's idle loop or one the video worker rendered for speech. So muxing a chunk costs no pixel work:
-the samples are re-stamped (video frame n has time n / fps) and framed in a fragment; the idle loop's sample bytes
-are shared, not copied. Audio is AAC (`AacTrack`: silent stretches cost nothing). A segment is a whole number of
-chunks and is cut as soon as its last chunk is muxed; it carries the AAC packets finished by then, so audio stays
-continuous across segments (each segment's audio runs up to ~85 ms behind its video while an encoder is running).
+the samples are re-stamped (video frame n has time n / fps) and framed in a fragment (moof + mdat); the idle loop's
+sample bytes are shared, not copied. Each chunk's fragment is a Low-Latency HLS part, available at once; a segment
+is `styp` and the fragments of `chunks_per_segment` chunks. Audio is AAC (`AacTrack`: silent stretches cost
+nothing); each fragment carries the AAC packets finished by then, so audio stays continuous across fragments (it
+runs up to ~85 ms behind the video while an encoder is running, and one packet behind in silence).
 """
 
 from __future__ import annotations
@@ -47,9 +48,23 @@ class VideoChunk:
 
 
 @dataclass(frozen=True)
+class MuxedPart:
+    """One chunk's fragment: part `index` of segment `sequence`. `data` joined are the part's bytes."""
+
+    sequence: int
+    index: int
+    start_frame_index: int
+    frame_count: int
+    start_us: int
+    duration_us: int
+    has_speech: bool
+    data: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
 class MuxedSegment:
     """One finished media segment. `sequence` counts from 0; times are media time since frame 0. `parts` joined are
-    the segment's bytes."""
+    the segment's bytes (styp and its fragments)."""
 
     sequence: int
     start_frame_index: int
@@ -67,10 +82,9 @@ class MuxedSegment:
 @dataclass
 class _Pending:
     start_frame: int | None = None
-    video: list[fmp4.Sample] = field(default_factory=list)
+    fragments: list[MuxedPart] = field(default_factory=list)
     audio: list[fmp4.Sample] = field(default_factory=list)
     audio_start: int | None = None
-    chunks: int = 0
     speech: bool = False
 
 
@@ -93,34 +107,37 @@ class SessionMuxer:
         )
         self.next_frame = 0
         self._sequence = 0
+        self._fragments = 0
         self._pending = _Pending()
 
-    def add_chunk(self, video: VideoChunk, pcm_s16le: bytes | None, speech: bool) -> list[MuxedSegment]:
-        """Appends the next chunk (`chunk_frames` frames and their audio, or None for silence); returns the segment
-        it completed, if any."""
+    def add_chunk(
+        self, video: VideoChunk, pcm_s16le: bytes | None, speech: bool
+    ) -> tuple[MuxedPart, MuxedSegment | None]:
+        """Appends the next chunk (`chunk_frames` frames and their audio, or None for silence); returns its part
+        and the segment it completed, if any."""
         settings = self.settings
         if len(video.frames) != settings.chunk_frames or not video.sync[0]:
             raise ValueError(f"a chunk is {settings.chunk_frames} frames starting with an IDR frame")
         pending = self._pending
         if pending.start_frame is None:
             pending.start_frame = self.next_frame
-        pending.video.extend(
-            fmp4.Sample(data, VIDEO_TICKS_PER_FRAME, sync) for data, sync in zip(video.frames, video.sync, strict=True)
-        )
         self._add_audio(self.audio.add(pcm_s16le, settings.chunk_frames * settings.samples_per_frame))
+        first = self.next_frame
+        samples = [
+            fmp4.Sample(data, VIDEO_TICKS_PER_FRAME, sync) for data, sync in zip(video.frames, video.sync, strict=True)
+        ]
+        part = self._fragment(first, samples, speech)
+        pending.fragments.append(part)
         pending.speech = pending.speech or speech
-        pending.chunks += 1
         self.next_frame += settings.chunk_frames
-        if pending.chunks >= settings.chunks_per_segment:
-            return [self._cut()]
-        return []
+        if len(pending.fragments) >= settings.chunks_per_segment:
+            return part, self._cut()
+        return part, None
 
-    def finish(self) -> list[MuxedSegment]:
-        """The last segment: the chunks since the last cut and every audio packet still owed."""
+    def finish(self) -> MuxedSegment | None:
+        """The last segment: the chunks since the last cut (the audio still owed has no video left to go with)."""
         self._add_audio(self.audio.flush())
-        if self._pending.video:
-            return [self._cut()]
-        return []
+        return self._cut() if self._pending.fragments else None
 
     def _add_audio(self, packets: Sequence[bytes]) -> None:
         if not packets:
@@ -130,14 +147,33 @@ class SessionMuxer:
             pending.audio_start = self.audio.emitted - len(packets) * AAC_FRAME_SAMPLES
         pending.audio.extend(fmp4.Sample(packet, AAC_FRAME_SAMPLES, True) for packet in packets)
 
+    def _fragment(self, first: int, samples: list[fmp4.Sample], speech: bool) -> MuxedPart:
+        """The fragment of one chunk, with the audio packets finished so far."""
+        settings = self.settings
+        pending = self._pending
+        runs = [fmp4.TrackRun(fmp4.VIDEO_TRACK_ID, first * VIDEO_TICKS_PER_FRAME, samples)]
+        if pending.audio and pending.audio_start is not None:
+            runs.append(fmp4.TrackRun(fmp4.AUDIO_TRACK_ID, pending.audio_start, pending.audio))
+        pending.audio, pending.audio_start = [], None
+        self._fragments += 1
+        start_us = first * 1_000_000 // settings.fps
+        end_us = (first + len(samples)) * 1_000_000 // settings.fps
+        return MuxedPart(
+            sequence=self._sequence,
+            index=len(pending.fragments),
+            start_frame_index=first,
+            frame_count=len(samples),
+            start_us=start_us,
+            duration_us=end_us - start_us,
+            has_speech=speech,
+            data=fmp4.fragment_parts(self._fragments, runs),
+        )
+
     def _cut(self) -> MuxedSegment:
         settings = self.settings
         pending, self._pending = self._pending, _Pending()
         first = pending.start_frame or 0
-        frame_count = len(pending.video)
-        runs = [fmp4.TrackRun(fmp4.VIDEO_TRACK_ID, first * VIDEO_TICKS_PER_FRAME, pending.video)]
-        if pending.audio and pending.audio_start is not None:
-            runs.append(fmp4.TrackRun(fmp4.AUDIO_TRACK_ID, pending.audio_start, pending.audio))
+        frame_count = sum(part.frame_count for part in pending.fragments)
         start_us = first * 1_000_000 // settings.fps
         end_us = (first + frame_count) * 1_000_000 // settings.fps
         segment = MuxedSegment(
@@ -147,7 +183,7 @@ class SessionMuxer:
             start_us=start_us,
             duration_us=end_us - start_us,
             has_speech=pending.speech,
-            parts=fmp4.media_segment_parts(self._sequence + 1, runs),
+            parts=(fmp4.STYP, *(data for part in pending.fragments for data in part.data)),
         )
         self._sequence += 1
         return segment

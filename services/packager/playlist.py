@@ -1,7 +1,16 @@
-"""Live HLS media playlist (version 7, fMP4): a sliding window of segments, ENDLIST once the stream ends.
+"""Live HLS media playlist (fMP4) with Low-Latency HLS parts: a sliding window of segments, the parts of the last
+few, a preload hint for the next part, ENDLIST once the stream ends.
 
 Pure: no I/O and no clock. Every segment carries EXT-X-PROGRAM-DATE-TIME (media epoch + segment start), so a player
 (and the web page) can map media time to wall-clock time, e.g. to show latency or to line up captions.
+
+Low latency (the HLS 2nd edition draft, rfc8216bis, and Apple's "Enabling Low-Latency HLS"): each segment is made of
+parts (`seg<msn>.<i>.m4s`) that each start with an independent frame and are listed with EXT-X-PART as soon as they
+exist; EXT-X-PART-INF gives the part target, EXT-X-SERVER-CONTROL says the server holds playlist requests until a
+part exists (CAN-BLOCK-RELOAD) and how far behind the live edge to play (PART-HOLD-BACK, three part targets), and
+EXT-X-PRELOAD-HINT names the next part. The full segments stay listed, so a player without low-latency support plays
+the same playlist at normal latency. Parts are listed for the segments of the last PART_SEGMENTS_KEPT target
+durations only (the spec lets older ones go).
 """
 
 from __future__ import annotations
@@ -9,14 +18,20 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 INIT_URI = "init.mp4"
+PART_HOLD_BACK_TARGETS = 3  # the spec's recommended minimum
+PART_SEGMENTS_KEPT_S = 3  # list parts for the segments within three target durations of the end
 _UNIX_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def segment_uri(sequence: int) -> str:
     return f"seg{sequence}.m4s"
+
+
+def part_uri(sequence: int, index: int) -> str:
+    return f"seg{sequence}.{index}.m4s"
 
 
 def format_program_date_time(unix_us: int) -> str:
@@ -26,17 +41,30 @@ def format_program_date_time(unix_us: int) -> str:
 
 
 def format_duration(duration_us: int) -> str:
-    """EXTINF value in seconds with microsecond precision, trailing zeros trimmed (1.0, 0.04, 0.333333)."""
+    """A duration in seconds with microsecond precision, trailing zeros trimmed (1.0, 0.04, 0.333333)."""
     whole, fraction = divmod(duration_us, 1_000_000)
     digits = f"{fraction:06d}".rstrip("0") or "0"
     return f"{whole}.{digits}"
 
 
 @dataclass(frozen=True)
+class PlaylistPart:
+    sequence: int  # the media sequence number of its segment
+    index: int  # its place in the segment, from 0
+    duration_us: int
+    independent: bool = True
+
+    @property
+    def uri(self) -> str:
+        return part_uri(self.sequence, self.index)
+
+
+@dataclass
 class PlaylistSegment:
     sequence: int
     start_us: int
     duration_us: int
+    parts: list[PlaylistPart] = field(default_factory=list)
 
     @property
     def uri(self) -> str:
@@ -44,22 +72,36 @@ class PlaylistSegment:
 
 
 class LivePlaylist:
-    """A media playlist with at most `window` segments; sequences must be added in order from 0."""
+    """A media playlist with at most `window` segments; sequences must be added in order from 0.
 
-    def __init__(self, media_epoch_us: int, segment_duration_us: int, window: int, init_uri: str = INIT_URI) -> None:
+    With `part_target_us`, parts are added (`add_part`) before the segment they make up is completed (`add`)."""
+
+    def __init__(
+        self,
+        media_epoch_us: int,
+        segment_duration_us: int,
+        window: int,
+        init_uri: str = INIT_URI,
+        part_target_us: int | None = None,
+    ) -> None:
         if window < 1:
             raise ValueError("window must be at least 1 segment")
         if segment_duration_us <= 0:
             raise ValueError("segment duration must be positive")
+        if part_target_us is not None and not 0 < part_target_us <= segment_duration_us:
+            raise ValueError("the part target must be positive and at most a segment")
         self.media_epoch_us = media_epoch_us
         self.window = window
         self.init_uri = init_uri
+        self.part_target_us = part_target_us
         # Must not change while the playlist lives, so it comes from the configured (longest) duration.
         self._target_duration_s = max(1, math.ceil(segment_duration_us / 1_000_000))
         self._segments: deque[PlaylistSegment] = deque()
+        self._open: PlaylistSegment | None = None  # the segment whose parts are coming
         self._next_sequence = 0
         self._ended = False
         self._text: str | None = None
+        self.version = 0  # grows with every change (for waiters)
 
     @property
     def ended(self) -> bool:
@@ -72,6 +114,7 @@ class LivePlaylist:
 
     @property
     def next_sequence(self) -> int:
+        """The sequence number of the segment in progress (or the next one to start)."""
         return self._next_sequence
 
     @property
@@ -82,17 +125,56 @@ class LivePlaylist:
     def target_duration_s(self) -> int:
         return self._target_duration_s
 
+    @property
+    def last_part(self) -> tuple[int, int] | None:
+        """(sequence, index) of the newest part listed."""
+        if self._open is not None and self._open.parts:
+            return self._open.sequence, self._open.parts[-1].index
+        if self._segments and self._segments[-1].parts:
+            return self._segments[-1].sequence, self._segments[-1].parts[-1].index
+        return None
+
     def __contains__(self, sequence: object) -> bool:
         return isinstance(sequence, int) and self.media_sequence <= sequence < self._next_sequence
 
+    def has(self, sequence: int, part: int | None = None) -> bool:
+        """Whether the playlist holds segment `sequence` (whole), or with `part`, that part of it (or later)."""
+        if part is None:
+            return sequence < self._next_sequence
+        if sequence < self._next_sequence:
+            return True  # a complete segment holds all its parts
+        return self._open is not None and self._open.sequence == sequence and len(self._open.parts) > part
+
+    def add_part(self, part: PlaylistPart) -> None:
+        """Lists the next part of the segment in progress."""
+        if self._ended:
+            raise ValueError("the playlist has ended")
+        if self.part_target_us is None:
+            raise ValueError("this playlist has no parts")
+        if part.sequence != self._next_sequence:
+            raise ValueError(f"expected a part of segment {self._next_sequence}, got {part.sequence}")
+        if self._open is None:
+            self._open = PlaylistSegment(part.sequence, 0, 0)
+        if part.index != len(self._open.parts):
+            raise ValueError(f"expected part {len(self._open.parts)}, got {part.index}")
+        if not 0 < part.duration_us <= self.part_target_us:
+            raise ValueError(f"a part lasts at most the part target ({self.part_target_us} us)")
+        self._open.parts.append(part)
+        self._changed()
+
     def add(self, segment: PlaylistSegment) -> list[int]:
-        """Appends a segment; returns the sequences that slid out of the window."""
+        """Appends a complete segment (with its parts, when it has any); returns the sequences that slid out."""
         if self._ended:
             raise ValueError("the playlist has ended")
         if segment.sequence != self._next_sequence:
             raise ValueError(f"expected segment {self._next_sequence}, got {segment.sequence}")
         if segment.duration_us <= 0:
             raise ValueError("segment duration must be positive")
+        if self._open is not None:
+            if sum(part.duration_us for part in self._open.parts) != segment.duration_us:
+                raise ValueError("the segment's parts do not add up to its duration")
+            segment.parts = self._open.parts
+            self._open = None
         self._segments.append(segment)
         self._next_sequence += 1
         # A longer segment than configured would break the target duration rule; widen it rather than lie.
@@ -100,32 +182,69 @@ class LivePlaylist:
         evicted: list[int] = []
         while len(self._segments) > self.window:
             evicted.append(self._segments.popleft().sequence)
-        self._text = None
+        self._forget_old_parts()
+        self._changed()
         return evicted
 
     def end(self) -> None:
-        """Marks the stream finished (EXT-X-ENDLIST); idempotent."""
+        """Marks the stream finished (EXT-X-ENDLIST); idempotent. Parts of an unfinished segment are dropped."""
         if not self._ended:
             self._ended = True
-            self._text = None
+            self._open = None
+            self._changed()
+
+    def _forget_old_parts(self) -> None:
+        kept_us = 0
+        horizon_us = PART_SEGMENTS_KEPT_S * self._target_duration_s * 1_000_000
+        for segment in reversed(self._segments):
+            if kept_us >= horizon_us:
+                segment.parts = []
+            kept_us += segment.duration_us
+
+    def _changed(self) -> None:
+        self._text = None
+        self.version += 1
 
     def render(self) -> str:
         if self._text is None:
-            lines = [
-                "#EXTM3U",
-                "#EXT-X-VERSION:7",
-                f"#EXT-X-TARGETDURATION:{self._target_duration_s}",
-                f"#EXT-X-MEDIA-SEQUENCE:{self.media_sequence}",
-                "#EXT-X-INDEPENDENT-SEGMENTS",
-                f'#EXT-X-MAP:URI="{self.init_uri}"',
-            ]
-            for segment in self._segments:
-                lines.append(
-                    f"#EXT-X-PROGRAM-DATE-TIME:{format_program_date_time(self.media_epoch_us + segment.start_us)}"
-                )
-                lines.append(f"#EXTINF:{format_duration(segment.duration_us)},")
-                lines.append(segment.uri)
-            if self._ended:
-                lines.append("#EXT-X-ENDLIST")
-            self._text = "\n".join(lines) + "\n"
+            self._text = self._render()
         return self._text
+
+    def _render(self) -> str:
+        lines = ["#EXTM3U", "#EXT-X-VERSION:7", f"#EXT-X-TARGETDURATION:{self._target_duration_s}"]
+        if self.part_target_us is not None:
+            hold_back = PART_HOLD_BACK_TARGETS * self.part_target_us
+            lines.append(f"#EXT-X-PART-INF:PART-TARGET={format_duration(self.part_target_us)}")
+            lines.append(f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={format_duration(hold_back)}")
+        lines += [
+            f"#EXT-X-MEDIA-SEQUENCE:{self.media_sequence}",
+            "#EXT-X-INDEPENDENT-SEGMENTS",
+            f'#EXT-X-MAP:URI="{self.init_uri}"',
+        ]
+        start_us = self._segments[0].start_us if self._segments else 0
+        for segment in self._segments:
+            lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_program_date_time(self.media_epoch_us + segment.start_us)}")
+            lines += [_part_line(part) for part in segment.parts]
+            lines.append(f"#EXTINF:{format_duration(segment.duration_us)},")
+            lines.append(segment.uri)
+            start_us = segment.start_us + segment.duration_us
+        if self._open is not None and self._open.parts:
+            lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_program_date_time(self.media_epoch_us + start_us)}")
+            lines += [_part_line(part) for part in self._open.parts]
+        if self._ended:
+            lines.append("#EXT-X-ENDLIST")
+        elif self.part_target_us is not None:
+            following = self._next_part()
+            lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{part_uri(*following)}"')
+        return "\n".join(lines) + "\n"
+
+    def _next_part(self) -> tuple[int, int]:
+        """(sequence, index) of the part that comes next."""
+        if self._open is not None:
+            return self._open.sequence, len(self._open.parts)
+        return self._next_sequence, 0
+
+
+def _part_line(part: PlaylistPart) -> str:
+    independent = ",INDEPENDENT=YES" if part.independent else ""
+    return f'#EXT-X-PART:DURATION={format_duration(part.duration_us)},URI="{part.uri}"{independent}'

@@ -25,8 +25,8 @@ from services.common.logs import session_id_var
 from services.packager.chunks import ChunkRejected, RenderedChunks
 from services.packager.config import PackagerConfig
 from services.packager.loops import IdleLoops, LoopError, LoopUpload, StoredLoop
-from services.packager.muxer import MuxedSegment, SessionMuxer, VideoChunk
-from services.packager.playlist import segment_uri
+from services.packager.muxer import MuxedPart, MuxedSegment, SessionMuxer, VideoChunk
+from services.packager.playlist import PlaylistPart, part_uri, segment_uri
 from services.packager.store import HlsStore, HlsStream, StreamExists
 from services.packager.validation import InvalidRequest, check_commit, check_video_config, settings_from_config
 
@@ -151,6 +151,7 @@ class PackagerServicer(packager_pb2_grpc.PackagerServiceServicer):
                 session_id,
                 epoch.seconds * 1_000_000 + epoch.nanos // 1000,
                 settings.segment_frames * 1_000_000 // settings.fps,
+                settings.chunk_frames * 1_000_000 // settings.fps,
             )
         except StreamExists:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"session {session_id} already has a playlist")
@@ -204,11 +205,15 @@ class PackagerServicer(packager_pb2_grpc.PackagerServiceServicer):
                 else:
                     CHUNKS.labels("loop").inc()
                 expected += settings.chunk_frames
-                segments = await self._mux(muxer, video, commit.pcm_s16le, commit.speech)
-                for segment in segments if not stream.playlist.ended else ():
+                part, segment = await self._mux(muxer, video, commit.pcm_s16le, commit.speech)
+                if stream.playlist.ended:  # ended by shutdown: what comes now has nowhere to go
+                    continue
+                yield packager_pb2.PublishResponse(part=self._publish_part(stream, part))
+                if segment is not None:
                     yield packager_pb2.PublishResponse(segment=self._publish(stream, segment))
-            for segment in muxer.finish() if not stream.playlist.ended else ():
-                yield packager_pb2.PublishResponse(segment=self._publish(stream, segment))
+            last = muxer.finish() if not stream.playlist.ended else None
+            if last is not None:
+                yield packager_pb2.PublishResponse(segment=self._publish(stream, last))
             finished = True
             self.store.end(stream)
             log.info("publish ended", extra={"segments": stream.playlist.next_sequence})
@@ -216,9 +221,8 @@ class PackagerServicer(packager_pb2_grpc.PackagerServiceServicer):
                 ended=packager_pb2.PlaylistEnded(segment_count=stream.playlist.next_sequence)
             )
         finally:
-            if not finished and not stream.playlist.ended:
-                for segment in muxer.finish():
-                    self._publish(stream, segment)
+            if not finished and not stream.playlist.ended and (last := muxer.finish()) is not None:
+                self._publish(stream, last)
             self.store.end(stream)
             self.loops.unpin(loop)
             media.publishing = False
@@ -243,10 +247,25 @@ class PackagerServicer(packager_pb2_grpc.PackagerServiceServicer):
         return named
 
     @staticmethod
-    async def _mux(muxer: SessionMuxer, video: VideoChunk, pcm: bytes, speech: bool) -> list[MuxedSegment]:
+    async def _mux(
+        muxer: SessionMuxer, video: VideoChunk, pcm: bytes, speech: bool
+    ) -> tuple[MuxedPart, MuxedSegment | None]:
         if pcm:  # AAC encoding: off the event loop
             return await asyncio.to_thread(muxer.add_chunk, video, pcm, speech)
         return muxer.add_chunk(video, None, speech)
+
+    def _publish_part(self, stream: HlsStream, part: MuxedPart) -> packager_pb2.PartPublished:
+        self.store.add_part(stream, PlaylistPart(part.sequence, part.index, part.duration_us), part.data)
+        return packager_pb2.PartPublished(
+            sequence=part.sequence,
+            index=part.index,
+            uri=part_uri(part.sequence, part.index),
+            start_frame_index=part.start_frame_index,
+            frame_count=part.frame_count,
+            start_us=part.start_us,
+            duration_us=part.duration_us,
+            has_speech=part.has_speech,
+        )
 
     def _publish(self, stream: HlsStream, segment: MuxedSegment) -> packager_pb2.SegmentPublished:
         self.store.add_segment(stream, segment.sequence, segment.start_us, segment.duration_us, segment.parts)

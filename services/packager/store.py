@@ -1,10 +1,13 @@
-"""In-memory HLS state of every session this process packages: playlist, init segment and the segments still in the
-playlist window. Shared by the gRPC side (writes) and the HTTP side (reads); used only from the event loop thread.
+"""In-memory HLS state of every session this process packages: playlist, init segment, the segments still in the
+playlist window and the Low-Latency HLS parts of the last few. Shared by the gRPC side (writes) and the HTTP side
+(reads); used only from the event loop thread.
 
-A segment is kept as its parts (header and sample payloads, see fmp4.media_segment_parts), so idle segments share
-the idle loop's picture bytes instead of each holding a copy. Segments that slide out of the window are dropped at
-once (then 404). An ended stream stays readable for
-`retain_ended_s` (players and late viewers still fetch it), then the whole stream is dropped.
+Segments and parts are kept as the pieces they were made of (headers and sample payloads, see
+fmp4.fragment_parts), so idle segments share the idle loop's picture bytes instead of each holding a copy, and a
+segment shares its parts' bytes. Segments that slide out of the window are dropped at once (then 404); parts go a
+few segments after theirs is complete. Readers that wait for something not there yet (a blocking playlist reload,
+the hinted next part) wait for the stream's next change. An ended stream stays readable for `retain_ended_s`
+(players and late viewers still fetch it), then the whole stream is dropped.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from services.packager.playlist import LivePlaylist, PlaylistSegment
+from services.packager.playlist import LivePlaylist, PlaylistPart, PlaylistSegment
 
 SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}")
+PART_SEGMENTS_KEPT = 8  # complete segments whose parts can still be fetched (the playlist lists fewer)
 
 
 def valid_session_id(session_id: str) -> bool:
@@ -34,11 +38,27 @@ class HlsStream:
     playlist: LivePlaylist
     init_segment: bytes | None = None
     segments: dict[int, tuple[bytes, ...]] = field(default_factory=dict)
+    parts: dict[tuple[int, int], tuple[bytes, ...]] = field(default_factory=dict)
     ended_at: float | None = None
+    _change: asyncio.Future[None] | None = field(default=None, repr=False)
 
     @property
     def live(self) -> bool:
         return not self.playlist.ended
+
+    async def changed(self, timeout_s: float) -> bool:
+        """Waits for the stream's next change (a part, a segment, the end); False when `timeout_s` passed first."""
+        if self._change is None or self._change.done():
+            self._change = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._change), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def notify(self) -> None:
+        if self._change is not None and not self._change.done():
+            self._change.set_result(None)
 
 
 class HlsStore:
@@ -60,12 +80,17 @@ class HlsStore:
         self._expire()
         return self._streams.get(session_id)
 
-    def open(self, session_id: str, media_epoch_us: int, segment_duration_us: int) -> HlsStream:
-        """Creates the (empty) stream of a session; StreamExists if the id is taken."""
+    def open(
+        self, session_id: str, media_epoch_us: int, segment_duration_us: int, part_target_us: int | None = None
+    ) -> HlsStream:
+        """Creates the (empty) stream of a session (with parts of `part_target_us` when given); StreamExists if the
+        id is taken."""
         self._expire()
         if session_id in self._streams:
             raise StreamExists(session_id)
-        playlist = LivePlaylist(media_epoch_us, segment_duration_us, self.window_segments)
+        playlist = LivePlaylist(
+            media_epoch_us, segment_duration_us, self.window_segments, part_target_us=part_target_us
+        )
         stream = HlsStream(session_id, playlist)
         self._streams[session_id] = stream
         return stream
@@ -73,12 +98,20 @@ class HlsStore:
     def set_init(self, stream: HlsStream, data: bytes) -> None:
         stream.init_segment = data
 
+    def add_part(self, stream: HlsStream, part: PlaylistPart, data: tuple[bytes, ...]) -> None:
+        stream.playlist.add_part(part)
+        stream.parts[(part.sequence, part.index)] = data
+        stream.notify()
+
     def add_segment(
         self, stream: HlsStream, sequence: int, start_us: int, duration_us: int, data: bytes | tuple[bytes, ...]
     ) -> None:
         for evicted in stream.playlist.add(PlaylistSegment(sequence, start_us, duration_us)):
             stream.segments.pop(evicted, None)
         stream.segments[sequence] = (data,) if isinstance(data, bytes) else data
+        for key in [key for key in stream.parts if key[0] <= sequence - PART_SEGMENTS_KEPT]:
+            del stream.parts[key]
+        stream.notify()
 
     def end(self, stream: HlsStream) -> None:
         """Adds ENDLIST and schedules the stream's removal after the retention time (idempotent)."""
@@ -86,6 +119,7 @@ class HlsStore:
             return
         stream.playlist.end()
         stream.ended_at = self._clock()
+        stream.notify()
         if self._streams.get(stream.session_id) is not stream:
             return
         if self.retain_ended_s <= 0:

@@ -19,7 +19,9 @@ class SessionConfig:
     http://127.0.0.1:8088, used to give absolute playlist URLs; optional); MAX_SESSIONS (a ceiling for this
     process's memory, default 256: how many sessions fit is measured by the video workers); MAX_TEXT_CHARS;
     MAX_WATCHERS_PER_SESSION; REQUESTS_PER_SECOND / REQUEST_BURST (per session: Say, Chat, Interrupt);
-    SESSION_IDLE_TIMEOUT_S (a session nobody uses or watches ends); SEGMENT_DURATION_MS; LOOKAHEAD_FRAMES;
+    SESSION_IDLE_TIMEOUT_S (a session nobody uses or watches ends); SEGMENT_DURATION_MS (960) and PART_DURATION_MS
+    (160: a Low-Latency HLS part, a chunk the video worker renders and the packager splices; a segment is a whole
+    number of parts); LOOKAHEAD_FRAMES;
     SESSION_OUTBOX_KB (what one session may queue for one peer that does not keep up, default 4096: past it the
     packager's stream is given up and the session ends, and drives for a stuck video worker are dropped);
     VIDEO_WIDTH / VIDEO_HEIGHT (512).
@@ -36,7 +38,8 @@ class SessionConfig:
     requests_per_second: float = 5.0
     request_burst: int = 10
     idle_timeout_s: float = 900.0
-    segment_duration_ms: int = 480
+    segment_duration_ms: int = 960
+    part_duration_ms: int = 160
     lookahead_frames: int = 10
     outbox_bytes: int = 4 << 20
     video_width: int = WIDTH
@@ -57,6 +60,12 @@ class SessionConfig:
                 f"SEGMENT_DURATION_MS={self.segment_duration_ms} must be a whole number of {frame_ms} ms frames "
                 "between 200 and 1000"
             )
+        part = self.part_duration_ms
+        if part % frame_ms or part < 2 * frame_ms or self.segment_duration_ms % part:
+            raise ConfigError(
+                f"PART_DURATION_MS={part} must be a whole number of {frame_ms} ms frames, at least two, and divide "
+                f"SEGMENT_DURATION_MS={self.segment_duration_ms}"
+            )
 
     @classmethod
     def from_env(cls) -> SessionConfig:
@@ -72,7 +81,8 @@ class SessionConfig:
             requests_per_second=env_float("REQUESTS_PER_SECOND", 5.0),
             request_burst=env_int("REQUEST_BURST", 10, minimum=1),
             idle_timeout_s=env_float("SESSION_IDLE_TIMEOUT_S", 900.0),
-            segment_duration_ms=env_int("SEGMENT_DURATION_MS", 480, minimum=40),
+            segment_duration_ms=env_int("SEGMENT_DURATION_MS", 960, minimum=40),
+            part_duration_ms=env_int("PART_DURATION_MS", 160, minimum=40),
             lookahead_frames=env_int("LOOKAHEAD_FRAMES", 10, minimum=3),
             outbox_bytes=env_int("SESSION_OUTBOX_KB", 4096, minimum=16) * 1024,
             video_width=env_int("VIDEO_WIDTH", WIDTH, minimum=64),

@@ -113,7 +113,7 @@ class LiveSession:
         self.fps = FPS
         self.width, self.height = config.video_width, config.video_height
         self.timeline = Timeline(self.fps, SAMPLE_RATE_HZ)
-        chunk_frames = config.segment_duration_ms * self.fps // 1000
+        chunk_frames = config.part_duration_ms * self.fps // 1000  # a chunk is a Low-Latency HLS part
         phase_offset = chunk_frames * secrets.randbelow(PHASE_OFFSETS)
         self.plan = ChunkPlan(chunk_frames, phase_offset, self.timeline.samples_per_frame)
         self.playout = Playout(
@@ -557,8 +557,8 @@ class LiveSession:
 
     def _on_packager(self, response: packager_pb2.PublishResponse) -> None:
         kind = response.WhichOneof("response")
-        if kind == "segment":
-            segment = response.segment
+        if kind in ("part", "segment"):  # a part is on the playlist before its segment: the first counts
+            segment = response.part if kind == "part" else response.segment
             end = segment.start_frame_index + segment.frame_count
             self.playout.published_until = max(self.playout.published_until, end)
             self.playout.work.set()

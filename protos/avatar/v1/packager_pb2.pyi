@@ -91,6 +91,26 @@ class SegmentPublished(_message.Message):
     has_speech: bool
     def __init__(self, sequence: _Optional[int] = ..., uri: _Optional[str] = ..., start_frame_index: _Optional[int] = ..., frame_count: _Optional[int] = ..., start_us: _Optional[int] = ..., duration_us: _Optional[int] = ..., has_speech: _Optional[bool] = ...) -> None: ...
 
+class PartPublished(_message.Message):
+    __slots__ = ("sequence", "index", "uri", "start_frame_index", "frame_count", "start_us", "duration_us", "has_speech")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    URI_FIELD_NUMBER: _ClassVar[int]
+    START_FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
+    FRAME_COUNT_FIELD_NUMBER: _ClassVar[int]
+    START_US_FIELD_NUMBER: _ClassVar[int]
+    DURATION_US_FIELD_NUMBER: _ClassVar[int]
+    HAS_SPEECH_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    index: int
+    uri: str
+    start_frame_index: int
+    frame_count: int
+    start_us: int
+    duration_us: int
+    has_speech: bool
+    def __init__(self, sequence: _Optional[int] = ..., index: _Optional[int] = ..., uri: _Optional[str] = ..., start_frame_index: _Optional[int] = ..., frame_count: _Optional[int] = ..., start_us: _Optional[int] = ..., duration_us: _Optional[int] = ..., has_speech: _Optional[bool] = ...) -> None: ...
+
 class PlaylistEnded(_message.Message):
     __slots__ = ("segment_count",)
     SEGMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -108,16 +128,18 @@ class ChunkStalled(_message.Message):
     def __init__(self, start_frame_index: _Optional[int] = ..., frame_count: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class PublishResponse(_message.Message):
-    __slots__ = ("ready", "segment", "ended", "stall")
+    __slots__ = ("ready", "segment", "ended", "stall", "part")
     READY_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_FIELD_NUMBER: _ClassVar[int]
     ENDED_FIELD_NUMBER: _ClassVar[int]
     STALL_FIELD_NUMBER: _ClassVar[int]
+    PART_FIELD_NUMBER: _ClassVar[int]
     ready: PlaylistReady
     segment: SegmentPublished
     ended: PlaylistEnded
     stall: ChunkStalled
-    def __init__(self, ready: _Optional[_Union[PlaylistReady, _Mapping]] = ..., segment: _Optional[_Union[SegmentPublished, _Mapping]] = ..., ended: _Optional[_Union[PlaylistEnded, _Mapping]] = ..., stall: _Optional[_Union[ChunkStalled, _Mapping]] = ...) -> None: ...
+    part: PartPublished
+    def __init__(self, ready: _Optional[_Union[PlaylistReady, _Mapping]] = ..., segment: _Optional[_Union[SegmentPublished, _Mapping]] = ..., ended: _Optional[_Union[PlaylistEnded, _Mapping]] = ..., stall: _Optional[_Union[ChunkStalled, _Mapping]] = ..., part: _Optional[_Union[PartPublished, _Mapping]] = ...) -> None: ...
 
 class PublishVideoConfig(_message.Message):
     __slots__ = ("session_id", "publish_token", "width", "height", "fps", "chunk_frames", "sps", "pps", "idle_loop_id", "idle_loop_chunks")

@@ -57,9 +57,10 @@ class PackagerServiceServicer:
 
     def Publish(self, request_iterator, context):
         """The session's stream. First `config`, then one `chunk` per chunk of the timeline, in order, each once it is
-        final (in real time: when its last frame is due); `end` closes the playlist with EXT-X-ENDLIST. Responses:
-        `ready` when the playlist exists, `segment` as each appears on it, `stall` when a rendered chunk was not there
-        in time (the loop showed instead), `ended`.
+        final (in real time: when its last frame is due); `end` closes the playlist with EXT-X-ENDLIST. Each chunk is a
+        Low-Latency HLS part; `segment_duration_ms` of them make a segment. Responses: `ready` when the playlist exists,
+        `part` and `segment` as each appears on it, `stall` when a rendered chunk was not there in time (the loop showed
+        instead), `ended`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
