@@ -1,22 +1,36 @@
-"""Browser benchmark: what a viewer of the page sees, measured in real headless Chromium.
+"""Browser benchmark: what a viewer of the page sees, measured in real headless Chromium, for LL-HLS and for the
+plain segments.
 
 Starts the stack (services + Envoy + page) on free loopback ports with VIDEO_BURN_CLOCK=1, so every frame
 carries the wall-clock time at which it was live. The page's clock reads it back off each displayed frame
-(requestVideoFrameCallback + canvas):
+(requestVideoFrameCallback + canvas). One pass per mode, each with its own page and session: `ll` is the page as
+it is (hls.js lowLatencyMode: 160 ms parts, blocking playlist reload), `plain` is the page at `/?ll=0` (whole
+960 ms segments only, as a player without LL-HLS support plays them).
 
-- glass-to-glass: display time minus the burned live time, over every frame displayed (median, p95);
 - Say -> first speech frame on screen: from pressing Send to the display of the first frame of the answer's speech
-  (median and p95 over --runs).
+  (median and p95 over the answers);
+- glass-to-glass: display time minus the burned live time, over every frame displayed (median, p95);
+- stalls over the pass: visible freezes (the picture stood still: between two displayed frames the display clock
+  advanced at least FREEZE_MS more than the burned clock), frames whose burned clock repeats or goes backwards,
+  forward jumps (the burned clock skipped at least JUMP_MS more than the display clock: a seek to the live edge,
+  or dropped frames), hls.js BUFFER_STALLED_ERROR events, `waiting` events on the <video> (rebuffers), and player
+  reloads (the page's stall watchdog or fatal errors).
 
-Usage: .venv/bin/python -m bench.browser [--runs 5]   (from the repo root)
+`--minutes N` makes each pass a long run (N minutes) that mixes short answers, long answers interrupted part-way
+(the page's Stop button) and idle pauses, after the --runs measured answers.
+
+Usage: .venv/bin/python -m bench.browser [--runs 5] [--mode ll|plain|both] [--minutes N]   (from the repo root)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import statistics
 import tempfile
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -28,6 +42,20 @@ from services.video.clock_burn import BITS, BLOCK, MARGIN, PER_ROW
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
 TEXT = "Hello there. This is a live avatar speaking."
+SHORT = [
+    TEXT,
+    "Good morning, how can I help you today?",
+    "That is a very good question.",
+    "Sure, I can do that for you.",
+]
+LONG = (
+    "Once upon a time, in a quiet village by the sea, there lived an old lighthouse keeper who knew every ship by "
+    "the sound of its horn. Each night he climbed the winding stairs and watched the dark water for travellers."
+)
+WRAP = 1 << BITS
+FREEZE_MS = 150.0
+JUMP_MS = 200.0
+MODES = {"ll": "LL-HLS", "plain": "plain segments"}
 
 # Reads the burned clock off every displayed frame: [display wall ms, burned ms mod 2**32].
 CLOCK_READER = f"""
@@ -57,31 +85,215 @@ CLOCK_READER = f"""
 }}
 """
 
+NOW_MS = "() => performance.timeOrigin + performance.now()"
+PRESS_SEND = "() => { const t = performance.timeOrigin + performance.now(); document.querySelector('#send').click(); return t; }"
+
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def speech_start_us(stub, session_id: str, utterance_started: asyncio.Event, result: dict) -> None:
+@dataclass
+class Continuity:
+    """What the viewer saw go wrong, from consecutive displayed frames (display ms, burned ms)."""
+
+    freezes: int = 0
+    frozen_ms: float = 0.0
+    repeats: int = 0
+    backwards: int = 0
+    jumps: int = 0
+
+
+def continuity(frames: list[tuple[float, int]]) -> Continuity:
+    """Freezes, repeated or backward clocks and forward jumps between consecutive displayed frames."""
+    seen = Continuity()
+    for (t0, v0), (t1, v1) in zip(frames, frames[1:], strict=False):
+        shown = t1 - t0
+        advance = (v1 - v0) % WRAP
+        if advance > WRAP // 2:
+            seen.backwards += 1
+            continue
+        if advance == 0:
+            seen.repeats += 1
+            continue
+        if shown - advance >= FREEZE_MS:
+            seen.freezes += 1
+            seen.frozen_ms += shown - advance
+        elif advance - shown >= JUMP_MS:
+            seen.jumps += 1
+    return seen
+
+
+@dataclass
+class Pass:
+    mode: str
+    first_speech: list[float] = field(default_factory=list)
+    page_readout: list[float] = field(default_factory=list)
+    frames: list[tuple[float, int]] = field(default_factory=list)
+    playback: dict = field(default_factory=dict)
+    behind_live: list[float] = field(default_factory=list)
+    minutes: float = 0.0
+    answers: int = 0
+    interrupts: int = 0
+
+    @property
+    def glass(self) -> list[float]:
+        values = [((t % WRAP) - value) % WRAP for t, value in self.frames]
+        return [g for g in values if g < 60_000]  # drop misreads (none expected)
+
+
+async def watch_speech(stub, session_id: str, watching: asyncio.Event, result: dict) -> None:
+    """Records the answer's SpeechStarted.start_us (and when it reached us) and returns at SpeechFinished."""
     call = stub.WatchSession(session_pb2.WatchSessionRequest(session_id=session_id))
     await call.read()
-    utterance_started.set()
+    watching.set()
     while True:
         event = await call.read()
-        if event.WhichOneof("event") == "speech_started":
+        kind = event.WhichOneof("event")
+        if kind == "speech_started":
             result["start_us"] = event.speech_started.start_us
-        if event.WhichOneof("event") == "speech_finished":
+            result["started_at"] = time.monotonic()
+        elif kind == "speech_finished":
             call.cancel()
             return
+
+
+async def answer(page, stub, session_id: str, text: str, interrupt_after_s: float | None) -> dict:
+    """Says `text` from the page (Interrupt from the page's Stop button after `interrupt_after_s` of speech)."""
+    watching, result = asyncio.Event(), {}
+    watcher = asyncio.create_task(watch_speech(stub, session_id, watching, result))
+    await watching.wait()
+    await page.fill("#text-input", text)
+    result["pressed_ms"] = await page.evaluate(PRESS_SEND)
+    if interrupt_after_s is not None:
+        while "started_at" not in result and not watcher.done():
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(interrupt_after_s)
+        if not watcher.done():
+            await page.click("#interrupt")
+            result["interrupted"] = True
+    await asyncio.wait_for(watcher, 90)
+    return result
+
+
+async def run_pass(browser, stub, ports: StackPorts, mode: str, runs: int, minutes: float, seed: int) -> Pass:
+    result = Pass(mode)
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    page = await context.new_page()
+    session_id = ""
+    try:
+        await page.goto(ports.gateway_url + ("/" if mode == "ll" else "/?ll=0"))
+        await page.wait_for_function("() => window.__avatar && window.__avatar.sessionId", timeout=30_000)
+        await page.wait_for_function("() => document.querySelector('#video').currentTime > 1", timeout=30_000)
+        session_id = await page.evaluate("() => window.__avatar.sessionId")
+        playlist = await asyncio.to_thread(fetch_playlist, f"{ports.gateway_url}/hls/{session_id}/index.m3u8")
+        assert playlist is not None and playlist.media_sequence == 0
+        epoch_ms = playlist.segments[0].program_date_time.timestamp() * 1000
+        await asyncio.sleep(2.0)  # settle at the live edge
+        await page.evaluate(CLOCK_READER)
+        await page.click("#mode-say")
+        started = time.monotonic()
+        deadline = started + minutes * 60
+        rng = random.Random(seed)
+        n = 0
+        while n < runs or time.monotonic() < deadline:
+            measured = n < runs
+            if measured:
+                text, interrupt_after, pause = TEXT, None, 2.0
+            else:
+                kind = rng.choice(["short", "short", "long-interrupted", "long"])
+                text = rng.choice(SHORT) if kind == "short" else LONG
+                interrupt_after = rng.uniform(1.0, 4.0) if kind == "long-interrupted" else None
+                pause = rng.uniform(1.0, 12.0)  # idle between answers, sometimes long
+            await asyncio.sleep(pause)
+            said = await answer(page, stub, session_id, text, interrupt_after)
+            n += 1
+            await asyncio.sleep(3.0)  # let the player show it
+            frames = [tuple(f) for f in await page.evaluate("() => window.__frames.splice(0)")]
+            result.frames += frames
+            result.answers += 1
+            result.interrupts += bool(said.get("interrupted"))
+            if "start_us" not in said:
+                continue
+            start_ms = (epoch_ms + said["start_us"] / 1000) % WRAP
+            pressed = said["pressed_ms"]
+            shown = [t for t, value in result.frames if t >= pressed and (value - start_ms) % WRAP < 60_000]
+            if shown:
+                result.first_speech.append(min(shown) - pressed)
+            hook = await page.evaluate("() => window.__avatar")
+            if hook["behindLiveMs"] is not None:
+                result.behind_live.append(hook["behindLiveMs"])
+        result.minutes = (time.monotonic() - started) / 60
+        hook = await page.evaluate("() => window.__avatar")
+        result.playback = hook["playback"]
+        result.page_readout = hook["latencies"]
+    finally:
+        await context.close()
+        if session_id:
+            try:
+                await stub.EndSession(session_pb2.EndSessionRequest(session_id=session_id), timeout=5)
+            except grpc.aio.AioRpcError:
+                pass
+    return result
+
+
+def print_tables(passes: list[Pass], runs: int) -> None:
+    def cell(values: list[float], q: float | None) -> str:
+        if not values:
+            return "—"
+        return f"{statistics.median(values) if q is None else percentile(values, q):.0f}"
+
+    names = [MODES[p.mode] for p in passes]
+    frames = ", ".join(f"{MODES[p.mode]}: {len(p.glass)} frames, {p.answers} answers" for p in passes)
+    print(f"\nInfiniteTalk Live browser benchmark (headless Chromium through Envoy; {frames})\n")
+    header = "| measure (ms) | " + " | ".join(f"{name} median | {name} p95" for name in names) + " |"
+    print(header)
+    print("|" + " --- |" * (1 + 2 * len(passes)))
+    rows = [
+        ("pressing Say -> first speech frame on screen", lambda p: p.first_speech),
+        ("glass-to-glass: live -> displayed in the page", lambda p: p.glass),
+        ("the page's own readout: Send -> speech on screen", lambda p: p.page_readout),
+        ("the page's 'behind live' readout (PDT)", lambda p: p.behind_live),
+    ]
+    for name, values in rows:
+        cells = " | ".join(f"{cell(values(p), None)} | {cell(values(p), 0.95)}" for p in passes)
+        print(f"| {name} | {cells} |")
+
+    minutes = ", ".join(f"{MODES[p.mode]} {p.minutes:.1f} min" for p in passes)
+    print(f"\n| over the run ({minutes}) | " + " | ".join(names) + " |")
+    print("|" + " --- |" * (1 + len(passes)))
+    seen = [continuity(p.frames) for p in passes]
+    counts = [
+        ("answers (of which interrupted)", [f"{p.answers} ({p.interrupts})" for p in passes]),
+        ("visible freezes >= 150 ms (total ms)", [f"{c.freezes} ({c.frozen_ms:.0f})" for c in seen]),
+        ("burned clock repeated / went backwards", [f"{c.repeats} / {c.backwards}" for c in seen]),
+        ("forward jumps >= 200 ms (seek to live, dropped frames)", [str(c.jumps) for c in seen]),
+        ("hls.js BUFFER_STALLED_ERROR", [str(p.playback.get("bufferStalls", "—")) for p in passes]),
+        ("<video> waiting (rebuffers)", [str(p.playback.get("waiting", "—")) for p in passes]),
+        ("player reloads (watchdog, fatal errors)", [str(p.playback.get("reloads", "—")) for p in passes]),
+        (
+            "hls.js lowLatencyMode / target latency at the end (ms)",
+            [
+                f"{p.playback.get('lowLatencyMode')} / {1000 * (p.playback.get('targetLatencyS') or 0):.0f}"
+                for p in passes
+            ],
+        ),
+    ]
+    for name, values in counts:
+        print(f"| {name} | " + " | ".join(values) + " |")
 
 
 async def main() -> None:
     from playwright.async_api import async_playwright
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=5, help="measured answers per pass (default 5)")
+    parser.add_argument("--mode", choices=["ll", "plain", "both"], default="both")
+    parser.add_argument("--minutes", type=float, default=0.0, help="make each pass a long mixed run of N minutes")
+    parser.add_argument("--seed", type=int, default=12)
     args = parser.parse_args()
+    modes = ["ll", "plain"] if args.mode == "both" else [args.mode]
     ports = StackPorts.free()
     supervisor = Supervisor(
         ports,
@@ -90,53 +302,20 @@ async def main() -> None:
         report=False,
     )
     await supervisor.start()
-    glass, first_speech = [], []
+    passes: list[Pass] = []
     try:
         await supervisor.wait_healthy(timeout_s=120)
         async with async_playwright() as playwright, grpc.aio.insecure_channel(ports.addr("session")) as channel:
             stub = session_pb2_grpc.SessionServiceStub(channel)
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = await browser.new_page(viewport={"width": 1280, "height": 800})
-            await page.goto(ports.gateway_url + "/")
-            await page.wait_for_function("() => window.__avatar && window.__avatar.sessionId", timeout=30_000)
-            await page.wait_for_function("() => document.querySelector('#video').currentTime > 1", timeout=30_000)
-            await page.evaluate(CLOCK_READER)
-            session_id = await page.evaluate("() => window.__avatar.sessionId")
-            playlist = await asyncio.to_thread(fetch_playlist, f"{ports.gateway_url}/hls/{session_id}/index.m3u8")
-            assert playlist is not None and playlist.media_sequence == 0
-            epoch_ms = playlist.segments[0].program_date_time.timestamp() * 1000
-            await page.click("#mode-say")
-            for _ in range(args.runs):
-                await asyncio.sleep(2.0)
-                watching, result = asyncio.Event(), {}
-                watcher = asyncio.create_task(speech_start_us(stub, session_id, watching, result))
-                await watching.wait()
-                await page.fill("#text-input", TEXT)
-                pressed_ms = await page.evaluate(
-                    "() => { const t = performance.timeOrigin + performance.now();"
-                    " document.querySelector('#send').click(); return t; }"
-                )
-                await asyncio.wait_for(watcher, 60)
-                await asyncio.sleep(3.0)  # let the player show it
-                start_ms = (epoch_ms + result["start_us"] / 1000) % (1 << BITS)
-                frames = await page.evaluate("() => window.__frames")
-                shown = [t for t, value in frames if t >= pressed_ms and (value - start_ms) % (1 << BITS) < 60_000]
-                first_speech.append(min(shown) - pressed_ms)
-            frames = await page.evaluate("() => window.__frames")
-            glass = [((t % (1 << BITS)) - value) % (1 << BITS) for t, value in frames]
-            glass = [g for g in glass if g < 60_000]  # drop misreads (none expected)
-            await browser.close()
+            try:
+                for mode in modes:
+                    passes.append(await run_pass(browser, stub, ports, mode, args.runs, args.minutes, args.seed))
+            finally:
+                await browser.close()
     finally:
         await supervisor.stop()
-
-    print(f"\nInfiniteTalk Live browser benchmark (headless Chromium, {args.runs} runs, {len(glass)} frames)\n")
-    print(f"| {'measure':52s} | {'median':>8s} | {'p95':>8s} |")
-    print(f"|{'-' * 54}|{'-' * 10}|{'-' * 10}|")
-    for name, values in (
-        ("pressing Say -> first speech frame on screen (ms)", first_speech),
-        ("glass-to-glass: live -> displayed in the page (ms)", glass),
-    ):
-        print(f"| {name:52s} | {statistics.median(values):8.0f} | {percentile(values, 0.95):8.0f} |")
+    print_tables(passes, args.runs)
 
 
 if __name__ == "__main__":

@@ -142,16 +142,23 @@ class SessionClient:
     async def _follow(
         self, session: session_pb2.Session, follower: PlaylistFollower, result: SpeakResult, sent_at: float
     ) -> None:
-        """Polls the playlist until the speech's first segment (and, once finished, its last) is on it."""
+        """Polls the playlist until the speech's first part or segment (what a low-latency player can play) is on it,
+        and, once it is finished, until the segment holding its end is complete (what the follower records)."""
         while True:
             playlist = await asyncio.to_thread(follower.poll)
             now = time.monotonic()
             if playlist is not None and (playlist.segments or playlist.parts):
-                covered_until = playlist.covered_until()  # parts count: a low-latency player plays them
-                started = result.start_us is not None and covered_until is not None
-                if started and result.first_speech_ms is None and covered_until > media_time(session, result.start_us):
+                playable_until = playlist.covered_until()
+                started = result.start_us is not None and playable_until is not None
+                if started and result.first_speech_ms is None and playable_until > media_time(session, result.start_us):
                     result.first_speech_ms = (now - sent_at) * 1000
-                finished = result.end_us is not None and covered_until is not None
-                if playlist.ended or (finished and covered_until >= media_time(session, result.end_us)):
+                last = playlist.segments[-1] if playlist.segments else None
+                recorded_until = (
+                    last.program_date_time + timedelta(seconds=last.duration_s)
+                    if last is not None and last.program_date_time
+                    else None
+                )
+                finished = result.end_us is not None and recorded_until is not None
+                if playlist.ended or (finished and recorded_until >= media_time(session, result.end_us)):
                     return
             await asyncio.sleep(POLL_INTERVAL_S)

@@ -3,12 +3,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-# Debian's Chromium for the page tests (never a browser download).
-if ! command -v chromium >/dev/null 2>&1; then
+# Debian's Chromium for the page tests (never a browser download) and Debian's ffmpeg, an independent HLS client.
+missing=""
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v ffmpeg >/dev/null 2>&1 || missing="$missing ffmpeg"
+if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    # shellcheck disable=SC2086
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   else
-    echo "chromium is missing: install Debian's chromium (sudo apt-get install chromium)" >&2
+    echo "missing:$missing: install Debian's packages (sudo apt-get install$missing)" >&2
     exit 1
   fi
 fi

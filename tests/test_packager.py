@@ -297,8 +297,13 @@ async def test_main_path_idle_and_rendered_chunks_in_sync(packager: Packager) ->
     await wait_until(lambda: sid not in packager.servicer._media, "the session's state was not released")
     assert stored.pins == 0 and packager.servicer.loops.get(loop.loop_id) is stored  # kept for the next session
 
-    assert kinds(responses) == ["segment"] * 8 + ["ended"]
-    segments = [response.segment for response in responses[:8]]
+    assert kinds(responses) == ["part", "segment"] * 8 + ["ended"]  # one chunk, one part, per segment here
+    parts = [response.part for response in responses[0:16:2]]
+    assert [(p.sequence, p.index, p.uri) for p in parts] == [(k, 0, f"seg{k}.0.m4s") for k in range(8)]
+    assert [(p.start_frame_index, p.frame_count) for p in parts] == [(12 * k, 12) for k in range(8)]
+    assert [(p.start_us, p.duration_us) for p in parts] == [(480_000 * k, 480_000) for k in range(8)]
+    assert [p.has_speech for p in parts] == [False, False, True, True, False, False, False, False]
+    segments = [response.segment for response in responses[1:16:2]]
     assert [s.sequence for s in segments] == list(range(8))
     assert [s.uri for s in segments] == [f"seg{k}.m4s" for k in range(8)]
     assert [s.start_frame_index for s in segments] == [12 * k for k in range(8)]
@@ -312,14 +317,21 @@ async def test_main_path_idle_and_rendered_chunks_in_sync(packager: Packager) ->
     stream = packager.store.get(sid)
     assert stream is not None
     for sequence, (_, idle_index, rendered) in enumerate(plan):
-        parts = stream.segments[sequence]
-        shared = [parts[1 + j] is stored.chunks[idle_index].frames[j] for j in range(CHUNK)]
+        pieces = stream.segments[sequence]  # styp, the fragment's moof + mdat header, its samples...
+        assert pieces[0] == fmp4.STYP
+        shared = [pieces[2 + j] is stored.chunks[idle_index].frames[j] for j in range(CHUNK)]
         assert all(shared) if not rendered else not any(shared), sequence
+        part = stream.parts[(sequence, 0)]  # the part is the same fragment: the same bytes objects
+        assert len(part) == len(pieces) - 1 and all(a is b for a, b in zip(part, pieces[1:], strict=True))
 
     # While live: no ENDLIST, not cacheable.
     status, headers, body = live_playlist
     assert status == 200 and headers["Cache-Control"] == "no-cache"
     assert "#EXT-X-ENDLIST" not in body.decode() and "seg0.m4s" in body.decode()
+    assert body.decode().endswith(
+        '#EXT-X-PART:DURATION=0.48,URI="seg0.0.m4s",INDEPENDENT=YES\n#EXTINF:0.48,\nseg0.m4s\n'
+        '#EXT-X-PRELOAD-HINT:TYPE=PART,URI="seg1.0.m4s"\n'
+    )
 
     status, headers, body = await packager.get(f"/hls/{sid}/index.m3u8")
     assert status == 200
@@ -327,10 +339,12 @@ async def test_main_path_idle_and_rendered_chunks_in_sync(packager: Packager) ->
     assert headers["Cache-Control"] == "public, max-age=3600"
     text = body.decode()
     lines = text.splitlines()
-    assert lines[:6] == [
+    assert lines[:8] == [
         "#EXTM3U",
         "#EXT-X-VERSION:7",
         "#EXT-X-TARGETDURATION:1",
+        "#EXT-X-PART-INF:PART-TARGET=0.48",
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.44",
         "#EXT-X-MEDIA-SEQUENCE:0",
         "#EXT-X-INDEPENDENT-SEGMENTS",
         '#EXT-X-MAP:URI="init.mp4"',
@@ -348,6 +362,12 @@ async def test_main_path_idle_and_rendered_chunks_in_sync(packager: Packager) ->
     ]
     assert re.findall(r"#EXTINF:([0-9.]+),", text) == ["0.48"] * 8
     assert re.findall(r"^seg\d+\.m4s$", text, re.M) == [f"seg{k}.m4s" for k in range(8)]
+    # Parts stay listed for the segments within three target durations (3 s) of the end: not segment 0's.
+    assert re.findall(r"#EXT-X-PART:(.*)", text) == [
+        f'DURATION=0.48,URI="seg{k}.0.m4s",INDEPENDENT=YES' for k in range(1, 8)
+    ]
+    assert "\n#EXT-X-PART:DURATION=0.48,URI=\"seg7.0.m4s\",INDEPENDENT=YES\n#EXTINF:0.48,\nseg7.m4s\n" in text
+    assert "#EXT-X-PRELOAD-HINT" not in text
 
     status, headers, init = await packager.get(f"/hls/{sid}/init.mp4")
     assert status == 200 and headers["Content-Type"] == "video/mp4"
@@ -361,6 +381,15 @@ async def test_main_path_idle_and_rendered_chunks_in_sync(packager: Packager) ->
         assert b"moof" in data[:64]
         head_status, head_headers, head_body = await packager.get(f"/hls/{sid}/seg{sequence}.m4s", method="HEAD")
         assert head_status == 200 and head_body == b"" and int(head_headers["Content-Length"]) == len(data)
+    parts_data = []
+    for sequence, data in enumerate(media):
+        status, headers, part = await packager.get(f"/hls/{sid}/seg{sequence}.0.m4s")
+        assert status == 200 and headers["Content-Type"] == "video/iso.segment"
+        assert headers["Cache-Control"] == "public, max-age=86400, immutable"
+        assert part == data[len(fmp4.STYP) :]  # the segment's only part: the segment less its styp
+        parts_data.append(part)
+    status, headers, _ = await packager.get(f"/hls/{sid}/seg0.1.m4s")
+    assert status == 404 and headers["Cache-Control"] == "no-cache"
     head_status, _, head_body = await packager.get(f"/hls/{sid}/index.m3u8", method="HEAD")
     assert head_status == 200 and head_body == b""
 
@@ -395,11 +424,16 @@ async def test_main_path_idle_and_rendered_chunks_in_sync(packager: Packager) ->
     spectrum = np.abs(np.fft.rfft(speech))
     assert np.fft.rfftfreq(len(speech), 1 / RATE)[int(np.argmax(spectrum))] == pytest.approx(440, abs=3)
 
-    # Every segment stands alone after the init segment (a player joining late).
+    # Every segment, and every part, stands alone after the init segment (a player joining late).
     for sequence, data in enumerate(media):
-        alone = decode(init + data)
-        assert [round(t * FPS, 6) for t in alone.times] == list(range(12 * sequence, 12 * sequence + 12))
-        assert alone.idr[0] and levels_match(alone.centre, per_frame([expected[sequence]])), sequence
+        for blob in (data, parts_data[sequence]):
+            alone = decode(init + blob)
+            assert [round(t * FPS, 6) for t in alone.times] == list(range(12 * sequence, 12 * sequence + 12))
+            assert alone.idr[0] and levels_match(alone.centre, per_frame([expected[sequence]])), sequence
+    # The parts joined play exactly as the segments do.
+    by_parts = decode(init + b"".join(parts_data))
+    assert (by_parts.times, by_parts.centre, by_parts.idr) == (decoded.times, decoded.centre, decoded.idr)
+    assert np.array_equal(by_parts.audio, decoded.audio)
 
 
 # -- rendered chunks that are not there ------------------------------------------------------------------------------
@@ -415,10 +449,10 @@ async def test_late_and_lost_chunks_show_the_loop() -> None:
         # Chunk 0 is rendered but never arrives: its commit stalls ("late": the video stream is alive).
         await call.write(commit(0, 0, rendered=True, pcm=tone(0, CHUNK_SAMPLES), speech=True))
         responses = await read_through_segment(call)
-        assert kinds(responses) == ["stall", "segment"]
+        assert kinds(responses) == ["stall", "part", "segment"]
         stall = responses[0].stall
         assert (stall.start_frame_index, stall.frame_count, stall.reason) == (0, CHUNK, "late")
-        assert responses[1].segment.has_speech  # its audio played
+        assert responses[1].part.has_speech and responses[2].segment.has_speech  # its audio played
 
         # It arrives after its commit: ignored. (Chunk 24 after it on the same stream shows it was processed.)
         late, on_time = rendered_chunks(0, 1, 128, 128, SPEECH_LEVEL)[0], rendered_chunks(24, 1, 128, 128, 200)[0]
@@ -428,15 +462,15 @@ async def test_late_and_lost_chunks_show_the_loop() -> None:
         assert set(packager.held(sid)) == {24}
 
         await call.write(commit(12, 1))
-        assert kinds(await read_through_segment(call)) == ["segment"]
+        assert kinds(await read_through_segment(call)) == ["part", "segment"]
         await call.write(commit(24, 2, rendered=True))
-        assert kinds(await read_through_segment(call)) == ["segment"]
+        assert kinds(await read_through_segment(call)) == ["part", "segment"]
 
         # No video stream any more: "lost" at once.
         assert await video.close() == grpc.StatusCode.OK
         await call.write(commit(36, 3, rendered=True))
         responses = await read_through_segment(call)
-        assert kinds(responses) == ["stall", "segment"]
+        assert kinds(responses) == ["stall", "part", "segment"]
         assert (responses[0].stall.start_frame_index, responses[0].stall.reason) == (36, "lost")
         assert kinds(await end_publish(call)) == ["ended"]
 
@@ -482,18 +516,21 @@ async def test_interrupt_splices_a_partial_update_onto_the_chunk() -> None:
         assert set(held) == {0, 24} and held[0].epoch == 2
 
         await call.write(commit(0, 0, rendered=True, epoch=2))
-        assert kinds(await read_through_segment(call)) == ["segment"]
+        assert kinds(await read_through_segment(call)) == ["part", "segment"]
         await call.write(commit(12, 1, rendered=True, epoch=1))
         responses = await read_through_segment(call)
-        assert kinds(responses) == ["stall", "segment"] and responses[0].stall.reason == "late"
+        assert kinds(responses) == ["stall", "part", "segment"] and responses[0].stall.reason == "late"
         await call.write(commit(24, 2, rendered=True, epoch=3))
         responses = await read_through_segment(call)
-        assert kinds(responses) == ["stall", "segment"] and responses[0].stall.reason == "late"
+        assert kinds(responses) == ["stall", "part", "segment"] and responses[0].stall.reason == "late"
         await end_publish(call)
         assert await video.close() == grpc.StatusCode.OK
 
         # The segment's pictures: the first six frames as sent first, the rest from the update.
-        assert packager.store.get(sid).segments[0][1 : 1 + CHUNK] == (*full.frames[:6], *partial.frames)
+        # (styp, the fragment's moof + mdat header, then its samples: the part is the segment without styp)
+        stream = packager.store.get(sid)
+        assert stream.segments[0][2 : 2 + CHUNK] == (*full.frames[:6], *partial.frames)
+        assert stream.segments[0][1:] == stream.parts[(0, 0)]
         init, media = await fetch_all(packager, sid, range(3))
         decoded = decode(init + b"".join(media))
         assert len(decoded.times) == 3 * CHUNK  # all decodable
@@ -569,7 +606,7 @@ async def test_bad_commit_is_invalid_argument_and_ends_playlist(packager: Packag
     sid = session_id("badcommit")
     call = await start_publish(packager, sid)
     await call.write(commit(0, 0))
-    assert kinds(await read_through_segment(call)) == ["segment"]
+    assert kinds(await read_through_segment(call)) == ["part", "segment"]
     await call.write(bad)
     error = await expect_abort(call)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -719,12 +756,20 @@ async def test_disconnect_without_end_ends_playlist(packager: Packager) -> None:
     call = await start_publish(packager, sid, segment_duration_ms=960)  # two chunks per segment
     for start in (0, 12, 24):
         await call.write(commit(start, start // 12))
-    assert kinds(await read_through_segment(call)) == ["segment"]
+    assert kinds(await read_through_segment(call)) == ["part", "part", "segment"]
+    third = await call.read()  # the third chunk is a part of the segment in progress
+    assert third.part.uri == "seg1.0.m4s" and third.part.start_frame_index == 24
     call.cancel()
     text = await wait_for_endlist(packager, sid)
     # The segment of two chunks, then the third chunk alone: what was committed.
     assert re.findall(r"^seg\d+\.m4s$", text, re.M) == ["seg0.m4s", "seg1.m4s"]
     assert re.findall(r"#EXTINF:([0-9.]+),", text) == ["0.96", "0.48"]
+    assert re.findall(r'#EXT-X-PART:DURATION=([0-9.]+),URI="([^"]+)"', text) == [
+        ("0.48", "seg0.0.m4s"),
+        ("0.48", "seg0.1.m4s"),
+        ("0.48", "seg1.0.m4s"),
+    ]
+    assert "#EXT-X-PRELOAD-HINT" not in text
     await wait_until(lambda: packager.servicer.live_streams == 0, "the stream is still live")
     await wait_until(lambda: sid not in packager.servicer._media, "the session's state was not released")
     init, media = await fetch_all(packager, sid, range(2))
@@ -744,17 +789,22 @@ async def test_half_close_without_end_ends_playlist(packager: Packager) -> None:
         await call.write(commit(start, 0, pcm=tone(start * SPF, CHUNK_SAMPLES)))
     await call.done_writing()
     responses = await read_all(call)
-    assert kinds(responses) == ["segment", "segment", "ended"]
-    assert [r.segment.frame_count for r in responses[:2]] == [24, 12]
+    assert kinds(responses) == ["part", "part", "segment", "part", "segment", "ended"]
+    assert [(r.part.sequence, r.part.index) for r in responses if r.HasField("part")] == [(0, 0), (0, 1), (1, 0)]
+    assert [r.segment.frame_count for r in responses if r.HasField("segment")] == [24, 12]
     assert responses[-1].ended.segment_count == 2
     text = await wait_for_endlist(packager, sid)
     assert re.findall(r"#EXTINF:([0-9.]+),", text) == ["0.96", "0.48"]
     init, media = await fetch_all(packager, sid, range(2))
     decoded = decode(init + b"".join(media))
     assert len(decoded.times) == 36
-    # The last segment carries every audio packet still owed: the tone runs to (about) the end.
-    assert len(decoded.audio) >= 36 * SPF
-    assert np.max(np.abs(decoded.audio[36 * SPF - 2048 : 36 * SPF])) > 0.3
+    # Each part carries the AAC packets finished when it was muxed, and parts are published at once, so what the
+    # encoder still owed at the end (its delay: under three packets) has no part left to go into. Up to there the
+    # tone is continuous and runs to the end of the audio.
+    assert 36 * SPF - 3 * AAC_FRAME_SAMPLES <= len(decoded.audio) <= 36 * SPF
+    assert len(decoded.audio) % AAC_FRAME_SAMPLES == 0
+    assert np.max(np.abs(decoded.audio[-2048:])) > 0.3
+    assert np.min([np.max(np.abs(decoded.audio[i : i + 256])) for i in range(2048, len(decoded.audio), 256)]) > 0.3
 
 
 async def test_limits_already_exists_and_resource_exhausted() -> None:
@@ -783,7 +833,7 @@ async def test_shutdown_ends_live_playlists_and_refuses_new_streams() -> None:
         video = await open_video(packager.stub, sid, loop)
         call = await start_publish(packager, sid)
         await call.write(commit(0, 0))
-        assert kinds(await read_through_segment(call)) == ["segment"]
+        assert kinds(await read_through_segment(call)) == ["part", "segment"]
         await packager.servicer.shutdown()
         text = await wait_for_endlist(packager, sid)
         assert re.findall(r"^seg\d+\.m4s$", text, re.M) == ["seg0.m4s"]
@@ -806,7 +856,7 @@ async def test_commits_after_shutdown_end_the_stream_cleanly() -> None:
         sid = session_id("aftershutdown")
         call = await start_publish(packager, sid)
         await call.write(commit(0, 0))
-        assert kinds(await read_through_segment(call)) == ["segment"]
+        assert kinds(await read_through_segment(call)) == ["part", "segment"]
         await packager.servicer.shutdown()
         with contextlib.suppress(grpc.aio.AioRpcError):
             await call.write(commit(12, 1))  # completes a segment
@@ -865,8 +915,8 @@ async def test_newer_video_stream_replaces_older_and_parameter_sets_must_match()
             await call.write(commit(start, start // 12, rendered=True))
         await call.write(END)
         responses = await read_all(call)
-        assert kinds(responses) == ["segment", "stall", "segment", "segment", "ended"]
-        assert (responses[1].stall.start_frame_index, responses[1].stall.reason) == (12, "late")
+        assert kinds(responses) == ["part", "segment", "stall", "part", "segment", "part", "segment", "ended"]
+        assert (responses[2].stall.start_frame_index, responses[2].stall.reason) == (12, "late")
         assert await newer.close() == grpc.StatusCode.OK
         init, media = await fetch_all(packager, sid, range(3))
         decoded = decode(init + b"".join(media))
@@ -889,7 +939,7 @@ async def test_commits_may_name_another_loop_of_the_same_stream(packager: Packag
     plan = [(first, 3), (second, 1), (second, 0), (big, 1), (unknown, 0), (first, 1)]
     for index, (loop, chunk) in enumerate(plan):
         await call.write(commit(12 * index, chunk, loop=loop))
-        assert kinds(await read_through_segment(call)) == ["segment"]
+        assert kinds(await read_through_segment(call)) == ["part", "segment"]
     await end_publish(call)
     # The big loop has other parameter sets and the 3-chunk loop is not held: the current loop (second) shows.
     init, media = await fetch_all(packager, sid, range(len(plan)))
@@ -923,16 +973,16 @@ async def test_rendered_chunk_over_budget_is_refused_and_stalls() -> None:
         await wait_until(lambda: refused_chunks() == refused_before + 2, "the chunks over budget were not refused")
         assert set(packager.held(sid)) == {0}
         await call.write(commit(0, 0, rendered=True))
-        assert kinds(await read_through_segment(call)) == ["segment"]
+        assert kinds(await read_through_segment(call)) == ["part", "segment"]
         # Chunk 0 was committed, which frees its bytes: a chunk sent now fits.
         await video.send(24, chunks[2].frames)
         await packager.wait_held(sid, 24)
         assert set(packager.held(sid)) == {24}
         await call.write(commit(12, 1, rendered=True))
         responses = await read_through_segment(call)
-        assert kinds(responses) == ["stall", "segment"] and responses[0].stall.reason == "late"
+        assert kinds(responses) == ["stall", "part", "segment"] and responses[0].stall.reason == "late"
         await call.write(commit(24, 2, rendered=True))
-        assert kinds(await read_through_segment(call)) == ["segment"]
+        assert kinds(await read_through_segment(call)) == ["part", "segment"]
         assert kinds(await end_publish(call)) == ["ended"]
         assert await video.close() == grpc.StatusCode.OK  # the video stream stayed open throughout
         init, media = await fetch_all(packager, sid, range(3))
@@ -962,12 +1012,14 @@ async def test_http_window_eviction_404s_cors_and_paths() -> None:
         call = await start_publish(packager, sid)
         for start in range(0, 48, 12):
             await call.write(commit(start, start // 12))
-        assert kinds(await end_publish(call)) == ["segment"] * 4 + ["ended"]
+        assert kinds(await end_publish(call)) == ["part", "segment"] * 4 + ["ended"]
 
         status, headers, body = await packager.get(f"/hls/{sid}/index.m3u8")
         text = body.decode()
         assert "#EXT-X-MEDIA-SEQUENCE:2" in text
         assert re.findall(r"^seg\d+\.m4s$", text, re.M) == ["seg2.m4s", "seg3.m4s"]
+        assert re.findall(r'#EXT-X-PART:.*URI="([^"]+)"', text) == ["seg2.0.m4s", "seg3.0.m4s"]
+        assert "#EXT-X-PRELOAD-HINT" not in text and text.endswith("seg3.m4s\n#EXT-X-ENDLIST\n")
         assert re.findall(r"#EXT-X-PROGRAM-DATE-TIME:(\S+)", text) == [
             "2025-06-15T15:06:40.960Z",
             "2025-06-15T15:06:41.440Z",
@@ -987,6 +1039,9 @@ async def test_http_window_eviction_404s_cors_and_paths() -> None:
         assert headers["Access-Control-Allow-Origin"] == "https://app.example" and headers["Vary"] == "Origin"
         _, headers, _ = await packager.get(f"/hls/{sid}/seg3.m4s", Origin="https://app.example")
         assert headers["Access-Control-Allow-Origin"] == "https://app.example"
+        status, headers, part = await packager.get(f"/hls/{sid}/seg3.0.m4s", Origin="https://app.example")
+        assert status == 200 and headers["Access-Control-Allow-Origin"] == "https://app.example"
+        assert part == seg3[len(fmp4.STYP) :]
         _, headers, _ = await packager.get(f"/hls/{sid}/index.m3u8", Origin="https://evil.example")
         assert "Access-Control-Allow-Origin" not in headers
 
@@ -995,6 +1050,11 @@ async def test_http_window_eviction_404s_cors_and_paths() -> None:
             "/hls/short/index.m3u8",  # malformed id
             f"/hls/{sid}/seg-1.m4s",
             f"/hls/{sid}/seg01.m4s",
+            f"/hls/{sid}/seg3.00.m4s",
+            f"/hls/{sid}/seg3.-1.m4s",
+            f"/hls/{sid}/seg3.0.1.m4s",
+            f"/hls/{sid}/seg3.1.m4s",  # a part its (complete) segment does not have
+            f"/hls/{sid}/seg9.0.m4s",  # after the end
             f"/hls/{sid}/other.txt",
             "/hls/",
         ):
@@ -1020,7 +1080,7 @@ async def test_ended_playlist_is_dropped_after_retention() -> None:
         sid = session_id("retain")
         call = await start_publish(packager, sid)
         await call.write(commit(0, 0))
-        assert kinds(await end_publish(call)) == ["segment", "ended"]
+        assert kinds(await end_publish(call)) == ["part", "segment", "ended"]
         assert (await packager.get(f"/hls/{sid}/index.m3u8"))[0] == 200
         deadline = time.monotonic() + 10
         while (await packager.get(f"/hls/{sid}/index.m3u8"))[0] != 404:
@@ -1028,6 +1088,7 @@ async def test_ended_playlist_is_dropped_after_retention() -> None:
             await asyncio.sleep(0.05)
         assert packager.store.get(sid) is None
         assert (await packager.get(f"/hls/{sid}/seg0.m4s"))[0] == 404
+        assert (await packager.get(f"/hls/{sid}/seg0.0.m4s"))[0] == 404
 
 
 # -- pure parts -----------------------------------------------------------------------------------------------------

@@ -208,9 +208,12 @@ class PackagerServicer(packager_pb2_grpc.PackagerServiceServicer):
                 part, segment = await self._mux(muxer, video, commit.pcm_s16le, commit.speech)
                 if stream.playlist.ended:  # ended by shutdown: what comes now has nowhere to go
                     continue
-                yield packager_pb2.PublishResponse(part=self._publish_part(stream, part))
-                if segment is not None:
-                    yield packager_pb2.PublishResponse(segment=self._publish(stream, segment))
+                # Both on the playlist before anyone (a held request) can see it in between.
+                published = self._publish_part(stream, part)
+                completed = self._publish(stream, segment) if segment is not None else None
+                yield packager_pb2.PublishResponse(part=published)
+                if completed is not None:
+                    yield packager_pb2.PublishResponse(segment=completed)
             last = muxer.finish() if not stream.playlist.ended else None
             if last is not None:
                 yield packager_pb2.PublishResponse(segment=self._publish(stream, last))

@@ -35,7 +35,7 @@ class EncoderSettings:
     @property
     def key(self) -> str:
         """What the encoded pictures depend on (part of an idle loop's cache key)."""
-        return f"x264-ultrafast-crf{self.crf}-max{self.max_kbps}-{av.library_versions.get('libavcodec')}"
+        return f"x264-ultrafast-crf{self.crf}-ipr1-max{self.max_kbps}-{av.library_versions.get('libavcodec')}"
 
 
 class FrameEncoder:
@@ -59,6 +59,9 @@ class FrameEncoder:
             "crf": str(settings.crf),
             "sc_threshold": "0",
             "forced-idr": "1",
+            # Every chunk (a 160 ms Low-Latency HLS part) starts with an IDR frame: quantize them like the P frames
+            # (x264's default makes I frames finer), which saves a fifth of the bitrate at 43 dB PSNR.
+            "x264-params": "ipratio=1.0",
         }
         if settings.max_kbps > 0:
             options["maxrate"] = f"{settings.max_kbps}k"

@@ -19,6 +19,8 @@ const EMPTY: Snapshot = {
   uploading: false,
   playerStatus: "idle",
   behindLiveMs: null,
+  targetLatencyMs: null,
+  lowLatency: true,
   latency: null,
 };
 
@@ -189,7 +191,18 @@ export function LivePage() {
             <div className="video-live">
               <span className="live-dot" aria-hidden="true" /> LIVE
               {snap.behindLiveMs !== null && snap.behindLiveMs >= 0 && (
-                <span className="video-delay">{(snap.behindLiveMs / 1000).toFixed(1)} s behind</span>
+                <span
+                  id="live-latency"
+                  data-testid="live-latency"
+                  className="video-delay"
+                  title={
+                    `Glass-to-glass estimate: now − the on-screen frame's live time (PROGRAM-DATE-TIME)` +
+                    (snap.targetLatencyMs !== null ? `; the player aims for ${formatSeconds(snap.targetLatencyMs)}` : "") +
+                    (snap.lowLatency ? " (LL-HLS)" : " (plain segments)")
+                  }
+                >
+                  {formatSeconds(snap.behindLiveMs)} behind
+                </span>
               )}
             </div>
             {muted ? (

@@ -9,7 +9,8 @@ import {
 } from "@/gen/avatar/v1/session_pb";
 import { createSessionClient, type SessionClient } from "./api";
 import { backoffMs, describeError, UNREACHABLE_MESSAGE, type ErrorInfo } from "./errors";
-import { Player, type PlayerStatus } from "./player";
+import { lowLatencyFromSearch } from "./playback";
+import { Player, type PlaybackInfo, type PlayerStatus } from "./player";
 import { StallThrottle } from "./stalls";
 import { addWord, newTurn, revealWords, shownWords, type Finish, type Mode, type Turn } from "./transcript";
 
@@ -45,6 +46,10 @@ export interface Snapshot {
   playerStatus: PlayerStatus;
   /** How far the picture on screen is behind real time, in ms (media epoch + on-screen media time vs now). */
   behindLiveMs: number | null;
+  /** What the player aims for, in ms (LL-HLS: the playlist's PART-HOLD-BACK); null while unknown. */
+  targetLatencyMs: number | null;
+  /** LL-HLS (parts) or the plain segments (`?ll=0`). */
+  lowLatency: boolean;
   latency: LatencyReadout | null;
 }
 
@@ -58,6 +63,10 @@ export interface AvatarTestHook {
   mediaTimeUs: number | null;
   playlistUrl: string;
   latencies: number[];
+  /** The player: LL mode, hls.js latency and target, stall/rebuffer/reload counts. */
+  playback: PlaybackInfo;
+  /** How far the picture on screen is behind real time (ms), as the page shows it. */
+  behindLiveMs: number | null;
 }
 
 declare global {
@@ -85,7 +94,8 @@ const STATE_MAX_HOLD_MS = 4000;
 /** Events of an utterance whose Say/Chat reply has not come back yet wait this long for it. */
 const ORPHAN_WAIT_MS = 2000;
 const NOTICE_MS = 7000;
-const FIRST_SEGMENT_DELAY_MS = 650;
+/** The first segment (960 ms of media) is on the playlist a little before media time 960 ms. */
+const FIRST_SEGMENT_DELAY_MS = 950;
 const SESSION_ERROR_MS = 10000;
 
 interface PendingState {
@@ -149,6 +159,8 @@ export class Controller {
   private playerStatus: PlayerStatus = "idle";
   private onScreenUs: number | null = null;
   private behindLiveMs: number | null = null;
+  private targetLatencyMs: number | null = null;
+  private readonly lowLatency: boolean;
   private lastBehindEmit = 0;
   private ticker: ReturnType<typeof setInterval> | null = null;
   private dirty = false;
@@ -157,12 +169,18 @@ export class Controller {
     this.client = createSessionClient(baseUrl);
     // EndSession on page exit must outlive the page: keepalive fetch.
     this.endClient = createSessionClient(baseUrl, true);
-    this.player = new Player(video, {
-      onStatus: (status) => {
-        this.playerStatus = status;
-        this.changed();
+    // `?ll=0` plays the plain segments instead of LL-HLS (for comparison; read once, not in the UI).
+    this.lowLatency = lowLatencyFromSearch(window.location.search);
+    this.player = new Player(
+      video,
+      {
+        onStatus: (status) => {
+          this.playerStatus = status;
+          this.changed();
+        },
       },
-    });
+      { lowLatency: this.lowLatency },
+    );
     this.snapshot = this.buildSnapshot();
     this.publishHook();
   }
@@ -424,7 +442,6 @@ export class Controller {
     }
     const path = session.playlistPath || session.playlistUrl;
     this.playlistUrl = new URL(path, window.location.origin).href;
-    // The first segment (480 ms of media) is on the playlist a little after media time 480 ms.
     this.player.load(this.playlistUrl, this.epochMs ? this.epochMs + FIRST_SEGMENT_DELAY_MS : 0);
     for (const resolve of this.sessionWaiters.splice(0)) resolve();
     this.changed();
@@ -695,9 +712,15 @@ export class Controller {
     if (now - this.lastBehindEmit > 500) {
       this.lastBehindEmit = now;
       const behind = onScreen !== null ? Date.now() - (this.epochMs + onScreen / 1000) : null;
-      const rounded = behind !== null ? Math.round(behind / 100) * 100 : null;
+      const rounded = behind !== null ? Math.round(behind / 10) * 10 : null;
       if (rounded !== this.behindLiveMs) {
         this.behindLiveMs = rounded;
+        this.dirty = true;
+      }
+      const target = this.player.info.targetLatencyS;
+      const targetMs = target !== null ? Math.round(target * 1000) : null;
+      if (targetMs !== this.targetLatencyMs) {
+        this.targetLatencyMs = targetMs;
         this.dirty = true;
       }
       this.publishHook();
@@ -774,6 +797,8 @@ export class Controller {
       uploading: this.uploading,
       playerStatus: this.playerStatus,
       behindLiveMs: this.behindLiveMs,
+      targetLatencyMs: this.targetLatencyMs,
+      lowLatency: this.lowLatency,
       latency,
     };
   }
@@ -800,6 +825,8 @@ export class Controller {
       mediaTimeUs: this.onScreenUs,
       playlistUrl: this.playlistUrl,
       latencies: this.turns.filter((t) => t.firstSpeechMs !== null).map((t) => t.firstSpeechMs as number),
+      playback: this.player.info,
+      behindLiveMs: this.behindLiveMs,
     };
   }
 }

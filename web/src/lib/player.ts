@@ -1,8 +1,17 @@
-// Live HLS playback of a session's playlist: hls.js tuned for low latency (Safari: native HLS), retrying the
-// playlist until its first segment exists, recovering from network and media errors by itself, and telling the
-// page which session media time is on screen (EXT-X-PROGRAM-DATE-TIME = Session.media_epoch + media time).
-import Hls, { ErrorDetails, ErrorTypes, Events, type ErrorData, type HlsConfig, type RetryConfig } from "hls.js";
+// Live HLS playback of a session's playlist: hls.js in LL-HLS mode (160 ms parts, blocking playlist reload; the plain
+// segments with `lowLatency: false`), Safari: native HLS; retrying the playlist until its first segment exists,
+// recovering from network and media errors by itself, catching up after a stall, and telling the page which session
+// media time is on screen (EXT-X-PROGRAM-DATE-TIME = Session.media_epoch + media time).
+import Hls, { ErrorDetails, ErrorTypes, Events, type ErrorData } from "hls.js";
 import { backoffMs } from "./errors";
+import {
+  catchUpRate,
+  hlsConfig,
+  liveSyncSeconds,
+  parsePlaylistTiming,
+  relaxedTarget,
+  type PlaylistTiming,
+} from "./playback";
 
 export type PlayerStatus = "idle" | "loading" | "playing" | "stalled" | "retrying" | "ended";
 
@@ -10,46 +19,34 @@ export interface PlayerCallbacks {
   onStatus(status: PlayerStatus, detail?: string): void;
 }
 
-/** 404 means "not yet" for a live playlist or a segment a moment ahead: retry it like a server error. */
-function retry404(
-  retryConfig: RetryConfig | null | undefined,
-  retryCount: number,
-  _isTimeout: boolean,
-  response: { code?: number } | undefined,
-  retry: boolean,
-): boolean {
-  return retry || (!!retryConfig && response?.code === 404 && retryCount < retryConfig.maxNumRetry);
+export interface PlayerOptions {
+  /** LL-HLS (parts, blocking reload); false plays the plain segments. Default true. */
+  lowLatency?: boolean;
 }
 
-function policy(maxNumRetry: number, maxLoadTimeMs: number) {
-  return {
-    default: {
-      maxTimeToFirstByteMs: 8000,
-      maxLoadTimeMs,
-      timeoutRetry: { maxNumRetry: 3, retryDelayMs: 0, maxRetryDelayMs: 0 },
-      errorRetry: { maxNumRetry, retryDelayMs: 250, maxRetryDelayMs: 2000, shouldRetry: retry404 },
-    },
-  };
+/** What the player knows about its playback, for the page's readout and the tests/bench (window.__avatar). */
+export interface PlaybackInfo {
+  /** Asked for LL-HLS (the page's `?ll=` switch). */
+  lowLatency: boolean;
+  /** hls.js runs with lowLatencyMode (false: native HLS, or the plain segments). */
+  lowLatencyMode: boolean;
+  /** The playlist announces parts (EXT-X-PART-INF). */
+  parts: boolean;
+  /** hls.js's live latency (s): live edge (wall clock) minus the playhead; null while unknown or native HLS. */
+  latencyS: number | null;
+  /** What hls.js aims for (s): PART-HOLD-BACK in LL mode, plus any increase after stalls. */
+  targetLatencyS: number | null;
+  playbackRate: number;
+  /** hls.js BUFFER_STALLED_ERROR events (the playhead ran out of buffer). */
+  bufferStalls: number;
+  /** `waiting` events on the <video> (rebuffering) after it first played. */
+  waiting: number;
+  /** Times hls.js was torn down and restarted (stall watchdog, fatal errors). */
+  reloads: number;
 }
-
-export const HLS_CONFIG: Partial<HlsConfig> = {
-  lowLatencyMode: true,
-  // Segments are 480 ms: keep about a second behind the live edge, catch up gently, jump when far behind.
-  liveSyncDuration: 1.0,
-  liveMaxLatencyDuration: 4.0,
-  maxLiveSyncPlaybackRate: 1.1,
-  liveDurationInfinity: true,
-  maxBufferLength: 4,
-  maxMaxBufferLength: 8,
-  backBufferLength: 4,
-  startFragPrefetch: true,
-  enableWorker: true,
-  manifestLoadPolicy: policy(12, 10000),
-  playlistLoadPolicy: policy(8, 10000),
-  fragLoadPolicy: policy(8, 15000),
-};
 
 const STALL_RELOAD_MS = 8000;
+const STARTUP_MS = 3000;
 
 export class Player {
   private hls: Hls | null = null;
@@ -64,6 +61,21 @@ export class Player {
   private nativeStartDateMs: number | null = null;
   private notBeforeMs = 0;
   private status: PlayerStatus = "idle";
+  private readonly lowLatency: boolean;
+  private timing: PlaylistTiming | null = null;
+  private bufferStalls = 0;
+  private waiting = 0;
+  private reloads = 0;
+  private playedOnce = false;
+  private firstPlayingAt = 0;
+  private lastStallAt = -Infinity;
+  private readonly onWaiting = () => {
+    if (this.playedOnce) this.waiting++;
+  };
+  private readonly onPlaying = () => {
+    if (!this.playedOnce) this.firstPlayingAt = performance.now();
+    this.playedOnce = true;
+  };
   private readonly onNativeError = () => this.scheduleReload("video error");
   private readonly onEnded = () => this.setStatus("ended");
   private readonly onTimeUpdate = () => {
@@ -71,13 +83,17 @@ export class Player {
       this.lastTime = this.video.currentTime;
       this.lastProgressAt = performance.now();
       this.setStatus("playing");
+      this.catchUp();
     }
   };
 
   constructor(
     private readonly video: HTMLVideoElement,
     private readonly callbacks: PlayerCallbacks,
-  ) {}
+    options: PlayerOptions = {},
+  ) {
+    this.lowLatency = options.lowLatency ?? true;
+  }
 
   /**
    * Starts playing `url` (replacing whatever played before). `firstSegmentAtMs`: wall-clock time when the first
@@ -117,6 +133,21 @@ export class Player {
     return latency !== undefined && Number.isFinite(latency) && latency > 0 ? latency : null;
   }
 
+  get info(): PlaybackInfo {
+    const target = this.hls?.targetLatency;
+    return {
+      lowLatency: this.lowLatency,
+      lowLatencyMode: !!this.hls && this.hls.lowLatencyMode,
+      parts: (this.timing?.partTarget ?? 0) > 0,
+      latencyS: this.latencySeconds,
+      targetLatencyS: target !== undefined && target !== null && Number.isFinite(target) ? target : null,
+      playbackRate: this.video.playbackRate,
+      bufferStalls: this.bufferStalls,
+      waiting: this.waiting,
+      reloads: this.reloads,
+    };
+  }
+
   get playing(): boolean {
     return this.status === "playing";
   }
@@ -129,6 +160,25 @@ export class Player {
   }
 
   // -- internals ------------------------------------------------------------------------------------------------
+
+  /** Plays a little faster while behind the aim (after a stall, or a slow start), and forgets old stalls' extra. */
+  private catchUp(): void {
+    const hls = this.hls;
+    const video = this.video;
+    if (!hls || !this.timing) return;
+    const base = liveSyncSeconds(this.lowLatency, this.timing);
+    const relaxed = relaxedTarget(hls.targetLatency, base, performance.now() - this.lastStallAt);
+    if (relaxed !== null) hls.targetLatency = relaxed;
+    const buffered = video.buffered;
+    let ahead = 0;
+    for (let i = 0; i < buffered.length; i++) {
+      if (buffered.start(i) <= video.currentTime + 0.1 && buffered.end(i) > video.currentTime) {
+        ahead = buffered.end(i) - video.currentTime;
+      }
+    }
+    const rate = catchUpRate(this.latencySeconds, hls.targetLatency, ahead);
+    if (video.playbackRate !== rate) video.playbackRate = rate;
+  }
 
   private setStatus(status: PlayerStatus, detail?: string): void {
     if (status === this.status && !detail) return;
@@ -148,6 +198,10 @@ export class Player {
     this.video.removeEventListener("error", this.onNativeError);
     this.video.removeEventListener("ended", this.onEnded);
     this.video.removeEventListener("timeupdate", this.onTimeUpdate);
+    this.video.removeEventListener("waiting", this.onWaiting);
+    this.video.removeEventListener("playing", this.onPlaying);
+    this.playedOnce = false;
+    if (this.video.playbackRate !== 1) this.video.playbackRate = 1;
     this.nativeStartDateMs = null;
   }
 
@@ -155,37 +209,41 @@ export class Player {
     const generation = ++this.generation;
     this.teardown();
     this.setStatus("loading");
-    void this.waitForPlaylist(generation).then((ready) => {
-      if (!ready || generation !== this.generation) return;
-      this.attach(generation);
+    void this.waitForPlaylist(generation).then((text) => {
+      if (text === null || generation !== this.generation) return;
+      this.timing = parsePlaylistTiming(text);
+      this.attach(generation, this.timing);
     });
   }
 
-  /** The playlist 404s until the session's first segment exists (about half a second): poll for it. */
-  private async waitForPlaylist(generation: number): Promise<boolean> {
+  /** The playlist 404s until the session's first segment exists (about a second): poll for it; its text. */
+  private async waitForPlaylist(generation: number): Promise<string | null> {
     const wait = Math.min(1500, this.notBeforeMs - Date.now());
     this.notBeforeMs = 0;
     if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
     for (let i = 0; generation === this.generation; i++) {
       try {
         const response = await fetch(this.url, { cache: "no-store" });
-        if (response.ok && (await response.text()).includes("#EXTINF")) return true;
+        if (response.ok) {
+          const text = await response.text();
+          if (text.includes("#EXTINF")) return text;
+        }
       } catch {
         // network error: keep trying
       }
-      if (generation !== this.generation) return false;
+      if (generation !== this.generation) return null;
       if (i > 20) this.setStatus("retrying", "waiting for the stream");
       await new Promise((resolve) => setTimeout(resolve, i < 20 ? 200 : backoffMs(i - 20)));
     }
-    return false;
+    return null;
   }
 
-  private attach(generation: number): void {
+  private attach(generation: number, timing: PlaylistTiming): void {
     const video = this.video;
     this.lastProgressAt = performance.now();
     this.lastTime = -1;
     if (Hls.isSupported()) {
-      const hls = new Hls(HLS_CONFIG);
+      const hls = new Hls(hlsConfig(this.lowLatency, timing));
       this.hls = hls;
       hls.on(Events.MANIFEST_PARSED, () => this.play());
       hls.on(Events.FRAG_BUFFERED, () => {
@@ -204,6 +262,8 @@ export class Player {
     }
     video.addEventListener("ended", this.onEnded);
     video.addEventListener("timeupdate", this.onTimeUpdate);
+    video.addEventListener("waiting", this.onWaiting);
+    video.addEventListener("playing", this.onPlaying);
     this.watchdog = setInterval(() => this.checkProgress(), 1000);
   }
 
@@ -236,6 +296,13 @@ export class Player {
 
   private onHlsError(generation: number, data: ErrorData): void {
     if (generation !== this.generation || !this.hls) return;
+    if (data.details === ErrorDetails.BUFFER_STALLED_ERROR && !data.fatal) {
+      this.bufferStalls++;
+      // hls.js raises its aim after every stall; one in the first seconds (a start on a thin buffer) is forgotten
+      // at once, later ones after STALL_FORGET_MS.
+      const now = performance.now();
+      if (this.playedOnce && now - this.firstPlayingAt > STARTUP_MS) this.lastStallAt = now;
+    }
     if (!data.fatal) return;
     const hls = this.hls;
     if (data.type === ErrorTypes.MEDIA_ERROR) {
@@ -262,7 +329,10 @@ export class Player {
       if (this.retryTimer) clearTimeout(this.retryTimer);
       this.retryTimer = setTimeout(() => {
         if (generation !== this.generation || !this.hls) return;
-        if (this.attempt > 4) this.start();
+        if (this.attempt > 4) {
+          this.reloads++;
+          this.start();
+        }
         else this.hls.startLoad(-1);
       }, delay);
       return;
@@ -280,7 +350,9 @@ export class Player {
     this.watchdog = null;
     const delay = backoffMs(this.attempt++);
     this.retryTimer = setTimeout(() => {
-      if (generation === this.generation && this.url) this.start();
+      if (generation !== this.generation || !this.url) return;
+      this.reloads++;
+      this.start();
     }, delay);
   }
 }

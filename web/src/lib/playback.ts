@@ -1,0 +1,160 @@
+// How the page plays the live HLS: low-latency (LL-HLS: 160 ms parts, blocking playlist reload) or the plain
+// segments (`?ll=0`, for comparison), and the hls.js settings for each, derived from what the playlist announces.
+// Pure (no DOM, no hls.js at run time), so unit-tested (playback.test.ts).
+import type { HlsConfig, RetryConfig } from "hls.js";
+
+/** The playlist's timing, as announced by the server (LL tags absent on a plain playlist). */
+export interface PlaylistTiming {
+  /** EXT-X-TARGETDURATION (s; an integer, rounded up). */
+  targetDuration: number;
+  /** The longest EXTINF (s): the real segment length. */
+  segmentDuration: number;
+  /** EXT-X-PART-INF:PART-TARGET (s), 0 without parts. */
+  partTarget: number;
+  /** EXT-X-SERVER-CONTROL:PART-HOLD-BACK (s), 0 when absent. */
+  partHoldBack: number;
+  /** EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES. */
+  canBlockReload: boolean;
+}
+
+/** Whether the page plays in low-latency mode: yes unless the URL says `ll=0` (or `false`, `no`, `off`). */
+export function lowLatencyFromSearch(search: string): boolean {
+  const value = new URLSearchParams(search).get("ll");
+  if (value === null) return true;
+  return !["0", "false", "no", "off"].includes(value.trim().toLowerCase());
+}
+
+function attribute(line: string, name: string): string | null {
+  const match = new RegExp(`(?:^|[:,])${name}=([^,]*)`).exec(line);
+  return match ? match[1] : null;
+}
+
+function seconds(value: string | null): number {
+  const n = value === null ? NaN : Number.parseFloat(value);
+  return Number.isFinite(n) && n > 0 ? n : 0;
+}
+
+/** Reads the timing tags off a media playlist's text. */
+export function parsePlaylistTiming(text: string): PlaylistTiming {
+  const timing: PlaylistTiming = {
+    targetDuration: 0,
+    segmentDuration: 0,
+    partTarget: 0,
+    partHoldBack: 0,
+    canBlockReload: false,
+  };
+  for (const raw of text.split("\n")) {
+    const line = raw.trim();
+    if (line.startsWith("#EXT-X-TARGETDURATION:")) {
+      timing.targetDuration = seconds(line.slice("#EXT-X-TARGETDURATION:".length));
+    } else if (line.startsWith("#EXTINF:")) {
+      timing.segmentDuration = Math.max(timing.segmentDuration, seconds(line.slice("#EXTINF:".length)));
+    } else if (line.startsWith("#EXT-X-PART-INF:")) {
+      timing.partTarget = seconds(attribute(line, "PART-TARGET"));
+    } else if (line.startsWith("#EXT-X-SERVER-CONTROL:")) {
+      timing.partHoldBack = seconds(attribute(line, "PART-HOLD-BACK"));
+      timing.canBlockReload = attribute(line, "CAN-BLOCK-RELOAD") === "YES";
+    }
+  }
+  return timing;
+}
+
+/** Seconds behind the live edge the player aims for. LL: the server's PART-HOLD-BACK (at least two parts; three
+ * parts when it does not say). Plain: two segments, as before LL-HLS (1 s with 480 ms segments). */
+export function liveSyncSeconds(lowLatency: boolean, timing: PlaylistTiming): number {
+  const segment = timing.segmentDuration || timing.targetDuration || 1;
+  if (lowLatency && timing.partTarget > 0) {
+    return Math.max(timing.partHoldBack || 3 * timing.partTarget, 2 * timing.partTarget);
+  }
+  return 2 * segment;
+}
+
+/** 404 means "not yet" for a live playlist or a part/segment a moment ahead: retry it like a server error. */
+export function retry404(
+  retryConfig: RetryConfig | null | undefined,
+  retryCount: number,
+  _isTimeout: boolean,
+  response: { code?: number } | undefined,
+  retry: boolean,
+): boolean {
+  return retry || (!!retryConfig && response?.code === 404 && retryCount < retryConfig.maxNumRetry);
+}
+
+function policy(maxNumRetry: number, maxLoadTimeMs: number, retryDelayMs = 250) {
+  return {
+    default: {
+      maxTimeToFirstByteMs: 8000,
+      maxLoadTimeMs,
+      timeoutRetry: { maxNumRetry: 3, retryDelayMs: 0, maxRetryDelayMs: 0 },
+      errorRetry: { maxNumRetry, retryDelayMs, maxRetryDelayMs: 2000, shouldRetry: retry404 },
+    },
+  };
+}
+
+/** The fastest the page plays to catch up with the live edge after a stall (speech stays intelligible). */
+export const MAX_CATCH_UP_RATE = 1.25;
+/** After this long without a stall, the aim goes back from what stalls added to the playlist's hold-back. */
+export const STALL_FORGET_MS = 30_000;
+
+/**
+ * hls.js settings. LL: `lowLatencyMode` (parts, blocking reload with _HLS_msn/_HLS_part), aiming PART-HOLD-BACK
+ * behind the live edge; each stall raises the aim by a part (at most one target duration in all; the player forgets
+ * it after STALL_FORGET_MS without a stall); jumps to the aim when more than ~2 s past it. Plain: whole segments
+ * only, two segments behind. hls.js's own playback-rate catch-up (maxLiveSyncPlaybackRate) is off: it only acts with
+ * more than a second buffered ahead, which a half-second latency never has; the player runs `catchUpRate` instead.
+ * Small buffers (a live stream cannot buffer past its edge anyway); a missed part or segment is asked again quickly.
+ */
+export function hlsConfig(lowLatency: boolean, timing: PlaylistTiming): Partial<HlsConfig> {
+  const sync = liveSyncSeconds(lowLatency, timing);
+  const segment = timing.segmentDuration || timing.targetDuration || 1;
+  const part = lowLatency && timing.partTarget > 0 ? timing.partTarget : 0;
+  return {
+    lowLatencyMode: lowLatency,
+    liveSyncDuration: sync,
+    liveMaxLatencyDuration: sync + Math.max(2, 2 * segment),
+    liveSyncOnStallIncrease: part || segment / 2,
+    maxLiveSyncPlaybackRate: 1,
+    liveDurationInfinity: true,
+    maxBufferLength: 4,
+    maxMaxBufferLength: 8,
+    backBufferLength: 4,
+    startFragPrefetch: true,
+    enableWorker: true,
+    manifestLoadPolicy: policy(12, 10000),
+    // A blocking playlist request is held by the server until the part exists (up to ~3 target durations).
+    playlistLoadPolicy: policy(8, 10000, part ? 100 : 250),
+    fragLoadPolicy: policy(8, 15000, part ? 100 : 250),
+  };
+}
+
+/**
+ * The page's catch-up after a stall: hls.js only speeds up while more than one second is buffered ahead, which a
+ * half-second live latency never has, so it would sit a stall's worth behind for good. Plays at up to `maxRate`
+ * while more than `slackS` behind the target and enough is buffered not to run dry at that speed; 1 otherwise.
+ */
+export function catchUpRate(
+  latencyS: number | null,
+  targetS: number | null,
+  bufferedAheadS: number,
+  maxRate = MAX_CATCH_UP_RATE,
+  slackS = 0.05,
+): number {
+  if (latencyS === null || targetS === null || !(latencyS > 0) || !(targetS > 0)) return 1;
+  const excess = latencyS - targetS;
+  if (excess <= slackS) return 1;
+  // Never drain the buffer below a couple of parts' worth by speeding up.
+  if (bufferedAheadS < Math.min(0.3, targetS / 2)) return 1;
+  const rate = 1 + Math.min(excess, 1) * 0.5;
+  return Math.max(1, Math.round(Math.min(maxRate, rate) * 20) / 20);
+}
+
+/** The aim to go back to (s) when stalls raised hls.js's target and none came for `forgetMs`; null: leave it. */
+export function relaxedTarget(
+  targetS: number | null,
+  baseS: number,
+  msSinceLastStall: number,
+  forgetMs = STALL_FORGET_MS,
+): number | null {
+  if (targetS === null || targetS <= baseS + 0.001 || msSinceLastStall < forgetMs) return null;
+  return baseS;
+}
