@@ -1,6 +1,6 @@
 """Pipeline benchmark: starts the real stack on free loopback ports and prints a table.
 
-- time from Say to the first speech segment on the playlist, as a viewer polling the playlist sees it
+- time from Say to the first speech part (Low-Latency HLS) on the playlist, as a viewer polling the playlist sees it
   (median and p95 over --runs), with the server's own stage split;
 - real-time factor (compute time / media time; below 1 is faster than real time) of each stage: tts (through its
   gRPC stream), video render, video encode and packager mux (in-process, one thread each), and of the whole
@@ -176,10 +176,10 @@ async def main() -> None:
         await supervisor.stop()
 
     rows = [
-        ("Say -> first speech segment on playlist (ms)", first_speech),
+        ("Say -> first speech part on playlist (ms)", first_speech),
         ("  server: request -> first audio (ms)", stages["first_audio"]),
         ("  server: request -> first speech frame out (ms)", stages["first_speech_frame"]),
-        ("  server: request -> first speech segment (ms)", stages["first_speech_segment"]),
+        ("  server: request -> first speech part (ms)", stages["first_speech_segment"]),
         ("tts: clause -> first audio (ms)", firsts),
     ]
     print(f"\nInfiniteTalk Live pipeline benchmark ({os.cpu_count()} CPUs, {args.runs} runs)\n")

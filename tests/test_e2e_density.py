@@ -49,12 +49,13 @@ async def worker_status(ports: StackPorts) -> video_pb2.GetWorkerStatusResponse:
 
 
 async def media_seconds(url: str) -> float:
-    """Media time the playlist covers (from its first segment's start to its last's end)."""
+    """Media time the playlist covers, from its first segment's start to the end of its newest part (a 160 ms
+    resolution; whole 960 ms segments would be too coarse for a few seconds of measurement)."""
     playlist = await asyncio.to_thread(fetch_playlist, url)
     assert playlist is not None and playlist.segments
-    first, last = playlist.segments[0], playlist.segments[-1]
-    assert first.program_date_time is not None and last.program_date_time is not None
-    return (last.program_date_time - first.program_date_time).total_seconds() + last.duration_s
+    first, until = playlist.segments[0].program_date_time, playlist.covered_until()
+    assert first is not None and until is not None
+    return (until - first).total_seconds()
 
 
 @contextlib.asynccontextmanager

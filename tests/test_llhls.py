@@ -5,8 +5,7 @@ EXT-X-PRELOAD-HINT, 6.2.1/6.2.2 live playlists, 6.2.5.2 Blocking Playlist Reload
 
 A real in-process packager (gRPC + HTTP) with the production shape: 4-frame chunks (160 ms parts at 25 fps), six to a
 960 ms segment. The tests commit chunk by chunk; nothing paces the packager, so "held until the part exists" is
-measured from the commit that makes the part. Tests marked xfail(strict) pin spec violations found in the packager:
-they pass once it is fixed (and then the mark must go).
+measured from the commit that makes the part.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from services.packager import fmp4
 from services.packager.config import PackagerConfig
 from services.packager.playlist import LivePlaylist, PlaylistPart, PlaylistSegment
 from services.packager.service import PackagerServicer
-from services.packager.store import PART_SEGMENTS_KEPT, HlsStore
+from services.packager.store import HlsStore
 from services.video.chunker import ChunkAssembler
 from tests.packager_media import (
     LEVEL_TOLERANCE,
@@ -406,8 +405,9 @@ def check_playlist(text: str, *, parts_per_segment: int | None = PARTS_PER_SEGME
         ]
         for i, part in enumerate(segment.parts):
             assert 0 < part.duration_us <= part_target_us, part  # every part, the final one too
-            final = segment.duration_us is not None and i == len(segment.parts) - 1
-            if not (part.independent or final or (segment.duration_us is None and i == len(segment.parts) - 1)):
+            # At least 85 % of the target, except INDEPENDENT=YES parts and the final part of a segment (the newest
+            # part of the segment in progress may be its final one).
+            if not (part.independent or i == len(segment.parts) - 1):
                 assert part.duration_us >= 0.85 * part_target_us, part
             # Every part here begins with an IDR frame (checked on the bytes in test_every_part_stands_alone).
             assert part.independent
@@ -424,6 +424,11 @@ def check_playlist(text: str, *, parts_per_segment: int | None = PARTS_PER_SEGME
             elapsed += segment.duration_us  # type: ignore[operator]
             recent = end_us - elapsed < 3 * target_duration_s * 1_000_000
             assert bool(segment.parts) == recent, (segment.sequence, recent)
+    if parts_per_segment is not None:
+        # Every segment is made of the same number of parts; only the last one of an ended stream may have fewer.
+        for segment in complete:
+            if segment.parts and not (ended and segment is complete[-1]):
+                assert len(segment.parts) == parts_per_segment, segment
     if playlist.in_progress is not None and parts_per_segment is not None:
         # A segment with all its parts is complete: it is listed with its EXTINF, not as a segment in progress.
         assert len(playlist.in_progress.parts) < parts_per_segment, "the segment in progress has all its parts"
@@ -544,11 +549,22 @@ async def test_live_playlist_follows_the_spec_part_by_part(packager: Packager) -
     assert [part.uri for part in ended.segments[-1].parts] == [f"seg6.{i}.m4s" for i in range(4)]
 
 
-_ROUNDING = (
-    "service.py gives the playlist PART-TARGET = chunk_frames * 1e6 // fps (floored) while muxer.py makes parts of "
-    "(first + n) * 1e6 // fps - first * 1e6 // fps microseconds: at 24, 30 or 60 fps some parts are one microsecond "
-    "longer than PART-TARGET (4.4.4.9: MUST NOT), LivePlaylist.add_part raises and Publish dies with UNKNOWN"
-)
+async def test_sliding_window_with_parts() -> None:
+    """A short window: segments leave from the front (MEDIA-SEQUENCE counts them), the playlist never lasts less
+    than three target durations (6.2.2), and the rules above hold throughout."""
+    async with running_packager(window_segments=4) as packager:
+        session = await start_session(packager, "window")
+        for n in range(8 * PARTS_PER_SEGMENT + 2):
+            await session.commit()
+            playlist = check_playlist(await session.playlist())
+            complete = (n + 1) // PARTS_PER_SEGMENT
+            assert playlist.media_sequence == max(0, complete - 4)
+            assert [segment.sequence for segment in playlist.complete] == list(range(max(0, complete - 4), complete))
+            if complete > 4:
+                assert sum(segment.duration_us for segment in playlist.complete) >= 3_000_000  # type: ignore[misc]
+        status, _, body = await packager.get(session.path + "seg3.m4s")
+        assert status == 404 and b"no longer available" in body
+        await session.end()
 
 
 @pytest.mark.parametrize(
@@ -557,9 +573,9 @@ _ROUNDING = (
         (25, 4, 960),
         (25, 12, 480),
         (50, 4, 480),
-        pytest.param(30, 4, 400, marks=pytest.mark.xfail(strict=True, reason=_ROUNDING)),
-        pytest.param(24, 4, 500, marks=pytest.mark.xfail(strict=True, reason=_ROUNDING)),
-        pytest.param(60, 4, 200, marks=pytest.mark.xfail(strict=True, reason=_ROUNDING)),
+        (30, 4, 400),
+        (24, 4, 500),
+        (60, 4, 200),
     ],
 )
 def test_parts_never_exceed_the_part_target(fps: int, chunk_frames: int, segment_ms: int) -> None:
@@ -570,7 +586,7 @@ def test_parts_never_exceed_the_part_target(fps: int, chunk_frames: int, segment
     loop = loop_for(chunk_frames, fps)
     chunks_per_segment = segment_ms * fps // 1000 // chunk_frames
     muxer = SessionMuxer(MuxerSettings(128, 128, fps, RATE, chunk_frames, chunks_per_segment), loop.sps, loop.pps)
-    part_target_us = chunk_frames * 1_000_000 // fps  # what service.py gives the playlist
+    part_target_us = -(-chunk_frames * 1_000_000 // fps)  # what service.py gives the playlist (rounded up)
     sync = (True,) + (False,) * (chunk_frames - 1)
     made = []
     for n in range(2 * chunks_per_segment):
@@ -581,7 +597,6 @@ def test_parts_never_exceed_the_part_target(fps: int, chunk_frames: int, segment
     assert max(made) <= part_target_us, (made, part_target_us)
 
 
-@pytest.mark.xfail(strict=True, reason=_ROUNDING)
 async def test_a_30_fps_stream_publishes(packager: Packager) -> None:
     loop = loop_for(CHUNK_FRAMES, 30)
     session = await start_session(packager, "fps30", loop, 400)
@@ -591,13 +606,6 @@ async def test_a_30_fps_stream_publishes(packager: Packager) -> None:
     await session.end()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service.py Publish `finally`: when Publish fails after the muxer made a part the playlist did not get, "
-    "muxer.finish() cuts a segment whose parts the playlist lacks, self._publish raises ValueError ('the segment's "
-    "parts do not add up') inside the finally, and store.end, loops.unpin and the _live/_media cleanup never run: "
-    "the playlist stays live (no ENDLIST) and the session counts against max_streams forever",
-)
 async def test_a_publish_that_fails_after_muxing_still_ends_its_playlist(packager: Packager, monkeypatch) -> None:
     session = await start_session(packager, "fault")
     await session.commit_many(2)
@@ -612,7 +620,7 @@ async def test_a_publish_that_fails_after_muxing_still_ends_its_playlist(package
     await session.send()
     with pytest.raises(grpc.aio.AioRpcError):
         await read_all(session.call)
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 1
     while "#EXT-X-ENDLIST" not in await session.playlist():
         assert time.monotonic() < deadline, "the playlist never ended"
         await asyncio.sleep(0.05)
@@ -841,13 +849,18 @@ async def test_hinted_part_is_held_then_served(packager: Packager) -> None:
     assert time.monotonic() - started < SLACK_S
 
 
-async def test_old_parts_go_after_part_segments_kept_segments(packager: Packager) -> None:
+async def test_old_parts_go_three_target_durations_after_they_are_delisted(packager: Packager) -> None:
     session = await start_session(packager, "oldparts")
-    await session.commit_many(PARTS_PER_SEGMENT * PART_SEGMENTS_KEPT)  # segments 0..7 complete
+    segment_us, horizon_us = SEGMENT_MS * 1000, 3 * 1_000_000  # three target durations
+    # Segment 0's parts are delisted once three target durations of segments follow it ...
+    delisted = -(-(horizon_us + segment_us) // segment_us)  # complete segments then
+    # ... and stay fetchable until the playlist's end is three target durations past that.
+    gone = delisted + -(-horizon_us // segment_us)
+    await session.commit_many(PARTS_PER_SEGMENT * (gone - 1))
     for index in range(PARTS_PER_SEGMENT):
         assert (await packager.get(session.path + f"seg0.{index}.m4s"))[0] == 200
     assert "seg0.0.m4s" not in check_playlist(await session.playlist()).part_uris  # not listed, still served
-    await session.commit_many(PARTS_PER_SEGMENT)  # segment 8 complete: segment 0 is PART_SEGMENTS_KEPT old
+    await session.commit_many(PARTS_PER_SEGMENT)
     for index in range(PARTS_PER_SEGMENT):
         status, headers, body = await packager.get(session.path + f"seg0.{index}.m4s")
         assert status == 404 and b"no longer available" in body and headers["Cache-Control"] == "no-cache"
@@ -860,25 +873,8 @@ async def test_old_parts_go_after_part_segments_kept_segments(packager: Packager
     ("chunk_frames", "segment_ms"),
     [
         (CHUNK_FRAMES, SEGMENT_MS),  # production: 6 parts of 160 ms
-        pytest.param(
-            12,
-            480,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="store.py drops a segment's parts PART_SEGMENTS_KEPT (8) segments after it, whatever they last; "
-                "playlist.py delists them after three target durations (3 s): with 480 ms segments a part goes 0.48 s "
-                "after it is delisted, where 6.2.2 wants three target durations",
-            ),
-        ),
-        pytest.param(
-            6,
-            240,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="with 240 ms segments (allowed: 200..1000 ms) parts are listed for 13 segments but kept for 8: "
-                "the playlist lists parts that 404",
-            ),
-        ),
+        (12, 480),
+        (6, 240),
     ],
 )
 async def test_listed_parts_are_served_and_outlive_their_listing(
@@ -895,7 +891,7 @@ async def test_listed_parts_are_served_and_outlive_their_listing(
     part_us = chunk_frames * 1_000_000 // FPS
     horizon_us = 3 * 1_000_000  # three target durations
     problems = []
-    for n in range(int(3 * horizon_us / part_us) + 2 * PART_SEGMENTS_KEPT):
+    for n in range(int(3 * horizon_us / part_us) + 16):
         await session.commit()
         now_us = (n + 1) * part_us
         playlist = check_playlist(await session.playlist(), parts_per_segment=session.parts_per_segment)
@@ -990,14 +986,9 @@ async def test_a_stream_stopped_after_a_segments_last_part_keeps_that_segment(pa
     assert [segment.uri for segment in playlist.segments] == ["seg0.m4s"]
 
 
-# -- spec rules the packager misses (xfail: they pass once fixed) ----------------------------------------------------
+# -- edge rules of blocking requests ----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="http.py _hold_playlist only runs when _HLS_msn is present: _HLS_part alone is served as a plain playlist "
-    "(6.2.5.2: MUST return 400)",
-)
 async def test_part_directive_without_msn_is_bad_request(packager: Packager) -> None:
     session = await start_session(packager, "partonly")
     await session.commit()
@@ -1006,11 +997,6 @@ async def test_part_directive_without_msn_is_bad_request(packager: Packager) -> 
     assert status == 400
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="playlist.py has(): any part index of a complete segment counts as present, so _HLS_msn=M&_HLS_part=N "
-    "past M's last part is answered at once (6.2.5.2: MUST be treated as part 0 of segment M+1)",
-)
 async def test_part_index_past_the_segment_means_the_next_segments_first_part(packager: Packager) -> None:
     session = await start_session(packager, "pastlast")
     await session.commit_many(PARTS_PER_SEGMENT)  # segment 0 complete, with parts 0..5
@@ -1025,11 +1011,6 @@ async def test_part_index_past_the_segment_means_the_next_segments_first_part(pa
         await session.end()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="http.py refuses _HLS_msn beyond two segments (400) before it checks whether the playlist has ended; "
-    "6.2.5.2: a server MUST ignore _HLS_msn and _HLS_part once the playlist has EXT-X-ENDLIST",
-)
 async def test_ended_playlist_ignores_delivery_directives(packager: Packager) -> None:
     session = await start_session(packager, "endeddirectives")
     await session.commit_many(3)
@@ -1040,11 +1021,6 @@ async def test_ended_playlist_ignores_delivery_directives(packager: Packager) ->
         assert check_playlist(body.decode()).ended and headers["Cache-Control"] == "public, max-age=3600"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="http.py has no Advance Part Limit: a _HLS_part far past the last part (here 30 parts, 4.8 s, where the "
-    "limit is 3 / 0.16 s = 18.75 parts) is held instead of refused (6.2.5.2: SHOULD return 400 at once)",
-)
 async def test_part_beyond_the_advance_part_limit_is_bad_request(packager: Packager) -> None:
     session = await start_session(packager, "advance")
     await session.commit()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -75,10 +76,33 @@ async def browser() -> AsyncIterator:
             await browser.close()
 
 
-async def open_page(browser, stack, viewport=(1280, 800)):
+# Records every publication of window.__avatar (the page republishes it on each change): what was on screen
+# (mediaTimeUs) and the media start of each word shown then.
+HOOK_RECORDER = """
+() => {
+  window.__published = [];
+  let current = window.__avatar;
+  Object.defineProperty(window, '__avatar', {
+    configurable: true,
+    get: () => current,
+    set: (value) => {
+      current = value;
+      window.__published.push([performance.now(), value.mediaTimeUs, value.wordStartsUs.slice()]);
+    },
+  });
+}
+"""
+
+PART_URI = re.compile(r"/seg\d+\.\d+\.m4s$")
+SEGMENT_URI = re.compile(r"/seg\d+\.m4s$")
+
+
+async def open_page(browser, stack, viewport=(1280, 800), query="", requests=None):
     context = await browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
     page = await context.new_page()
-    await page.goto(stack.ports.gateway_url + "/")
+    if requests is not None:
+        page.on("request", lambda request: requests.append(request.url))
+    await page.goto(stack.ports.gateway_url + "/" + query)
     await page.wait_for_function("() => window.__avatar && window.__avatar.sessionId", timeout=30_000)
     await page.wait_for_function("() => document.querySelector('#state').textContent.trim() === 'idle'")
     return context, page
@@ -254,5 +278,99 @@ async def test_page_says_why_a_file_is_not_a_usable_photo(browser, stack, tmp_pa
         await page.wait_for_function(
             f"() => document.querySelector('#video').currentTime > {start + 1.0}", timeout=20_000
         )
+    finally:
+        await context.close()
+
+
+async def test_page_plays_low_latency_hls_and_words_follow_the_picture(browser, stack):
+    requests: list[str] = []
+    context, page = await open_page(browser, stack, requests=requests)
+    try:
+        await page.wait_for_function("() => document.querySelector('#video').currentTime > 1.0", timeout=20_000)
+        await asyncio.sleep(2.0)
+        playback = await page.evaluate("() => window.__avatar.playback")
+        assert playback["lowLatency"] and playback["lowLatencyMode"] and playback["parts"], playback
+        # hls.js asks for parts as they come: blocking playlist reloads and part URIs (seg<n>.<i>.m4s).
+        playlists = [url for url in requests if "/index.m3u8" in url]
+        assert any("_HLS_msn=" in url and "_HLS_part=" in url for url in playlists), playlists[-5:]
+        assert sum(bool(PART_URI.search(url)) for url in requests) >= 6, requests[-10:]
+        # It aims PART-HOLD-BACK (0.48 s) behind the live edge, and gets there (generous: slow shared CI machines).
+        assert 0.3 <= playback["targetLatencyS"] <= 1.0, playback
+        assert playback["latencyS"] is not None and playback["latencyS"] < 1.5, playback
+        behind = await page.evaluate("() => window.__avatar.behindLiveMs")
+        assert behind is not None and 0 < behind < 1500, behind
+        assert "behind" in await page.inner_text("#live-latency")
+
+        # Words appear as their frames reach the screen: never before, and soon after.
+        await page.evaluate(HOOK_RECORDER)
+        before = len(await words(page))
+        await say(page, SENTENCE)
+        expected = SENTENCE.split()
+        await page.wait_for_function(
+            f"() => window.__avatar.words.slice(-{len(expected)}).join(' ') === {' '.join(expected)!r}",
+            timeout=30_000,
+        )
+        published = await page.evaluate("() => window.__published")
+        first_seen: dict[int, int] = {}
+        for _, media_us, starts in published:
+            for i, start_us in enumerate(starts):
+                if i < before or media_us is None:
+                    continue
+                assert start_us <= media_us, f"word {i} shown at {media_us} µs before its start {start_us} µs"
+                first_seen.setdefault(i, media_us - start_us)
+        assert len(first_seen) == len(expected)
+        assert max(first_seen.values()) < 500_000, f"words shown late (µs after their start): {first_seen}"
+        assert await page.inner_text("#latency"), "a latency readout is shown"
+        latencies = await page.evaluate("() => window.__avatar.latencies")
+        assert latencies and 0 < latencies[-1] < 5000, latencies
+    finally:
+        await context.close()
+
+
+async def test_page_plays_the_plain_segments_with_ll_0(browser, stack):
+    requests: list[str] = []
+    context, page = await open_page(browser, stack, query="?ll=0", requests=requests)
+    try:
+        await page.wait_for_function("() => document.querySelector('#video').currentTime > 1.0", timeout=20_000)
+        start = await current_time(page)
+        await asyncio.sleep(2.0)
+        assert await current_time(page) > start + 1.0, "currentTime advances"
+        playback = await page.evaluate("() => window.__avatar.playback")
+        assert not playback["lowLatency"] and not playback["lowLatencyMode"], playback
+        assert any(SEGMENT_URI.search(url) for url in requests), requests[-10:]
+        assert not any(PART_URI.search(url) for url in requests), "no parts without low-latency mode"
+        assert playback["targetLatencyS"] > 1.0, playback
+    finally:
+        await context.close()
+
+
+async def test_page_recovers_from_a_missed_part_without_a_reload(browser, stack):
+    """One part request dropped (a flaky link or CDN): hls.js asks again at once and the picture goes on."""
+    context, page = await open_page(browser, stack)
+    dropped: list[str] = []
+    requested: list[str] = []
+
+    async def drop_one_part(route) -> None:
+        url = route.request.url
+        requested.append(url)
+        if not dropped:
+            dropped.append(url)
+            await route.abort("connectionreset")
+        else:
+            await route.continue_()
+
+    try:
+        await page.wait_for_function("() => document.querySelector('#video').currentTime > 1.0", timeout=20_000)
+        await asyncio.sleep(1.0)
+        before = await page.evaluate("() => window.__avatar.playback")
+        start = await current_time(page)
+        await page.route(PART_URI, drop_one_part)
+        await asyncio.sleep(4.0)
+        assert dropped, "a part was requested (and dropped)"
+        assert requested.count(dropped[0]) >= 2, f"the dropped part {dropped[0]} was asked for again"
+        after = await page.evaluate("() => window.__avatar.playback")
+        assert after["reloads"] == before["reloads"], "no reload of the player"
+        assert await current_time(page) > start + 3.0, "the picture went on"
+        assert await page.inner_text("#state") == "idle"
     finally:
         await context.close()

@@ -6,9 +6,10 @@ Runs on the same event loop as the gRPC server (the store is loop-owned, so no l
   /hls/{session_id}/index.m3u8      application/vnd.apple.mpegurl; no-cache while live, max-age=3600 once ended.
                                     Blocking reload: with `_HLS_msn=M` (and `_HLS_part=P`) the request is held until
                                     the playlist holds segment M (part P of it) and answered at once when it does;
-                                    400 when M is more than two segments ahead of the one in progress; 503 when it
-                                    has not come within three target durations. `_HLS_skip` is ignored (no delta
-                                    updates: the whole playlist is small).
+                                    400 when M is more than two segments ahead of the last one listed or P more
+                                    than three target durations of parts ahead, or _HLS_part comes alone; 503 when it
+                                    has not come within three target durations; ignored once the playlist ended.
+                                    `_HLS_skip` is ignored (no delta updates: the whole playlist is small).
   /hls/{session_id}/init.mp4        video/mp4; immutable (a session id is never reused while retained)
   /hls/{session_id}/seg{n}.m4s      video/iso.segment; immutable
   /hls/{session_id}/seg{n}.{p}.m4s  a part; immutable. A request for the next few parts (the preload hint's) is
@@ -29,15 +30,17 @@ from collections.abc import Iterable
 from aiohttp import web
 from prometheus_client import Counter
 
+from services.packager.playlist import LivePlaylist
 from services.packager.store import HlsStore, HlsStream, valid_session_id
 
 PLAYLIST_NAME = "index.m3u8"
 INIT_NAME = "init.mp4"
 _SEGMENT_NAME = re.compile(r"seg(0|[1-9][0-9]{0,17})\.m4s")
 _PART_NAME = re.compile(r"seg(0|[1-9][0-9]{0,17})\.(0|[1-9][0-9]{0,3})\.m4s")
-_NUMBER = re.compile(r"0|[1-9][0-9]{0,17}")
+_NUMBER = re.compile(r"[0-9]{1,18}")
 BLOCK_TARGET_DURATIONS = 3  # how long a blocking request may wait, in target durations
-MAX_SEGMENTS_AHEAD = 2  # a blocking request further ahead of the segment in progress is refused (400)
+MAX_SEGMENTS_AHEAD = 2  # a blocking request further ahead of the last segment listed is refused (400)
+ADVANCE_TARGET_DURATIONS = 3  # ... and one for a part further ahead than this (the spec's Advance Part Limit)
 PARTS_AHEAD_HELD = 3  # requests for the next few parts wait for them
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
@@ -112,7 +115,8 @@ async def _hls(request: web.Request) -> web.Response:
     if name == PLAYLIST_NAME:
         if stream.init_segment is None:
             return _not_found(request, "playlist", "stream not ready yet")
-        if "_HLS_msn" in request.query and stream.playlist.part_target_us is not None:
+        blocking = "_HLS_msn" in request.query or "_HLS_part" in request.query
+        if blocking and stream.live and stream.playlist.part_target_us is not None:  # ended: directives ignored
             refusal = await _hold_playlist(request, stream)
             if refusal is not None:
                 return refusal
@@ -147,19 +151,38 @@ async def _hls(request: web.Request) -> web.Response:
 
 async def _hold_playlist(request: web.Request, stream: HlsStream) -> web.Response | None:
     """Waits until the playlist holds what `_HLS_msn` / `_HLS_part` ask for; a response when it must refuse."""
-    msn_text, part_text = request.query.get("_HLS_msn", ""), request.query.get("_HLS_part")
+    msn_text, part_text = request.query.get("_HLS_msn"), request.query.get("_HLS_part")
+    if msn_text is None:
+        return _refuse(request, 400, "_HLS_part needs _HLS_msn")
     if not _NUMBER.fullmatch(msn_text) or (part_text is not None and not _NUMBER.fullmatch(part_text)):
         return _refuse(request, 400, "_HLS_msn and _HLS_part must be whole numbers")
     msn, part = int(msn_text), None if part_text is None else int(part_text)
     playlist = stream.playlist
-    if msn > playlist.next_sequence + MAX_SEGMENTS_AHEAD:
-        return _refuse(request, 400, f"segment {msn} is too far ahead of the live edge ({playlist.next_sequence})")
+    if msn > playlist.last_sequence + MAX_SEGMENTS_AHEAD:
+        return _refuse(request, 400, f"segment {msn} is too far ahead of the live edge ({playlist.last_sequence})")
+    if part is not None and _parts_ahead(playlist, msn, part) > _advance_part_limit(playlist):
+        return _refuse(request, 400, f"part {part} of segment {msn} is too far ahead of the live edge")
     deadline = time.monotonic() + BLOCK_TARGET_DURATIONS * playlist.target_duration_s
     while not playlist.has(msn, part) and not playlist.ended:
         remaining = deadline - time.monotonic()
         if remaining <= 0 or not await stream.changed(remaining):
             return _refuse(request, 503, "not available yet: ask again")
     return None
+
+
+def _advance_part_limit(playlist: LivePlaylist) -> int:
+    return ADVANCE_TARGET_DURATIONS * playlist.target_duration_s * 1_000_000 // (playlist.part_target_us or 1)
+
+
+def _parts_ahead(playlist: LivePlaylist, msn: int, part: int) -> int:
+    """How many parts past the newest listed one part `part` of segment `msn` is (counting a segment's parts from
+    its first; a later segment's index alone, which is the least it can be)."""
+    newest = playlist.last_part
+    if newest is None or msn > newest[0]:
+        return part + 1
+    if msn == newest[0]:
+        return part - newest[1]
+    return 0
 
 
 async def _part(request: web.Request, stream: HlsStream, sequence: int, index: int) -> web.Response:

@@ -65,6 +65,8 @@ class PlaylistSegment:
     start_us: int
     duration_us: int
     parts: list[PlaylistPart] = field(default_factory=list)
+    part_count: int = 0  # how many parts it was made of (still known once they are no longer listed)
+    parts_delisted_us: int | None = None  # the playlist's media end when its parts stopped being listed
 
     @property
     def uri(self) -> str:
@@ -72,7 +74,8 @@ class PlaylistSegment:
 
 
 class LivePlaylist:
-    """A media playlist with at most `window` segments; sequences must be added in order from 0.
+    """A media playlist with at most `window` segments (more when fewer would last under three target durations);
+    sequences must be added in order from 0.
 
     With `part_target_us`, parts are added (`add_part`) before the segment they make up is completed (`add`)."""
 
@@ -137,10 +140,29 @@ class LivePlaylist:
     def __contains__(self, sequence: object) -> bool:
         return isinstance(sequence, int) and self.media_sequence <= sequence < self._next_sequence
 
+    @property
+    def last_sequence(self) -> int:
+        """The media sequence number of the newest segment the playlist shows (whole, or by its first parts); -1
+        before any."""
+        if self._open is not None and self._open.parts:
+            return self._open.sequence
+        return self._next_sequence - 1
+
+    def segment(self, sequence: int) -> PlaylistSegment | None:
+        """The complete segment `sequence` while it is in the window."""
+        offset = sequence - self.media_sequence
+        return self._segments[offset] if 0 <= offset < len(self._segments) else None
+
     def has(self, sequence: int, part: int | None = None) -> bool:
-        """Whether the playlist holds segment `sequence` (whole), or with `part`, that part of it (or later)."""
+        """Whether the playlist holds segment `sequence` (whole), or with `part`, that part of it (or later).
+
+        A part index past a complete segment's last part means the next segment's first part (the spec's rule for
+        blocking requests)."""
         if part is None:
             return sequence < self._next_sequence
+        complete = self.segment(sequence)
+        if complete is not None and part >= complete.part_count > 0:
+            return self.has(sequence + 1, 0)
         if sequence < self._next_sequence:
             return True  # a complete segment holds all its parts
         return self._open is not None and self._open.sequence == sequence and len(self._open.parts) > part
@@ -174,13 +196,18 @@ class LivePlaylist:
             if sum(part.duration_us for part in self._open.parts) != segment.duration_us:
                 raise ValueError("the segment's parts do not add up to its duration")
             segment.parts = self._open.parts
+            segment.part_count = len(segment.parts)
             self._open = None
         self._segments.append(segment)
         self._next_sequence += 1
         # A longer segment than configured would break the target duration rule; widen it rather than lie.
         self._target_duration_s = max(self._target_duration_s, math.ceil(segment.duration_us / 1_000_000))
         evicted: list[int] = []
-        while len(self._segments) > self.window:
+        # A live playlist never gets shorter than three target durations (the spec's MUST), whatever the window.
+        shortest_us = 3 * self._target_duration_s * 1_000_000
+        listed_us = sum(listed.duration_us for listed in self._segments)
+        while len(self._segments) > self.window and listed_us - self._segments[0].duration_us >= shortest_us:
+            listed_us -= self._segments[0].duration_us
             evicted.append(self._segments.popleft().sequence)
         self._forget_old_parts()
         self._changed()
@@ -193,12 +220,19 @@ class LivePlaylist:
             self._open = None
             self._changed()
 
+    @property
+    def part_horizon_us(self) -> int:
+        """How much media at the end of the playlist lists its parts."""
+        return PART_SEGMENTS_KEPT_S * self._target_duration_s * 1_000_000
+
     def _forget_old_parts(self) -> None:
         kept_us = 0
-        horizon_us = PART_SEGMENTS_KEPT_S * self._target_duration_s * 1_000_000
+        horizon_us = self.part_horizon_us
+        newest = self._segments[-1]
         for segment in reversed(self._segments):
-            if kept_us >= horizon_us:
+            if kept_us >= horizon_us and segment.parts:
                 segment.parts = []
+                segment.parts_delisted_us = newest.start_us + newest.duration_us
             kept_us += segment.duration_us
 
     def _changed(self) -> None:

@@ -151,7 +151,7 @@ class PackagerServicer(packager_pb2_grpc.PackagerServiceServicer):
                 session_id,
                 epoch.seconds * 1_000_000 + epoch.nanos // 1000,
                 settings.segment_frames * 1_000_000 // settings.fps,
-                settings.chunk_frames * 1_000_000 // settings.fps,
+                -(-settings.chunk_frames * 1_000_000 // settings.fps),  # rounded up: every part fits under it
             )
         except StreamExists:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"session {session_id} already has a playlist")
@@ -224,8 +224,8 @@ class PackagerServicer(packager_pb2_grpc.PackagerServiceServicer):
                 ended=packager_pb2.PlaylistEnded(segment_count=stream.playlist.next_sequence)
             )
         finally:
-            if not finished and not stream.playlist.ended and (last := muxer.finish()) is not None:
-                self._publish(stream, last)
+            if not finished and not stream.playlist.ended:
+                self._publish_remains(stream, muxer)
             self.store.end(stream)
             self.loops.unpin(loop)
             media.publishing = False
@@ -233,6 +233,15 @@ class PackagerServicer(packager_pb2_grpc.PackagerServiceServicer):
                 del self._live[session_id]
             LIVE_STREAMS.set(len(self._live))
             self._leave(session_id, media)
+
+    def _publish_remains(self, stream: HlsStream, muxer: SessionMuxer) -> None:
+        """Lists what the muxer still holds when a stream breaks off; never raises (the cleanup must run)."""
+        try:
+            last = muxer.finish()
+            if last is not None:
+                self._publish(stream, last)
+        except ValueError as problem:  # a part that never reached the playlist: the segment cannot be listed
+            log.warning("the last segment of a broken-off stream was dropped", extra={"why": str(problem)})
 
     def _current_loop(self, loop: StoredLoop, loop_id: str) -> StoredLoop:
         """The loop a commit names (re-pinned when it changes, e.g. the session moved to another worker); the

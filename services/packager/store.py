@@ -4,10 +4,10 @@ playlist window and the Low-Latency HLS parts of the last few. Shared by the gRP
 
 Segments and parts are kept as the pieces they were made of (headers and sample payloads, see
 fmp4.fragment_parts), so idle segments share the idle loop's picture bytes instead of each holding a copy, and a
-segment shares its parts' bytes. Segments that slide out of the window are dropped at once (then 404); parts go a
-few segments after theirs is complete. Readers that wait for something not there yet (a blocking playlist reload,
-the hinted next part) wait for the stream's next change. An ended stream stays readable for `retain_ended_s`
-(players and late viewers still fetch it), then the whole stream is dropped.
+segment shares its parts' bytes. Segments that slide out of the window are dropped at once (then 404); parts stay
+fetchable for three target durations after the playlist stops listing them. Readers that wait for something not
+there yet (a blocking playlist reload, the hinted next part) wait for the stream's next change. An ended stream
+stays readable for `retain_ended_s` (players and late viewers still fetch it), then the whole stream is dropped.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from services.packager.playlist import LivePlaylist, PlaylistPart, PlaylistSegment
 
 SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}")
-PART_SEGMENTS_KEPT = 8  # complete segments whose parts can still be fetched (the playlist lists fewer)
 
 
 def valid_session_id(session_id: str) -> bool:
@@ -109,9 +108,19 @@ class HlsStore:
         for evicted in stream.playlist.add(PlaylistSegment(sequence, start_us, duration_us)):
             stream.segments.pop(evicted, None)
         stream.segments[sequence] = (data,) if isinstance(data, bytes) else data
-        for key in [key for key in stream.parts if key[0] <= sequence - PART_SEGMENTS_KEPT]:
-            del stream.parts[key]
+        self._forget_old_parts(stream, start_us + duration_us)
         stream.notify()
+
+    @staticmethod
+    def _forget_old_parts(stream: HlsStream, end_us: int) -> None:
+        playlist = stream.playlist
+        for key in list(stream.parts):
+            if key[0] >= playlist.next_sequence:
+                continue  # the segment in progress
+            segment = playlist.segment(key[0])
+            delisted_us = None if segment is None else segment.parts_delisted_us
+            if segment is None or (delisted_us is not None and end_us - delisted_us >= playlist.part_horizon_us):
+                del stream.parts[key]
 
     def end(self, stream: HlsStream) -> None:
         """Adds ENDLIST and schedules the stream's removal after the retention time (idempotent)."""

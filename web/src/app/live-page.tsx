@@ -52,6 +52,13 @@ function formatSeconds(ms: number): string {
   return `${(ms / 1000).toFixed(2)} s`;
 }
 
+/** The tooltip of the live-latency readout: what it measures and what the player aims for. */
+function liveLatencyTitle(snap: Snapshot): string {
+  const aim = snap.targetLatencyMs !== null ? `; the player aims for ${formatSeconds(snap.targetLatencyMs)}` : "";
+  const mode = snap.lowLatency ? "LL-HLS" : "plain segments";
+  return `Now minus the live time of the frame on screen (its PROGRAM-DATE-TIME)${aim} (${mode})`;
+}
+
 function formatMs(ms: number): string {
   return `${Math.round(ms)} ms`;
 }
@@ -195,11 +202,7 @@ export function LivePage() {
                   id="live-latency"
                   data-testid="live-latency"
                   className="video-delay"
-                  title={
-                    `Glass-to-glass estimate: now − the on-screen frame's live time (PROGRAM-DATE-TIME)` +
-                    (snap.targetLatencyMs !== null ? `; the player aims for ${formatSeconds(snap.targetLatencyMs)}` : "") +
-                    (snap.lowLatency ? " (LL-HLS)" : " (plain segments)")
-                  }
+                  title={liveLatencyTitle(snap)}
                 >
                   {formatSeconds(snap.behindLiveMs)} behind
                 </span>

@@ -59,6 +59,8 @@ export interface AvatarTestHook {
   avatar: string;
   state: UiState;
   words: string[];
+  /** Each shown word's media start (µs), in the order of `words`. */
+  wordStartsUs: number[];
   lastError: string | null;
   mediaTimeUs: number | null;
   playlistUrl: string;
@@ -821,6 +823,7 @@ export class Controller {
       avatar: this.snapshot.avatar,
       state: this.snapshot.state,
       words: shownWords(this.turns),
+      wordStartsUs: this.turns.flatMap((t) => t.words.filter((w) => w.shown).map((w) => w.startUs)),
       lastError: this.lastError,
       mediaTimeUs: this.onScreenUs,
       playlistUrl: this.playlistUrl,

@@ -69,7 +69,9 @@ export function liveSyncSeconds(lowLatency: boolean, timing: PlaylistTiming): nu
   return 2 * segment;
 }
 
-/** 404 means "not yet" for a live playlist or a part/segment a moment ahead: retry it like a server error. */
+/** 404 means "not yet" for a live playlist or a part/segment a moment ahead, and status 0 a dropped connection (the
+ * page and its media share one origin, so it is no CORS refusal): retry both like a server error, so that one missed
+ * part costs a quick second request instead of a fatal error and a reload. */
 export function retry404(
   retryConfig: RetryConfig | null | undefined,
   retryCount: number,
@@ -77,7 +79,8 @@ export function retry404(
   response: { code?: number } | undefined,
   retry: boolean,
 ): boolean {
-  return retry || (!!retryConfig && response?.code === 404 && retryCount < retryConfig.maxNumRetry);
+  const missed = response?.code === 404 || response?.code === 0;
+  return retry || (!!retryConfig && missed && retryCount < retryConfig.maxNumRetry);
 }
 
 function policy(maxNumRetry: number, maxLoadTimeMs: number, retryDelayMs = 250) {
@@ -127,25 +130,44 @@ export function hlsConfig(lowLatency: boolean, timing: PlaylistTiming): Partial<
   };
 }
 
+/** The media the player receives at a time (s): a part in LL mode, else a whole segment. */
+export function chunkSeconds(lowLatency: boolean, timing: PlaylistTiming): number {
+  if (lowLatency && timing.partTarget > 0) return timing.partTarget;
+  return timing.segmentDuration || timing.targetDuration || 1;
+}
+
 /**
  * The page's catch-up after a stall: hls.js only speeds up while more than one second is buffered ahead, which a
- * half-second live latency never has, so it would sit a stall's worth behind for good. Plays at up to `maxRate`
- * while more than `slackS` behind the target and enough is buffered not to run dry at that speed; 1 otherwise.
+ * half-second live latency never has, so it would sit a stall's worth behind for good. Plays up to `maxRate` (by
+ * half the excess: 0.2 s behind the aim → 1.1×) while more than `slackS` behind the aim, as long as what is buffered
+ * lasts until the next chunk (`chunkS`: a part, or a segment) even at that speed; 1 otherwise.
  */
 export function catchUpRate(
   latencyS: number | null,
   targetS: number | null,
   bufferedAheadS: number,
+  chunkS: number,
   maxRate = MAX_CATCH_UP_RATE,
   slackS = 0.05,
 ): number {
   if (latencyS === null || targetS === null || !(latencyS > 0) || !(targetS > 0)) return 1;
   const excess = latencyS - targetS;
   if (excess <= slackS) return 1;
-  // Never drain the buffer below a couple of parts' worth by speeding up.
-  if (bufferedAheadS < Math.min(0.3, targetS / 2)) return 1;
-  const rate = 1 + Math.min(excess, 1) * 0.5;
-  return Math.max(1, Math.round(Math.min(maxRate, rate) * 20) / 20);
+  const rate = Math.max(1, Math.round(Math.min(maxRate, 1 + Math.min(excess, 1) * 0.5) * 20) / 20);
+  if (bufferedAheadS < chunkS * rate + 0.1) return 1;
+  return rate;
+}
+
+/** Whether a live playlist holds enough to start: a whole segment (hls.js needs one), and for the plain segments
+ * as much media as the player stays behind the edge (else it starts nearer the edge than it aims, on a thin buffer,
+ * and stalls at the first late segment). */
+export function readyToStart(text: string, lowLatency: boolean): boolean {
+  if (!text.includes("#EXTINF")) return false;
+  const timing = parsePlaylistTiming(text);
+  if (lowLatency && timing.partTarget > 0) return true;
+  let total = 0;
+  for (const match of text.matchAll(/^#EXTINF:([0-9.]+)/gm)) total += Number.parseFloat(match[1]);
+  return total + 0.01 >= liveSyncSeconds(false, timing);
 }
 
 /** The aim to go back to (s) when stalls raised hls.js's target and none came for `forgetMs`; null: leave it. */

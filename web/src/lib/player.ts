@@ -6,9 +6,11 @@ import Hls, { ErrorDetails, ErrorTypes, Events, type ErrorData } from "hls.js";
 import { backoffMs } from "./errors";
 import {
   catchUpRate,
+  chunkSeconds,
   hlsConfig,
   liveSyncSeconds,
   parsePlaylistTiming,
+  readyToStart,
   relaxedTarget,
   type PlaylistTiming,
 } from "./playback";
@@ -176,7 +178,7 @@ export class Player {
         ahead = buffered.end(i) - video.currentTime;
       }
     }
-    const rate = catchUpRate(this.latencySeconds, hls.targetLatency, ahead);
+    const rate = catchUpRate(this.latencySeconds, hls.targetLatency, ahead, chunkSeconds(this.lowLatency, this.timing));
     if (video.playbackRate !== rate) video.playbackRate = rate;
   }
 
@@ -201,6 +203,7 @@ export class Player {
     this.video.removeEventListener("waiting", this.onWaiting);
     this.video.removeEventListener("playing", this.onPlaying);
     this.playedOnce = false;
+    this.lastStallAt = -Infinity;
     if (this.video.playbackRate !== 1) this.video.playbackRate = 1;
     this.nativeStartDateMs = null;
   }
@@ -216,7 +219,8 @@ export class Player {
     });
   }
 
-  /** The playlist 404s until the session's first segment exists (about a second): poll for it; its text. */
+  /** The playlist 404s until the session's first segment exists (about a second; the plain segments wait for two):
+   * poll for it; its text. */
   private async waitForPlaylist(generation: number): Promise<string | null> {
     const wait = Math.min(1500, this.notBeforeMs - Date.now());
     this.notBeforeMs = 0;
@@ -226,7 +230,7 @@ export class Player {
         const response = await fetch(this.url, { cache: "no-store" });
         if (response.ok) {
           const text = await response.text();
-          if (text.includes("#EXTINF")) return text;
+          if (readyToStart(text, this.lowLatency)) return text;
         }
       } catch {
         // network error: keep trying
@@ -332,8 +336,9 @@ export class Player {
         if (this.attempt > 4) {
           this.reloads++;
           this.start();
+        } else {
+          this.hls.startLoad(-1);
         }
-        else this.hls.startLoad(-1);
       }, delay);
       return;
     }
