@@ -157,9 +157,9 @@ def glass_ms(frames: list[tuple[float, int]]) -> list[float]:
     return [g for g in values if g < 60_000]  # drop misreads (none expected)
 
 
-async def watch_speech(stub, session_id: str, watching: asyncio.Event, result: dict) -> None:
+async def watch_speech(stub, session_id: str, auth, watching: asyncio.Event, result: dict) -> None:
     """Records the answer's SpeechStarted.start_us (and when it reached us) and returns at SpeechFinished."""
-    call = stub.WatchSession(session_pb2.WatchSessionRequest(session_id=session_id))
+    call = stub.WatchSession(session_pb2.WatchSessionRequest(session_id=session_id), metadata=auth)
     await call.read()
     watching.set()
     while True:
@@ -173,10 +173,10 @@ async def watch_speech(stub, session_id: str, watching: asyncio.Event, result: d
             return
 
 
-async def answer(page, stub, session_id: str, text: str, interrupt_after_s: float | None) -> dict:
+async def answer(page, stub, session_id: str, auth, text: str, interrupt_after_s: float | None) -> dict:
     """Says `text` from the page (Interrupt from the page's Stop button after `interrupt_after_s` of speech)."""
     watching, result = asyncio.Event(), {}
-    watcher = asyncio.create_task(watch_speech(stub, session_id, watching, result))
+    watcher = asyncio.create_task(watch_speech(stub, session_id, auth, watching, result))
     await watching.wait()
     await page.fill("#text-input", text)
     result["pressed_ms"] = await page.evaluate(PRESS_SEND)
@@ -200,8 +200,13 @@ async def run_pass(browser, stub, ports: StackPorts, mode: str, runs: int, minut
         await page.goto(ports.gateway_url + ("/" if mode == "ll" else "/?ll=0"))
         await page.wait_for_function("() => window.__avatar && window.__avatar.sessionId", timeout=30_000)
         await page.wait_for_function("() => document.querySelector('#video').currentTime > 1", timeout=30_000)
-        session_id = await page.evaluate("() => window.__avatar.sessionId")
-        playlist = await asyncio.to_thread(fetch_playlist, f"{ports.gateway_url}/hls/{session_id}/index.m3u8")
+        hook = await page.evaluate("() => window.__avatar")
+        session_id = hook["sessionId"]
+        auth = (("authorization", f"Bearer {hook['controlToken']}"),)  # the page's own session: its token
+        playlist_url = hook["playlistUrl"]
+        if playlist_url.startswith("/"):
+            playlist_url = ports.gateway_url + playlist_url
+        playlist = await asyncio.to_thread(fetch_playlist, playlist_url)
         assert playlist is not None and playlist.media_sequence == 0
         epoch_ms = playlist.segments[0].program_date_time.timestamp() * 1000
         await asyncio.sleep(2.0)  # settle at the live edge
@@ -222,7 +227,7 @@ async def run_pass(browser, stub, ports: StackPorts, mode: str, runs: int, minut
                 interrupt_after = rng.uniform(1.0, 4.0) if kind == "long-interrupted" else None
                 pause = rng.uniform(1.0, 12.0)  # idle between answers, sometimes long
             await asyncio.sleep(pause)
-            said = await answer(page, stub, session_id, text, interrupt_after)
+            said = await answer(page, stub, session_id, auth, text, interrupt_after)
             n += 1
             await asyncio.sleep(3.0)  # let the player show it
             frames = [tuple(f) for f in await page.evaluate("() => window.__frames.splice(0)")]
@@ -251,11 +256,13 @@ async def run_pass(browser, stub, ports: StackPorts, mode: str, runs: int, minut
         await context.close()
         if session_id:
             with contextlib.suppress(grpc.aio.AioRpcError):
-                await stub.EndSession(session_pb2.EndSessionRequest(session_id=session_id), timeout=5)
+                await stub.EndSession(session_pb2.EndSessionRequest(session_id=session_id), timeout=5, metadata=auth)
     return result
 
 
-def print_tables(passes: list[Pass]) -> None:
+def print_tables(passes: list[Pass], burned: bool = True) -> None:
+    """`burned`: the frames carry the burned clock; without it, only what the page and the player report."""
+
     def cell(values: list[float], q: float | None) -> str:
         if not values:
             return "—"
@@ -271,6 +278,7 @@ def print_tables(passes: list[Pass]) -> None:
         ("pressing Say -> first speech frame on screen", lambda p: p.first_speech),
         ("glass-to-glass: live -> displayed in the page", lambda p: p.glass),
         ("glass-to-glass, the last minute of the pass", lambda p: p.glass_last_minute),
+    ] * burned + [
         ("the page's own readout: Send -> speech on screen", lambda p: p.page_readout),
         ("the page's 'behind live' readout (PDT)", lambda p: p.behind_live),
     ]
@@ -282,22 +290,29 @@ def print_tables(passes: list[Pass]) -> None:
     print(f"\n| over the run ({minutes}) | " + " | ".join(names) + " |")
     print("|" + " --- |" * (1 + len(passes)))
     seen = [continuity(p.frames) for p in passes]
-    counts = [
-        ("answers (of which interrupted)", [f"{p.answers} ({p.interrupts})" for p in passes]),
-        ("visible freezes >= 150 ms (total ms)", [f"{c.freezes} ({c.frozen_ms:.0f})" for c in seen]),
-        ("burned clock repeated / went backwards", [f"{c.repeats} / {c.backwards}" for c in seen]),
-        ("forward jumps >= 200 ms (seek to live, dropped frames)", [str(c.jumps) for c in seen]),
-        ("hls.js BUFFER_STALLED_ERROR", [str(p.playback.get("bufferStalls", "—")) for p in passes]),
-        ("<video> waiting (rebuffers)", [str(p.playback.get("waiting", "—")) for p in passes]),
-        ("player reloads (watchdog, fatal errors)", [str(p.playback.get("reloads", "—")) for p in passes]),
-        (
-            "hls.js lowLatencyMode / target latency at the end (ms)",
-            [
-                f"{p.playback.get('lowLatencyMode')} / {1000 * (p.playback.get('targetLatencyS') or 0):.0f}"
-                for p in passes
-            ],
-        ),
-    ]
+    counts = (
+        [
+            ("answers (of which interrupted)", [f"{p.answers} ({p.interrupts})" for p in passes]),
+        ]
+        + [
+            ("visible freezes >= 150 ms (total ms)", [f"{c.freezes} ({c.frozen_ms:.0f})" for c in seen]),
+            ("burned clock repeated / went backwards", [f"{c.repeats} / {c.backwards}" for c in seen]),
+            ("forward jumps >= 200 ms (seek to live, dropped frames)", [str(c.jumps) for c in seen]),
+        ]
+        * burned
+        + [
+            ("hls.js BUFFER_STALLED_ERROR", [str(p.playback.get("bufferStalls", "—")) for p in passes]),
+            ("<video> waiting (rebuffers)", [str(p.playback.get("waiting", "—")) for p in passes]),
+            ("player reloads (watchdog, fatal errors)", [str(p.playback.get("reloads", "—")) for p in passes]),
+            (
+                "hls.js lowLatencyMode / target latency at the end (ms)",
+                [
+                    f"{p.playback.get('lowLatencyMode')} / {1000 * (p.playback.get('targetLatencyS') or 0):.0f}"
+                    for p in passes
+                ],
+            ),
+        ]
+    )
     for name, values in counts:
         print(f"| {name} | " + " | ".join(values) + " |")
 
@@ -310,13 +325,18 @@ async def main() -> None:
     parser.add_argument("--mode", choices=["ll", "plain", "both"], default="both")
     parser.add_argument("--minutes", type=float, default=0.0, help="make each pass a long mixed run of N minutes")
     parser.add_argument("--seed", type=int, default=12)
+    parser.add_argument(
+        "--no-burn",
+        action="store_true",
+        help="no burned clock: the video worker renders only around speech, as in production (no glass-to-glass)",
+    )
     args = parser.parse_args()
     modes = ["ll", "plain"] if args.mode == "both" else [args.mode]
     ports = StackPorts.free()
     supervisor = Supervisor(
         ports,
         log_dir=Path(tempfile.mkdtemp(prefix="infinitetalk-bench-")),
-        extra_env={"VIDEO_BURN_CLOCK": "1"},
+        extra_env=None if args.no_burn else {"VIDEO_BURN_CLOCK": "1"},
         report=False,
     )
     await supervisor.start()
@@ -333,7 +353,7 @@ async def main() -> None:
                 await browser.close()
     finally:
         await supervisor.stop()
-    print_tables(passes)
+    print_tables(passes, burned=not args.no_burn)
 
 
 if __name__ == "__main__":

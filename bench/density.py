@@ -28,7 +28,7 @@ from pathlib import Path
 import grpc
 
 from avatar.v1 import session_pb2, video_pb2, video_pb2_grpc
-from infinitetalk.client import SessionClient, SpeakResult, playlist_url
+from infinitetalk.client import SessionClient, SpeakResult, control_metadata, playlist_url
 from infinitetalk.hls import fetch_playlist
 from infinitetalk.procstats import cpu_seconds, rss_mb
 from infinitetalk.stack import SERVICE_ORDER, StackPorts, Supervisor
@@ -100,7 +100,9 @@ async def idle_window(meter: Meter, urls: list[str], window_s: float) -> tuple[d
 
 
 async def watch_stalls(client: SessionClient, session: session_pb2.Session, stalls: list[int]) -> None:
-    call = client.stub.WatchSession(session_pb2.WatchSessionRequest(session_id=session.session_id))
+    call = client.stub.WatchSession(
+        session_pb2.WatchSessionRequest(session_id=session.session_id), metadata=control_metadata(session)
+    )
     with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
         async for event in call:
             if event.WhichOneof("event") == "stalled":

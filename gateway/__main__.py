@@ -33,6 +33,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="ORIGIN",
         help="allowed CORS origin (repeatable; default: $GATEWAY_CORS_ORIGINS or the gateway's own origins)",
     )
+    render.add_argument(
+        "--domain",
+        dest="domains",
+        action="extend",
+        nargs="+",
+        metavar="HOST",
+        help="Host name to answer besides the target's own (repeatable; default: $GATEWAY_DOMAINS); others get 421",
+    )
     render.add_argument("-o", "--out", type=Path, default=None, help="write to this file instead of stdout")
     args = parser.parse_args(argv)
 
@@ -46,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             cors_origins=args.cors_origins or origins_from_env(),
             admin_port=args.admin_port,
             packagers=args.packagers,
+            domains=args.domains,
         )
     except ValueError as error:
         print(f"gateway render: {error}", file=sys.stderr)

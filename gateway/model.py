@@ -52,12 +52,17 @@ class Upstream:
 
 @dataclass(frozen=True)
 class Proxy:
-    """Forward to an upstream. `timeout_s=None` never cuts the response (long server streams such as WatchSession)."""
+    """Forward to an upstream.
+
+    `timeout_s` bounds the whole exchange, so a stuck upstream cannot hold a request (and its buffers) for ever. 0 is
+    for long server streams only (WatchSession): they are cut instead when silent for `idle_timeout_s` (None: the
+    listener's `Limits.stream_idle_timeout_s`), which the stream's heartbeats keep from firing while it is alive."""
 
     upstream: str
-    timeout_s: float | None
+    timeout_s: float
     grpc: bool = False
     prefix_rewrite: str | None = None  # replaces the matched prefix (e.g. /hls/p1/ -> /hls/)
+    idle_timeout_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -90,27 +95,97 @@ class Inline:
 
 
 @dataclass(frozen=True)
+class Bucket:
+    """A token bucket: `burst` requests at once, refilled evenly at `per_minute`."""
+
+    per_minute: int
+    burst: int
+
+    def __post_init__(self) -> None:
+        if self.per_minute <= 0 or self.burst <= 0:
+            raise ValueError("a rate limit's per_minute and burst must be positive")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A bucket per client: the remote address Envoy trusts (see `Limits.trusted_hops`), split by whether the request
+    carries an authorization header, so a backend holding an API key is not starved by anonymous callers from its
+    address. Only the header's presence is used, never its value: the session service checks the key. Over the
+    limit, gRPC callers get RESOURCE_EXHAUSTED, others 429. `name` prefixes the filter's stats (no client in them)."""
+
+    name: str
+    anonymous: Bucket
+    with_credential: Bucket
+
+
+@dataclass(frozen=True)
 class Route:
     """`path` matched exactly, or as a prefix when `prefix` is true; first match wins.
 
-    `max_request_bytes` overrides `Limits.max_request_bytes` for this route only (e.g. a photo upload)."""
+    `max_request_bytes` overrides `Limits.max_request_bytes` for this route only (e.g. a photo upload);
+    `rate_limit` applies a per-client bucket to this route only."""
 
     path: str
     action: Proxy | File | Inline | Directory
     prefix: bool = False
     max_request_bytes: int | None = None
+    rate_limit: RateLimit | None = None
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Edge limits: request size (gRPC-Web requests are small unary messages), connections, header sizes."""
+    """Edge limits, so that no client (or a few dozen slow ones) can hold the gateway's memory or connections.
+
+    Timeouts: `request_timeout_s` bounds receiving a whole request (a slow upload), not the response, so it never
+    cuts a server stream whose request ended at once (WatchSession); `stream_idle_timeout_s` cuts a stream silent in
+    both directions (WatchSession sends a heartbeat well within it). Keepalive (HTTP/2 PING, TCP keepalive and
+    TCP_USER_TIMEOUT) finds clients that vanished without closing. `max_heap_bytes` drives the overload manager (heap
+    shrink, then 503 for new requests) and should stay under the pod's memory limit. `trusted_hops`: how many
+    proxies in front of Envoy append to x-forwarded-for (0: the peer's address is the client)."""
 
     max_request_bytes: int = 64 * 1024
     max_connections: int = 1024
     max_request_headers_kb: int = 32
     max_concurrent_streams: int = 100  # per HTTP/2 downstream connection
     request_headers_timeout_s: float = 10.0
+    request_timeout_s: float = 30.0
+    stream_idle_timeout_s: float = 60.0
     idle_connection_timeout_s: float = 300.0
+    connection_buffer_bytes: int = 32 * 1024  # per connection, listener and upstreams (flow control, not a cap)
+    max_heap_bytes: int = 384 * 1024 * 1024  # a 512 Mi pod
+    trusted_hops: int = 0
+    http2_keepalive_interval_s: float = 20.0
+    http2_keepalive_timeout_s: float = 10.0
+    tcp_keepalive_idle_s: int = 30
+    tcp_keepalive_interval_s: int = 10
+    tcp_keepalive_probes: int = 3
+    tcp_user_timeout_s: int = 60  # unacknowledged data (e.g. heartbeats to a vanished client) for this long: close
+
+    def __post_init__(self) -> None:
+        for name in ("request_headers_timeout_s", "request_timeout_s", "stream_idle_timeout_s", "max_heap_bytes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"Limits.{name} must be positive (0 would disable it)")
+        if self.trusted_hops < 0:
+            raise ValueError("Limits.trusted_hops must be 0 or more")
+
+
+# Host names the gateway always answers: the page and the CLI on the machine itself. Other names (a public host, a
+# Kubernetes service) are added by the target or GATEWAY_DOMAINS; any other Host is refused (DNS rebinding).
+LOOPBACK_DOMAINS = ("localhost", "127.0.0.1", "[::1]")
+
+
+def normalize_domain(name: str) -> str:
+    """A Host name as Envoy matches it: lower case, an IPv6 literal in brackets; wildcards are refused (explicit
+    names only), as is anything that is not a plain host[:port]."""
+    name = name.strip().lower()
+    try:
+        if ipaddress.ip_address(name).version == 6:
+            name = f"[{name}]"
+    except ValueError:
+        pass
+    if not name or "*" in name or any(c in name for c in "/ \t@?#,"):
+        raise ValueError(f"gateway domain {name!r}: expected a host name or IP, optionally with :port")
+    return name
 
 
 @dataclass(frozen=True)
@@ -121,15 +196,25 @@ class Gateway:
     routes: tuple[Route, ...]
     cors_origins: tuple[str, ...]
     limits: Limits = field(default_factory=Limits)
+    domains: tuple[str, ...] = LOOPBACK_DOMAINS
 
     def __post_init__(self) -> None:
         if not ipaddress.ip_address(self.admin.host).is_loopback:
             raise ValueError(f"the admin interface must stay on loopback, not {self.admin.host}")
         if "*" in self.cors_origins:
             raise ValueError("CORS origins must be listed explicitly, not '*'")
+        if not self.domains:
+            raise ValueError("the gateway needs at least one domain (Host) to answer")
+        for domain in self.domains:
+            if normalize_domain(domain) != domain:
+                raise ValueError(f"gateway domain {domain!r}: write it as {normalize_domain(domain)!r}")
         names = {upstream.name for upstream in self.upstreams}
         for route in self.routes:
             if route.max_request_bytes is not None and route.max_request_bytes <= 0:
                 raise ValueError(f"route {route.path}: max_request_bytes must be positive")
-            if isinstance(route.action, Proxy) and route.action.upstream not in names:
-                raise ValueError(f"route {route.path} names unknown upstream {route.action.upstream}")
+            if isinstance(route.action, Proxy):
+                if route.action.upstream not in names:
+                    raise ValueError(f"route {route.path} names unknown upstream {route.action.upstream}")
+                idle = route.action.idle_timeout_s
+                if route.action.timeout_s < 0 or (idle is not None and idle <= 0):
+                    raise ValueError(f"route {route.path}: timeouts must be positive (timeout_s 0: no total limit)")

@@ -6,6 +6,9 @@ import shutil
 import sys
 from pathlib import Path
 
+# Envoy's loggers that print whole request headers (authorization: API keys, control tokens) at debug and trace: they
+# stay at info whatever the level asked for, so no credential ever reaches a log line.
+HEADER_LOGGERS = ("http", "http2", "router")
 LOG_FORMAT = '{"time":"%Y-%m-%dT%T.%eZ","service":"gateway","level":"%l","logger":"%n","message":"%j"}'
 
 
@@ -24,6 +27,7 @@ def envoy_binary() -> str:
 
 def envoy_argv(config: Path, admin_address_file: Path, log_level: str = "warn") -> list[str]:
     """Envoy without hot restart, so that several can run at once (tests beside a running stack)."""
+    quiet = ["--component-log-level", ",".join(f"{name}:info" for name in HEADER_LOGGERS)]
     return [
         envoy_binary(),
         "-c",
@@ -35,4 +39,5 @@ def envoy_argv(config: Path, admin_address_file: Path, log_level: str = "warn") 
         LOG_FORMAT,
         "--admin-address-path",
         str(admin_address_file),
+        *(quiet if log_level.lower() in ("trace", "debug") else []),
     ]

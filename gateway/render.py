@@ -6,14 +6,25 @@ from typing import Any
 
 import yaml
 
-from gateway.model import Address, Directory, File, Gateway, Proxy, Route, Upstream
+from gateway.limits import (
+    LOCAL_RATELIMIT,
+    http2_keepalive,
+    listener_socket_options,
+    local_ratelimit_filter,
+    overload_manager,
+    rate_limited_replies,
+    route_rate_limit,
+)
+from gateway.model import Address, Directory, File, Gateway, Limits, Proxy, Route, Upstream
 from gateway.webroot import CONTENT_TYPES
 
 MIB = 1024 * 1024
 MIN_DIRECT_RESPONSE_BYTES = 8 * MIB
-CORS_ALLOW_HEADERS = "content-type,x-grpc-web,x-user-agent,grpc-timeout"
+# authorization: the page sends `Bearer <control_token>` with its gRPC-Web calls (never logged: see ACCESS_LOG_FORMAT).
+CORS_ALLOW_HEADERS = "content-type,x-grpc-web,x-user-agent,grpc-timeout,authorization"
 CORS_EXPOSE_HEADERS = "grpc-status,grpc-message"
 CORS_MAX_AGE_S = 600
+# What each request leaves in the log: no request header beyond the method, path and origin (never authorization).
 ACCESS_LOG_FORMAT = {
     "time": "%START_TIME%",
     "service": "gateway",
@@ -48,6 +59,34 @@ def _header(key: str, value: str) -> dict[str, Any]:
 
 
 FILE_SERVER = "envoy.filters.http.file_server"
+UNKNOWN_HOST_STATUS = 421  # Misdirected Request: this server does not answer for that name
+
+
+def _unknown_host() -> dict[str, Any]:
+    """The catch-all virtual host: anything but Gateway.domains gets UNKNOWN_HOST_STATUS, for the page as for the
+    API, so a page elsewhere that rebinds its name to this address reads and steers nothing."""
+    return {
+        "name": "unknown-host",
+        "domains": ["*"],
+        "routes": [
+            {
+                "match": {"prefix": "/"},
+                "direct_response": {"status": UNKNOWN_HOST_STATUS, "body": {"inline_string": "unknown host\n"}},
+            }
+        ],
+    }
+
+
+def host_patterns(domains: tuple[str, ...]) -> list[str]:
+    """Envoy `domains` for the listed Host names: each name as is and with any port (`name:*`), unless it names a
+    port itself. Exact names only: no `*` that would let any site's name through."""
+    patterns: list[str] = []
+    for name in domains:
+        has_port = name.rsplit("]", 1)[-1].count(":") == 1 if name.startswith("[") else ":" in name
+        for pattern in (name,) if has_port else (name, f"{name}:*"):
+            if pattern not in patterns:
+                patterns.append(pattern)
+    return patterns
 
 
 def _route(route: Route) -> dict[str, Any]:
@@ -76,23 +115,25 @@ def _route(route: Route) -> dict[str, Any]:
         proxied: dict[str, Any] = {"cluster": action.upstream}
         if action.prefix_rewrite is not None:
             proxied["prefix_rewrite"] = action.prefix_rewrite
-        if action.timeout_s is None:
-            proxied["timeout"] = "0s"
-            proxied["idle_timeout"] = "0s"
-        else:
-            proxied["timeout"] = _seconds(action.timeout_s)
+        proxied["timeout"] = _seconds(action.timeout_s)  # 0s: no total limit (a server stream), idle limit only
+        if action.idle_timeout_s is not None:
+            proxied["idle_timeout"] = _seconds(action.idle_timeout_s)
         if action.grpc:
-            # Ignore the client's grpc-timeout as a cap on the stream (the service enforces deadlines itself).
+            # A client's grpc-timeout becomes the stream's maximum duration: it can shorten the call, never lengthen
+            # it past the route timeout (a separate timer).
             proxied["max_stream_duration"] = {"grpc_timeout_header_max": "0s"}
             proxied["retry_policy"] = {"retry_on": "connect-failure,refused-stream", "num_retries": 1}
-        rendered: dict[str, Any] = {"match": match, "route": proxied}
+        per_filter: dict[str, Any] = {}
+        if route.rate_limit is not None:
+            per_filter[LOCAL_RATELIMIT] = route_rate_limit(route.rate_limit)
         if route.max_request_bytes is not None:
-            rendered["typed_per_filter_config"] = {
-                "envoy.filters.http.buffer": {
-                    "@type": _type("envoy.extensions.filters.http.buffer.v3.BufferPerRoute"),
-                    "buffer": {"max_request_bytes": route.max_request_bytes},
-                }
+            per_filter["envoy.filters.http.buffer"] = {
+                "@type": _type("envoy.extensions.filters.http.buffer.v3.BufferPerRoute"),
+                "buffer": {"max_request_bytes": route.max_request_bytes},
             }
+        rendered: dict[str, Any] = {"match": match, "route": proxied}
+        if per_filter:
+            rendered["typed_per_filter_config"] = per_filter
         return rendered
     if isinstance(action, File):
         body: dict[str, str] = {"filename": str(action.path)}
@@ -150,6 +191,8 @@ def _http_filters(gateway: Gateway) -> list[dict[str, Any]]:
             "name": "envoy.filters.http.cors",
             "typed_config": {"@type": _type("envoy.extensions.filters.http.cors.v3.Cors")},
         },
+        # Before the buffer: a refused request is answered before its body is read.
+        *([local_ratelimit_filter()] if any(route.rate_limit for route in gateway.routes) else []),
         {
             "name": "envoy.filters.http.buffer",
             "typed_config": {
@@ -172,11 +215,12 @@ def _connection_manager(gateway: Gateway) -> dict[str, Any]:
         "stat_prefix": "gateway",
         "codec_type": "AUTO",
         "use_remote_address": True,
+        "xff_num_trusted_hops": limits.trusted_hops,
         "normalize_path": True,
         "merge_slashes": True,
         "path_with_escaped_slashes_action": "REJECT_REQUEST",
-        "stream_idle_timeout": "0s",  # WatchSession may be quiet for a long time
-        "request_timeout": "0s",
+        "stream_idle_timeout": _seconds(limits.stream_idle_timeout_s),
+        "request_timeout": _seconds(limits.request_timeout_s),  # receiving the request, not the response
         "request_headers_timeout": _seconds(limits.request_headers_timeout_s),
         "max_request_headers_kb": limits.max_request_headers_kb,
         "common_http_protocol_options": {
@@ -187,6 +231,7 @@ def _connection_manager(gateway: Gateway) -> dict[str, Any]:
             "max_concurrent_streams": limits.max_concurrent_streams,
             "initial_stream_window_size": 65536,
             "initial_connection_window_size": 1048576,
+            "connection_keepalive": http2_keepalive(limits),
         },
         "access_log": [
             {
@@ -197,23 +242,25 @@ def _connection_manager(gateway: Gateway) -> dict[str, Any]:
                 },
             }
         ],
+        "local_reply_config": rate_limited_replies(),
         "route_config": {
             "name": "gateway",
             "max_direct_response_body_size_bytes": _direct_response_limit(gateway),
             "virtual_hosts": [
                 {
                     "name": "gateway",
-                    "domains": ["*"],
+                    "domains": host_patterns(gateway.domains),
                     "typed_per_filter_config": {"envoy.filters.http.cors": _cors(gateway)},
                     "routes": [_route(route) for route in gateway.routes],
-                }
+                },
+                _unknown_host(),
             ],
         },
         "http_filters": _http_filters(gateway),
     }
 
 
-def _cluster(upstream: Upstream) -> dict[str, Any]:
+def _cluster(upstream: Upstream, limits: Limits) -> dict[str, Any]:
     protocol: dict[str, Any] = (
         {"http2_protocol_options": {"connection_keepalive": {"interval": "30s", "timeout": "10s"}}}
         if upstream.protocol == "http2"
@@ -224,6 +271,7 @@ def _cluster(upstream: Upstream) -> dict[str, Any]:
         "type": "STATIC" if upstream.address.is_ip else "STRICT_DNS",
         "connect_timeout": _seconds(upstream.connect_timeout_s),
         "lb_policy": "ROUND_ROBIN",
+        "per_connection_buffer_limit_bytes": limits.connection_buffer_bytes,
     }
     if not upstream.address.is_ip:
         cluster["dns_lookup_family"] = "V4_PREFERRED"
@@ -257,25 +305,14 @@ def envoy_config(gateway: Gateway) -> dict[str, Any]:
     """The bootstrap as plain data (dicts and lists, in a fixed order)."""
     return {
         "admin": {"address": _socket(gateway.admin)},
-        "overload_manager": {
-            "resource_monitors": [
-                {
-                    "name": "envoy.resource_monitors.global_downstream_max_connections",
-                    "typed_config": {
-                        "@type": _type(
-                            "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
-                        ),
-                        "max_active_downstream_connections": gateway.limits.max_connections,
-                    },
-                }
-            ]
-        },
+        "overload_manager": overload_manager(gateway.limits),
         "static_resources": {
             "listeners": [
                 {
                     "name": "gateway",
                     "address": _socket(gateway.listen),
-                    "per_connection_buffer_limit_bytes": 1 * MIB,
+                    "per_connection_buffer_limit_bytes": gateway.limits.connection_buffer_bytes,
+                    "socket_options": listener_socket_options(gateway.limits),
                     "filter_chains": [
                         {
                             "filters": [
@@ -288,13 +325,17 @@ def envoy_config(gateway: Gateway) -> dict[str, Any]:
                     ],
                 }
             ],
-            "clusters": [_cluster(upstream) for upstream in gateway.upstreams],
+            "clusters": [_cluster(upstream, gateway.limits) for upstream in gateway.upstreams],
         },
     }
 
 
 class _Dumper(yaml.SafeDumper):
-    """Multi-line strings (the fallback page) as literal blocks, so the YAML reads like the text it holds."""
+    """Multi-line strings (the fallback page) as literal blocks, so the YAML reads like the text it holds; a value
+    used twice (a token bucket) is written out twice, not as an anchor and alias."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:

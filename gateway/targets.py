@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from gateway.model import Address, Directory, Gateway, Proxy, Route, Upstream
+from gateway.model import (
+    LOOPBACK_DOMAINS,
+    Address,
+    Bucket,
+    Directory,
+    Gateway,
+    Limits,
+    Proxy,
+    RateLimit,
+    Route,
+    Upstream,
+    normalize_domain,
+)
 from gateway.webroot import page_routes
 
 Target = Literal["local", "k8s"]
+MIB = 1024 * 1024
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WEB_ROOT = REPO_ROOT / "web" / "out"
 GRPC_PREFIX = "/avatar.v1.SessionService/"
@@ -18,8 +32,19 @@ GRPC_PREFIX = "/avatar.v1.SessionService/"
 # kept under the services' 12 MiB gRPC message limit. Every other route keeps Limits.max_request_bytes (64 KiB).
 UPLOAD_PATH = GRPC_PREFIX + "CreateSession"
 UPLOAD_MAX_REQUEST_BYTES = 11 * 1024 * 1024 + 512 * 1024
+# Route timeouts (the whole exchange). CreateSession may prepare a portrait (up to 30 s in the session service) after
+# the catalogue and placement; the other unary calls answer at once. WatchSession has no total limit: it is cut when
+# silent for Limits.stream_idle_timeout_s, and the session service sends a heartbeat well within that.
+CREATE_TIMEOUT_S = 60.0
+API_TIMEOUT_S = 30.0
+WATCH_PATH = GRPC_PREFIX + "WatchSession"
 HLS_PREFIX = "/hls/"
-HLS_TIMEOUT_S = 15.0
+# The packager holds a blocking playlist reload (LL-HLS) for up to 3 target durations (~3 s): well under this.
+HLS_TIMEOUT_S = 10.0
+# CreateSession, which is also the only route that carries an upload (a portrait), per client address: anonymous
+# callers, and callers with an authorization header (a backend with an API key mints sessions for many users).
+CREATE_PER_MINUTE, CREATE_BURST = 30, 10
+CREATE_KEYED_PER_MINUTE, CREATE_KEYED_BURST = 120, 30
 
 
 @dataclass(frozen=True)
@@ -29,11 +54,20 @@ class TargetDefaults:
     admin_port: int  # 0: Envoy picks a free one (see --admin-address-path)
     session: str
     packager_http: str
+    domains: tuple[str, ...] = LOOPBACK_DOMAINS  # Host names answered (each with any port), besides GATEWAY_DOMAINS
 
 
+# In the cluster the gateway is also reached by its Service name (namespace `infinitetalk`, as the overlays set).
+K8S_DOMAINS = (
+    *LOOPBACK_DOMAINS,
+    "gateway",
+    "gateway.infinitetalk",
+    "gateway.infinitetalk.svc",
+    "gateway.infinitetalk.svc.cluster.local",
+)
 TARGETS: dict[str, TargetDefaults] = {
     "local": TargetDefaults("127.0.0.1", 8080, 0, "127.0.0.1:50051", "127.0.0.1:8088"),
-    "k8s": TargetDefaults("0.0.0.0", 8080, 9901, "session:50051", "packager:8088"),
+    "k8s": TargetDefaults("0.0.0.0", 8080, 9901, "session:50051", "packager:8088", K8S_DOMAINS),
 }
 # With several packagers (k8s: the StatefulSet `packager` behind the headless Service `packager`), packager i serves
 # the playlists of the sessions placed on it, under /hls/p<i>/ (the session service names that path).
@@ -62,6 +96,54 @@ def origins_from_env() -> tuple[str, ...] | None:
     return tuple(origin.strip() for origin in value.split(",") if origin.strip()) or None
 
 
+def domains_from_env(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """GATEWAY_DOMAINS: comma-separated Host names (a public name, a node's address) answered besides the target's."""
+    value = (os.environ if environ is None else environ).get("GATEWAY_DOMAINS", "")
+    return tuple(normalize_domain(name) for name in value.split(",") if name.strip())
+
+
+def _env_number(
+    environ: Mapping[str, str], name: str, default: float, kind: type = float, zero_ok: bool = False
+) -> float:
+    """A GATEWAY_* number, `default` when unset. 0 is refused unless `zero_ok`: it would disable a limit."""
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r}: expected a number") from None
+    if value < 0 or (value == 0 and not zero_ok):
+        raise ValueError(f"{name}={text!r}: must be {'0 or more' if zero_ok else 'more than 0'}")
+    return value
+
+
+def limits_from_env(environ: Mapping[str, str] | None = None) -> tuple[Limits, RateLimit]:
+    """The edge limits and CreateSession's per-client rate from GATEWAY_* variables (defaults: `Limits()` and the
+    CREATE_* constants). Read when the config is rendered: re-render after changing them."""
+    env = os.environ if environ is None else environ
+    base = Limits()
+    limits = Limits(
+        request_headers_timeout_s=_env_number(env, "GATEWAY_REQUEST_HEADERS_TIMEOUT_S", base.request_headers_timeout_s),
+        request_timeout_s=_env_number(env, "GATEWAY_REQUEST_TIMEOUT_S", base.request_timeout_s),
+        stream_idle_timeout_s=_env_number(env, "GATEWAY_STREAM_IDLE_TIMEOUT_S", base.stream_idle_timeout_s),
+        max_heap_bytes=int(_env_number(env, "GATEWAY_MAX_HEAP_MB", base.max_heap_bytes // MIB, int)) * MIB,
+        trusted_hops=int(_env_number(env, "GATEWAY_TRUSTED_HOPS", base.trusted_hops, int, zero_ok=True)),
+    )
+    rate = RateLimit(
+        "create_session",
+        anonymous=Bucket(
+            int(_env_number(env, "GATEWAY_CREATE_PER_MINUTE", CREATE_PER_MINUTE, int)),
+            int(_env_number(env, "GATEWAY_CREATE_BURST", CREATE_BURST, int)),
+        ),
+        with_credential=Bucket(
+            int(_env_number(env, "GATEWAY_CREATE_KEYED_PER_MINUTE", CREATE_KEYED_PER_MINUTE, int)),
+            int(_env_number(env, "GATEWAY_CREATE_KEYED_BURST", CREATE_KEYED_BURST, int)),
+        ),
+    )
+    return limits, rate
+
+
 def own_origins(port: int) -> tuple[str, ...]:
     """The gateway's own origins: what the page it serves sends as Origin."""
     return (f"http://127.0.0.1:{port}", f"http://localhost:{port}")
@@ -77,10 +159,19 @@ def describe(
     cors_origins: tuple[str, ...] | list[str] | None = None,
     admin_port: int | None = None,
     packagers: int = 1,
+    domains: Sequence[str] | None = None,
+    limits: Limits | None = None,
+    create_rate: RateLimit | None = None,
 ) -> Gateway:
     """The gateway for `target`; anything not given takes the target's default. `packager_http` may list several
-    comma-separated addresses; for k8s, `packagers` > 1 names the StatefulSet's pods."""
+    comma-separated addresses; for k8s, `packagers` > 1 names the StatefulSet's pods. `domains` are answered besides
+    the target's own (default: GATEWAY_DOMAINS); `limits` and `create_rate` default to the GATEWAY_* variables."""
     defaults = TARGETS[target]
+    if limits is None or create_rate is None:
+        env_limits, env_rate = limits_from_env()
+        limits = env_limits if limits is None else limits
+        create_rate = env_rate if create_rate is None else create_rate
+    extra = domains_from_env() if domains is None else tuple(normalize_domain(name) for name in domains)
     port = defaults.port if port is None else port
     if packager_http:
         addresses = [a.strip() for a in packager_http.split(",") if a.strip()]
@@ -92,8 +183,14 @@ def describe(
         addresses = [defaults.packager_http]
     hls_upstreams, hls_routes = packager_routes(addresses)
     routes = [
-        Route(UPLOAD_PATH, Proxy("session", timeout_s=None, grpc=True), max_request_bytes=UPLOAD_MAX_REQUEST_BYTES),
-        Route(GRPC_PREFIX, Proxy("session", timeout_s=None, grpc=True), prefix=True),
+        Route(
+            UPLOAD_PATH,
+            Proxy("session", timeout_s=CREATE_TIMEOUT_S, grpc=True),
+            max_request_bytes=UPLOAD_MAX_REQUEST_BYTES,
+            rate_limit=create_rate,
+        ),
+        Route(WATCH_PATH, Proxy("session", timeout_s=0, grpc=True, idle_timeout_s=limits.stream_idle_timeout_s)),
+        Route(GRPC_PREFIX, Proxy("session", timeout_s=API_TIMEOUT_S, grpc=True), prefix=True),
         *hls_routes,
         *(
             [Route("/", Directory(str(web_root or K8S_WEB_ROOT)), prefix=True)]
@@ -107,4 +204,6 @@ def describe(
         upstreams=(Upstream("session", Address.parse(session or defaults.session), "http2"), *hls_upstreams),
         routes=tuple(routes),
         cors_origins=tuple(cors_origins) if cors_origins else own_origins(port),
+        limits=limits,
+        domains=tuple(dict.fromkeys((*defaults.domains, *extra))),
     )

@@ -44,6 +44,10 @@ async def _up(args: argparse.Namespace) -> int:
         print(f"session: {ports.addr('session')}")
         print(f"hls: {ports.gateway_url}/hls/<session_id>/index.m3u8")
         print(f"gateway admin: {supervisor.admin_url()} (loopback only)")
+        if os.environ.get("SESSION_API_KEYS") or os.environ.get("SESSION_API_KEYS_FILE"):
+            print("access: CreateSession requires an API key (SESSION_API_KEYS); say --api-key KEY")
+        else:
+            print("access: no API keys, so anyone on this machine may create sessions (everything listens on loopback)")
         if log_dir:
             print(f"logs: {log_dir}/<service>.log")
         print(f'try: infinitetalk say "Hello there." --addr {ports.addr("session")}')
@@ -55,7 +59,7 @@ async def _up(args: argparse.Namespace) -> int:
 
 
 async def _say(args: argparse.Namespace) -> int:
-    client = SessionClient(args.addr)
+    client = SessionClient(args.addr, api_key=args.api_key or None)
     try:
         session = await client.create(avatar=args.avatar, voice=args.voice, portrait=_portrait(args.portrait))
         url = playlist_url(session, args.hls)
@@ -147,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     say.add_argument("text")
     say.add_argument("--chat", action="store_true", help="answer TEXT through the LLM instead of speaking it")
     say.add_argument("--addr", default=DEFAULT_ADDR, help="session service host:port")
+    say.add_argument(
+        "--api-key",
+        default=os.environ.get("INFINITETALK_API_KEY", ""),
+        help="API key for CreateSession when the server requires one (default: $INFINITETALK_API_KEY)",
+    )
     say.add_argument("--hls", default=None, help="HLS base URL, if the server does not know its public one")
     say.add_argument("--record", metavar="OUT.mp4", help="save what the stream showed until the answer was spoken")
     say.add_argument("--avatar", default="")

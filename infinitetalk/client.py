@@ -39,14 +39,23 @@ def playlist_url(session: session_pb2.Session, hls_base: str | None) -> str:
     raise ValueError("the server did not give a playlist URL: pass the HLS base URL (--hls)")
 
 
+def control_metadata(session: session_pb2.Session) -> tuple[tuple[str, str], ...]:
+    """The gRPC metadata that steers or watches `session`: its control token as a bearer credential."""
+    return (("authorization", f"Bearer {session.control_token}"),)
+
+
 def media_time(session: session_pb2.Session, us: int) -> datetime:
     return session.media_epoch.ToDatetime(tzinfo=UTC) + timedelta(microseconds=us)
 
 
 class SessionClient:
-    def __init__(self, addr: str) -> None:
+    """`api_key`: sent with CreateSession when the server requires keys (SESSION_API_KEYS); every other call carries
+    the session's own control token."""
+
+    def __init__(self, addr: str, api_key: str | None = None) -> None:
         self.channel = grpc.aio.insecure_channel(addr)
         self.stub = session_pb2_grpc.SessionServiceStub(self.channel)
+        self._key_metadata = (("authorization", f"Bearer {api_key}"),) if api_key else None
 
     async def close(self) -> None:
         await self.channel.close()
@@ -68,11 +77,14 @@ class SessionClient:
         response = await self.stub.CreateSession(
             session_pb2.CreateSessionRequest(avatar=avatar, voice=voice, options=options, portrait=portrait or b""),
             timeout=30,
+            metadata=self._key_metadata,
         )
         return response.session
 
     async def end(self, session: session_pb2.Session) -> None:
-        await self.stub.EndSession(session_pb2.EndSessionRequest(session_id=session.session_id), timeout=30)
+        await self.stub.EndSession(
+            session_pb2.EndSessionRequest(session_id=session.session_id), timeout=30, metadata=control_metadata(session)
+        )
 
     async def speak(
         self,
@@ -87,13 +99,16 @@ class SessionClient:
         timeout_s: float = 120.0,
     ) -> SpeakResult:
         """Sends `text` and returns once it has been spoken (and, with hls_url, once its speech is on the playlist)."""
-        watch = self.stub.WatchSession(session_pb2.WatchSessionRequest(session_id=session.session_id))
+        auth = control_metadata(session)
+        watch = self.stub.WatchSession(session_pb2.WatchSessionRequest(session_id=session.session_id), metadata=auth)
         await watch.read()  # the current state: from here on no event is missed
         sent_at = time.monotonic()
         if chat:
-            reply = await self.stub.Chat(session_pb2.ChatRequest(session_id=session.session_id, text=text), timeout=10)
+            request = session_pb2.ChatRequest(session_id=session.session_id, text=text)
+            reply = await self.stub.Chat(request, timeout=10, metadata=auth)
         else:
-            reply = await self.stub.Say(session_pb2.SayRequest(session_id=session.session_id, text=text), timeout=10)
+            request = session_pb2.SayRequest(session_id=session.session_id, text=text)
+            reply = await self.stub.Say(request, timeout=10, metadata=auth)
         result = SpeakResult(reply.utterance_id)
         poller = None
         if hls_url is not None:

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway.process import envoy_argv
 from gateway.render import render_yaml
 from gateway.targets import DEFAULT_WEB_ROOT, describe, origins_from_env
+from infinitetalk.envscope import scoped_env
 
 SERVICE_ORDER = ("llm", "tts", "video", "packager", "session")
 DEFAULT_PORTS = {"session": 50051, "llm": 50052, "tts": 50053, "video": 50054, "packager": 50055}
@@ -112,10 +113,16 @@ class StackPorts:
 
 
 def service_env(
-    service: str, ports: StackPorts, extra: dict[str, str] | None = None, public_hls_url: str | None = None
+    service: str,
+    ports: StackPorts,
+    extra: dict[str, str] | None = None,
+    public_hls_url: str | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment of process `service` (a service name or a replica's process name)."""
-    env = dict(os.environ)
+    """The environment of process `service` (a service name or a replica's process name): the part of `environ`
+    (default: ours) that the service may see (infinitetalk.envscope: provider keys reach llm and tts only, API keys
+    the session only), its ports and peers, then `extra` as given (a caller's explicit settings reach every service)."""
+    env = scoped_env(service_of(service), os.environ if environ is None else environ)
     env.update(
         {
             "HOST": ports.host,
@@ -138,6 +145,11 @@ def service_env(
         )
     env.update(extra or {})
     return env
+
+
+def gateway_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Envoy's environment: the base any program needs, nothing else (it reads its config file, not variables)."""
+    return scoped_env(GATEWAY, os.environ if environ is None else environ)
 
 
 @dataclass
@@ -181,7 +193,7 @@ class Supervisor:
         self.standby = set(standby)
         self._run_dir: Path | None = None  # the rendered Envoy config, while running
         if gateway:
-            self.processes[GATEWAY] = ManagedProcess(GATEWAY, dict(os.environ))
+            self.processes[GATEWAY] = ManagedProcess(GATEWAY, gateway_env())
         self._watchers: list[asyncio.Task[None]] = []
         self._stopping = False
 

@@ -111,7 +111,7 @@ def idle_loop(
 
 def video_config(session_id: str, loop: Loop, token: str = TOKEN, **overrides) -> packager_pb2.PublishVideoConfig:
     fields = dict(
-        session_id=session_id,
+        stream_id=session_id,
         publish_token=token,
         width=loop.width,
         height=loop.height,

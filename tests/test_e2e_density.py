@@ -20,7 +20,7 @@ import pytest_asyncio
 from google.protobuf import descriptor as pb_descriptor
 
 from avatar.v1 import llm_pb2, packager_pb2, session_pb2, tts_pb2, video_pb2, video_pb2_grpc
-from infinitetalk.client import SessionClient, playlist_url
+from infinitetalk.client import SessionClient, control_metadata, playlist_url
 from infinitetalk.hls import PlaylistFollower, fetch_playlist
 from infinitetalk.procstats import cpu_seconds, io_bytes, rss_mb
 from infinitetalk.stack import SERVICE_ORDER, StackPorts, Supervisor
@@ -81,7 +81,9 @@ class Watcher:
         self._task = asyncio.create_task(self._run(client, session))
 
     async def _run(self, client: SessionClient, session: session_pb2.Session) -> None:
-        call = client.stub.WatchSession(session_pb2.WatchSessionRequest(session_id=session.session_id))
+        call = client.stub.WatchSession(
+            session_pb2.WatchSessionRequest(session_id=session.session_id), metadata=control_metadata(session)
+        )
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
             async for event in call:
                 kind = event.WhichOneof("event")
@@ -257,7 +259,10 @@ async def test_admission_follows_the_measured_capacity() -> None:
             other = sessions[speaking]
             if speaking == status.speaking_capacity:
                 with pytest.raises(grpc.aio.AioRpcError) as busy:
-                    await client.stub.Say(session_pb2.SayRequest(session_id=other.session_id, text="Me too."))
+                    await client.stub.Say(
+                        session_pb2.SayRequest(session_id=other.session_id, text="Me too."),
+                        metadata=control_metadata(other),
+                    )
                 assert busy.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
                 assert f"already speaking for {speaking} sessions" in busy.value.details()
             results = await asyncio.gather(*talking)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from avatar.v1 import session_pb2
-from infinitetalk.client import SessionClient
+from infinitetalk.client import SessionClient, control_metadata
 from infinitetalk.hls import fetch
 from infinitetalk.stack import StackPorts, Supervisor
 
@@ -58,10 +58,14 @@ async def test_a_slow_renderer_gets_a_preroll_and_speech_plays_through(slow_stac
         session = await client.create()
         assert session.avatar == "astronaut-infinitetalk" and session.width == SIZE
         for attempt in range(2):  # the first uses the configured pace estimate, the second the measured pace
-            watch = client.stub.WatchSession(session_pb2.WatchSessionRequest(session_id=session.session_id))
+            watch = client.stub.WatchSession(
+                session_pb2.WatchSessionRequest(session_id=session.session_id), metadata=control_metadata(session)
+            )
             await watch.read()
             stalled_before = await stalled_frames(slow_stack.ports)
-            await client.stub.Say(session_pb2.SayRequest(session_id=session.session_id, text=TEXT))
+            await client.stub.Say(
+                session_pb2.SayRequest(session_id=session.session_id, text=TEXT), metadata=control_metadata(session)
+            )
             rendering = started = finished = None
             async with asyncio.timeout(180):
                 while True:

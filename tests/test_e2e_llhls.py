@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 
 from avatar.v1 import session_pb2
-from infinitetalk.client import SessionClient
+from infinitetalk.client import SessionClient, control_metadata
 from infinitetalk.hls import fetch_playlist, parse_playlist
 from infinitetalk.stack import StackPorts, Supervisor
 
@@ -125,9 +125,13 @@ async def test_ffmpeg_records_the_low_latency_playlist(gateway_stack: Supervisor
         first = await client.speak(session, "Hello there. This is a live avatar speaking to a recorder.")
         assert first.reason == session_pb2.FINISH_REASON_COMPLETED
         stub = client.stub
-        await stub.Say(session_pb2.SayRequest(session_id=session.session_id, text=LONG_ANSWER))
+        await stub.Say(
+            session_pb2.SayRequest(session_id=session.session_id, text=LONG_ANSWER), metadata=control_metadata(session)
+        )
         await asyncio.sleep(2.0)
-        await stub.Interrupt(session_pb2.InterruptRequest(session_id=session.session_id))
+        await stub.Interrupt(
+            session_pb2.InterruptRequest(session_id=session.session_id), metadata=control_metadata(session)
+        )
         _, errors = await asyncio.wait_for(recorder.communicate(), 90)
     assert recorder.returncode == 0, errors.decode()[-2000:]
     decode = await asyncio.to_thread(

@@ -14,7 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from avatar.v1 import media_pb2, session_pb2, tts_pb2, tts_pb2_grpc
-from infinitetalk.client import SessionClient, media_time, playlist_url
+from infinitetalk.client import SessionClient, control_metadata, media_time, playlist_url
 from infinitetalk.hls import PlaylistFollower, fetch, fetch_playlist
 from infinitetalk.stack import SERVICE_ORDER, check_health
 from services.common.clauses import split_clauses
@@ -237,9 +237,15 @@ async def test_interrupt_cuts_speech_and_next_say_plays(stack):
         session = await client.create()
         url = hls_url(stack, session)
         follower = PlaylistFollower(url)
-        watch = client.stub.WatchSession(session_pb2.WatchSessionRequest(session_id=session.session_id))
+        watch = client.stub.WatchSession(
+            session_pb2.WatchSessionRequest(session_id=session.session_id), metadata=control_metadata(session)
+        )
         await watch.read()
-        long_id = (await client.stub.Say(session_pb2.SayRequest(session_id=session.session_id, text=LONG))).utterance_id
+        long_id = (
+            await client.stub.Say(
+                session_pb2.SayRequest(session_id=session.session_id, text=LONG), metadata=control_metadata(session)
+            )
+        ).utterance_id
         while True:
             event = await watch.read()
             if event.WhichOneof("event") == "speech_started" and event.speech_started.utterance_id == long_id:
@@ -252,7 +258,9 @@ async def test_interrupt_cuts_speech_and_next_say_plays(stack):
                 word = event.word_spoken
                 break
         interrupted_at = time.time()
-        reply = await client.stub.Interrupt(session_pb2.InterruptRequest(session_id=session.session_id))
+        reply = await client.stub.Interrupt(
+            session_pb2.InterruptRequest(session_id=session.session_id), metadata=control_metadata(session)
+        )
         assert reply.utterance_id == long_id
         while True:
             event = await watch.read()
@@ -310,7 +318,9 @@ async def test_bad_input_gets_clear_errors_and_harms_nothing(stack):
     try:
         bystander = await client.create()
         bystander_url = hls_url(stack, bystander)
-        watch = client.stub.WatchSession(session_pb2.WatchSessionRequest(session_id=bystander.session_id))
+        watch = client.stub.WatchSession(
+            session_pb2.WatchSessionRequest(session_id=bystander.session_id), metadata=control_metadata(bystander)
+        )
         await watch.read()
         bystander_events = []
 
@@ -321,6 +331,7 @@ async def test_bad_input_gets_clear_errors_and_harms_nothing(stack):
         collector = asyncio.create_task(collect())
         session = await client.create()
         sid = session.session_id
+        auth = control_metadata(session)
         before = await segments_on(bystander_url)
 
         async def expect(coro, code: grpc.StatusCode, *words: str) -> None:
@@ -331,21 +342,23 @@ async def test_bad_input_gets_clear_errors_and_harms_nothing(stack):
                 assert word in caught.value.details(), caught.value.details()
 
         await expect(
-            client.stub.Say(session_pb2.SayRequest(session_id=sid, text="")), grpc.StatusCode.INVALID_ARGUMENT, "empty"
-        )
-        await expect(
-            client.stub.Say(session_pb2.SayRequest(session_id=sid, text="  \n ")),
+            client.stub.Say(session_pb2.SayRequest(session_id=sid, text=""), metadata=auth),
             grpc.StatusCode.INVALID_ARGUMENT,
             "empty",
         )
         await expect(
-            client.stub.Say(session_pb2.SayRequest(session_id=sid, text="a" * 20_000)),
+            client.stub.Say(session_pb2.SayRequest(session_id=sid, text="  \n "), metadata=auth),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "empty",
+        )
+        await expect(
+            client.stub.Say(session_pb2.SayRequest(session_id=sid, text="a" * 20_000), metadata=auth),
             grpc.StatusCode.INVALID_ARGUMENT,
             "20000",
             "5000",
         )
         await expect(
-            client.stub.Chat(session_pb2.ChatRequest(session_id=sid, text="b" * 20_000)),
+            client.stub.Chat(session_pb2.ChatRequest(session_id=sid, text="b" * 20_000), metadata=auth),
             grpc.StatusCode.INVALID_ARGUMENT,
             "limit",
         )
@@ -354,8 +367,11 @@ async def test_bad_input_gets_clear_errors_and_harms_nothing(stack):
             "/avatar.v1.SessionService/Say", request_serializer=None, response_deserializer=None
         )
         payload = b"\x0a" + bytes([len(sid)]) + sid.encode() + b"\x12\x04\xff\xfe\xfd\xfc"
-        await expect(raw(payload), grpc.StatusCode.INVALID_ARGUMENT, "UTF-8")
-        await expect(client.stub.Say(session_pb2.SayRequest(session_id="A" * 22, text="hi")), grpc.StatusCode.NOT_FOUND)
+        await expect(raw(payload, metadata=auth), grpc.StatusCode.INVALID_ARGUMENT, "UTF-8")
+        await expect(
+            client.stub.Say(session_pb2.SayRequest(session_id="A" * 22, text="hi"), metadata=auth),
+            grpc.StatusCode.PERMISSION_DENIED,
+        )
         await expect(
             client.stub.Say(session_pb2.SayRequest(session_id="../../etc", text="hi")), grpc.StatusCode.INVALID_ARGUMENT
         )
@@ -370,15 +386,23 @@ async def test_bad_input_gets_clear_errors_and_harms_nothing(stack):
             "nobody",
         )
         # The session still works after all that.
-        ok = await client.stub.Say(session_pb2.SayRequest(session_id=sid, text="Still here."))
+        ok = await client.stub.Say(session_pb2.SayRequest(session_id=sid, text="Still here."), metadata=auth)
         assert ok.utterance_id
         await client.end(session)
         await expect(
-            client.stub.Say(session_pb2.SayRequest(session_id=sid, text="hi")), grpc.StatusCode.NOT_FOUND, "ended"
+            client.stub.Say(session_pb2.SayRequest(session_id=sid, text="hi"), metadata=auth),
+            grpc.StatusCode.NOT_FOUND,
+            "ended",
         )
-        await expect(client.stub.Interrupt(session_pb2.InterruptRequest(session_id=sid)), grpc.StatusCode.NOT_FOUND)
-        await expect(client.stub.EndSession(session_pb2.EndSessionRequest(session_id=sid)), grpc.StatusCode.NOT_FOUND)
-        watch_ended = client.stub.WatchSession(session_pb2.WatchSessionRequest(session_id=sid))
+        await expect(
+            client.stub.Interrupt(session_pb2.InterruptRequest(session_id=sid), metadata=auth),
+            grpc.StatusCode.NOT_FOUND,
+        )
+        await expect(
+            client.stub.EndSession(session_pb2.EndSessionRequest(session_id=sid), metadata=auth),
+            grpc.StatusCode.NOT_FOUND,
+        )
+        watch_ended = client.stub.WatchSession(session_pb2.WatchSessionRequest(session_id=sid), metadata=auth)
         await expect(watch_ended.read(), grpc.StatusCode.NOT_FOUND)
         # Meanwhile the bystander kept streaming, with no error events.
         await asyncio.sleep(1.2)
@@ -396,12 +420,16 @@ async def test_tts_crash_is_reported_restarted_and_recovered(stack):
     try:
         session = await client.create()
         url = hls_url(stack, session)
-        watch = client.stub.WatchSession(session_pb2.WatchSessionRequest(session_id=session.session_id))
+        watch = client.stub.WatchSession(
+            session_pb2.WatchSessionRequest(session_id=session.session_id), metadata=control_metadata(session)
+        )
         await watch.read()
         await segments_on(url)
         old_pid = stack.pid("tts")
         restarts = stack.processes["tts"].restarts
-        await client.stub.Say(session_pb2.SayRequest(session_id=session.session_id, text=LONG))
+        await client.stub.Say(
+            session_pb2.SayRequest(session_id=session.session_id, text=LONG), metadata=control_metadata(session)
+        )
         os.kill(old_pid, signal.SIGKILL)
         errors = []
         async with asyncio.timeout(15):

@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
 from avatar.v1 import session_pb2
+from infinitetalk.client import control_metadata
 from infinitetalk.hls import PlaylistFollower, fetch
 from services.common.errors import invalid_argument_reason
 from tests.hls_analysis import decode
@@ -96,7 +97,9 @@ async def test_files_that_cannot_be_animated_get_clear_errors_and_harm_nothing(s
     try:
         bystander = await client.create()
         url = hls_url(stack, bystander)
-        watch = client.stub.WatchSession(session_pb2.WatchSessionRequest(session_id=bystander.session_id))
+        watch = client.stub.WatchSession(
+            session_pb2.WatchSessionRequest(session_id=bystander.session_id), metadata=control_metadata(bystander)
+        )
         await watch.read()
         events: list[session_pb2.WatchSessionResponse] = []
 

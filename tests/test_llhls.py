@@ -110,7 +110,7 @@ def loop_for(chunk_frames: int = CHUNK_FRAMES, fps: int = FPS) -> Loop:
 def config_message(sid: str, loop: Loop, segment_ms: int = SEGMENT_MS) -> packager_pb2.PublishRequest:
     return packager_pb2.PublishRequest(
         config=packager_pb2.PublishConfig(
-            session_id=sid,
+            stream_id=sid,
             width=loop.width,
             height=loop.height,
             fps=loop.fps,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
@@ -14,8 +15,10 @@ from services.common.config import ConfigError
 from services.common.server import create_server
 from services.llm.config import LlmConfig, build_provider
 from services.llm.offline import OfflinePersona
+from services.llm.openai import OpenAIChat
 from services.llm.provider import ROLE_ASSISTANT, ROLE_USER, ChatProvider, ProviderError
-from services.llm.service import MAX_PERSONA_CHARS, MAX_TURN_CHARS, History, LlmServicer
+from services.llm.service import MAX_PERSONA_CHARS, MAX_TURN_CHARS, UNEXPECTED_FAILURE, History, LlmServicer
+from tests.fakes.openai_server import FakeOpenAI, Reply
 
 TIMEOUT_S = 10.0
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
@@ -422,3 +425,75 @@ async def test_client_cancel_closes_the_provider(start_llm) -> None:
     await read(call)
     call.cancel()
     await wait_for(lambda: provider.closed == ["hello"], "the provider's reply to be closed")
+
+
+# -- what a failed turn tells the client (services.common.scrub) ---------------------------------------------------
+LEAKY_KEY = "sk-live-abcdef1234567890"
+
+
+def all_logged(caplog: pytest.LogCaptureFixture) -> str:
+    return "\n".join(f"{record.getMessage()} {record.__dict__!r}" for record in caplog.records)
+
+
+async def test_an_unexpected_failure_reaches_the_client_as_a_fixed_sentence(start_llm, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    error = RuntimeError(f"pool to 10.0.0.7:5432 failed (Authorization: Bearer {LEAKY_KEY})")
+    stub = await start_llm(FailingProvider(error))
+    call = await open_stream(stub)
+    await call.write(turn("u1", "hello"))
+    last = (await read_until_end(call, "u1"))[-1]
+    call.cancel()
+    assert last.error.code == grpc.StatusCode.INTERNAL.value[0]
+    assert last.error.message == UNEXPECTED_FAILURE  # neither the exception's text nor its type
+    logged = [record for record in caplog.records if record.getMessage() == "provider failed"]
+    assert logged and "10.0.0.7:5432" in logged[0].error and "RuntimeError" in logged[0].error  # the detail: logs
+    assert LEAKY_KEY not in all_logged(caplog)
+
+
+async def test_a_providers_own_message_loses_addresses_and_keys(start_llm) -> None:
+    said = f"backend http://10.0.0.8:9000/v1 unreachable (key {LEAKY_KEY}); try again"
+    stub = await start_llm(FailingProvider(ProviderError(grpc.StatusCode.UNAVAILABLE, said)))
+    call = await open_stream(stub)
+    await call.write(turn("u1", "hello"))
+    error = (await read_until_end(call, "u1"))[-1].error
+    call.cancel()
+    assert error.code == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert error.message == "backend [address] unreachable (key [redacted]); try again"
+
+
+async def first_error(start_llm, base_url: str):
+    """The error of one turn, through the real SDK pointed at `base_url` with a key that must not leak."""
+    provider = OpenAIChat(api_key=LEAKY_KEY, base_url=base_url, model="m", max_retries=0)
+    try:
+        stub = await start_llm(provider)
+        call = await open_stream(stub)
+        await call.write(turn("u1", "hello"))
+        error = (await read_until_end(call, "u1"))[-1].error
+        call.cancel()
+    finally:
+        await provider.aclose()
+    return error
+
+
+async def test_an_openai_error_reaches_the_client_scrubbed(start_llm, caplog) -> None:
+    """Through the real SDK against a local server: what the provider says keeps its words, not its addresses or
+    keys; the operator's log has the address, never the key."""
+    caplog.set_level(logging.DEBUG)
+    said = f"upstream http://10.2.3.4:8001/generate refused key {LEAKY_KEY} (Authorization: Bearer {LEAKY_KEY})"
+    async with FakeOpenAI(Reply.error(500, said, "server_error")) as server:
+        error = await first_error(start_llm, server.base_url)
+    assert error.code == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert "the LLM provider failed (500)" in error.message and "refused key" in error.message
+    assert not [part for part in ("10.2.3.4", "8001", "abcdef1234567890", "127.0.0.1") if part in error.message]
+    logged = all_logged(caplog)
+    assert "10.2.3.4:8001" in logged and LEAKY_KEY not in logged and "abcdef1234567890" not in logged
+
+
+async def test_an_unreachable_provider_does_not_say_where_it_is(start_llm, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = FakeOpenAI()
+    await server.start()
+    await server.stop()  # nothing listens on its port any more
+    error = await first_error(start_llm, server.base_url)
+    assert error.code == grpc.StatusCode.UNAVAILABLE.value[0] and error.message == "could not reach the LLM provider"
+    assert server.base_url.rstrip("/") in all_logged(caplog)  # where it tried: for the operator

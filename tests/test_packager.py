@@ -132,7 +132,7 @@ def session_id(tag: str) -> str:
 def config_message(sid: str, loop: Loop | None = None, **overrides) -> packager_pb2.PublishRequest:
     loop = loop or idle_loop()
     fields = dict(
-        session_id=sid,
+        stream_id=sid,
         width=loop.width,
         height=loop.height,
         fps=FPS,
@@ -560,8 +560,8 @@ def _no_epoch() -> packager_pb2.PublishRequest:
     ("first", "field", "needle"),
     [
         (commit(0), "config", "first message"),
-        (_config("x", session_id="short"), "config.session_id", "session_id"),
-        (_config("x", session_id="../../../etc/passwd-xxxxxxxx"), "config.session_id", "session_id"),
+        (_config("x", stream_id="short"), "config.stream_id", "stream_id"),
+        (_config("x", stream_id="../../../etc/passwd-xxxxxxxx"), "config.stream_id", "stream_id"),
         (_config("odd", width=127), "config.width", "even number"),
         (_config("big", height=2048), "config.height", "height"),
         (_config("fps", fps=0), "config.fps", "fps must be"),
@@ -575,7 +575,7 @@ def _no_epoch() -> packager_pb2.PublishRequest:
     ],
 )
 async def test_bad_publish_config_is_invalid_argument(packager: Packager, first, field: str, needle: str) -> None:
-    sid = first.config.session_id if first.HasField("config") else session_id("commit")
+    sid = first.config.stream_id if first.HasField("config") else session_id("commit")
     call = packager.stub.Publish()
     await call.write(first)
     error = await expect_abort(call)
@@ -629,7 +629,7 @@ def _tampered() -> list[bytes]:
 @pytest.mark.parametrize(
     ("config_overrides", "uploads", "field", "needle"),
     [
-        ({"session_id": "short"}, None, "config.session_id", "session_id"),
+        ({"stream_id": "short"}, None, "config.stream_id", "stream_id"),
         ({"publish_token": "short"}, None, "config.publish_token", "publish_token"),
         ({"width": 101}, None, "config.width", "even number"),
         ({"fps": 61}, None, "config.fps", "fps must be"),
@@ -651,7 +651,7 @@ async def test_bad_video_stream_is_invalid_argument(packager: Packager, config_o
     loop = idle_loop()
     sid = session_id("badvideo")
     overrides = dict(config_overrides)
-    config = video_config(overrides.pop("session_id", sid), loop, **overrides)
+    config = video_config(overrides.pop("stream_id", sid), loop, **overrides)
     call = packager.stub.PublishVideo()
     await call.write(packager_pb2.PublishVideoRequest(config=config))
     if uploads is not None:

@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from avatar.v1 import session_pb2, video_pb2, video_pb2_grpc
-from infinitetalk.client import SessionClient
+from infinitetalk.client import SessionClient, control_metadata
 from infinitetalk.hls import fetch_playlist
 from infinitetalk.stack import StackPorts, Supervisor
 
@@ -96,12 +96,14 @@ async def test_sessions_spread_over_workers_and_follow_a_lost_worker(cluster: Su
             assert via_gateway is not None and via_gateway.segments
             holder = ports.packager_http[f"packager-{slot[1:]}"]
             other = ports.packager_http[f"packager-{1 - int(slot[1:])}"]
-            direct = f"/hls/{session.session_id}/index.m3u8"
+            direct = f"/hls/{session.stream_id}/index.m3u8"
             assert await asyncio.to_thread(fetch_playlist, f"http://127.0.0.1:{holder}{direct}") is not None
             assert await asyncio.to_thread(fetch_playlist, f"http://127.0.0.1:{other}{direct}") is None
 
         async def watch(session: session_pb2.Session) -> None:
-            call = client.stub.WatchSession(session_pb2.WatchSessionRequest(session_id=session.session_id))
+            call = client.stub.WatchSession(
+                session_pb2.WatchSessionRequest(session_id=session.session_id), metadata=control_metadata(session)
+            )
             async for event in call:
                 if event.WhichOneof("event") == "error" and event.error.component == "video":
                     video_errors[session.session_id] = video_errors.get(session.session_id, 0) + 1

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 import numpy as np
@@ -13,9 +16,12 @@ from google.rpc import error_details_pb2, status_pb2
 from PIL import Image
 
 from avatar.v1 import video_pb2, video_pb2_grpc
+from services.video.backend import AvatarInfo
 from services.video.drawn import DrawnBackend
 from services.video.photo.backend import PhotoBackend
 from services.video.photo.landmarks import FaceLandmarker
+from services.video.photo.portrait import decode_portrait
+from services.video.portraits import THREAD_NAME_PREFIX
 from tests.video_harness import Session, Stack, decode_rgb, render_config, render_error, running_stack, running_video
 
 
@@ -132,3 +138,119 @@ async def test_a_service_without_a_photo_renderer_says_so():
         assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "portrait" in error.details()
         assert video.servicer.active == 0
+
+
+# -- preparation under load and abuse: its own pool, permits held by the work, formats settled before parsing -------
+
+
+class SlowPortraits(DrawnBackend):
+    """A photo backend stand-in whose decode blocks until `release`: what a large photo does to its thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.started: list[str] = []  # the thread each decode ran on
+        self.finished = 0
+
+    def prepare_portrait(self, data: bytes) -> AvatarInfo:
+        self.started.append(threading.current_thread().name)
+        self.release.wait(30)
+        self.finished += 1
+        return AvatarInfo("portrait-" + data.hex().ljust(32, "0")[:32], "slow", self.name)
+
+
+async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_cancelled_prepare_keeps_its_permit_until_its_decode_ends():
+    slow = SlowPortraits()
+    async with running_video([slow], max_concurrent_prepares=1) as video:
+        pool = video.servicer.portraits
+        cancelled = asyncio.Event()
+        run = pool.run
+
+        async def watched_run(work, *args):
+            try:
+                return await run(work, *args)
+            except asyncio.CancelledError:
+                cancelled.set()  # the server's handler saw its client go
+                raise
+
+        pool.run = watched_run  # type: ignore[method-assign]
+        first = video.stub.PrepareAvatar(video_pb2.PrepareAvatarRequest(image=b"first"), timeout=30)
+        await wait_until(lambda: len(slow.started) == 1, "the first decode to start")
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await asyncio.wait_for(cancelled.wait(), 10)
+        assert pool.running == 1  # its request is gone, its decode runs on, holding the only permit
+
+        async def prepare_second() -> video_pb2.PrepareAvatarResponse:
+            return await video.stub.PrepareAvatar(video_pb2.PrepareAvatarRequest(image=b"second"), timeout=30)
+
+        second = asyncio.create_task(prepare_second())
+        await wait_until(lambda: pool.waiting == 1, "the second request to wait for a permit")
+        await asyncio.sleep(0.3)
+        assert len(slow.started) == 1, "a second decode started while the cancelled one still ran"
+        slow.release.set()
+        response = await asyncio.wait_for(second, 10)
+        assert response.avatar.name.startswith("portrait-")
+        assert slow.finished == 2 and pool.running == 0 and pool.waiting == 0
+        # Both ran in the portrait pool's own threads, not in the default executor that frame rendering uses.
+        assert all(name.startswith(THREAD_NAME_PREFIX) for name in slow.started), slow.started
+
+
+def encoded_as(kind: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (256, 256), (200, 120, 90)).save(buffer, kind)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def parsers_used(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every Pillow parser that looks at a file (its `accept` check or its opener), in order."""
+    Image.init()  # every plugin registered, so none is imported (and registered unwatched) later
+    used: list[str] = []
+    for kind, (factory, accept) in list(Image.OPEN.items()):
+
+        def watched_accept(prefix: bytes, kind: str = kind, accept=accept):
+            used.append(kind)
+            return accept(prefix) if accept else True
+
+        def watched_factory(fp, filename=None, kind: str = kind, factory=factory):
+            used.append(kind)
+            return factory(fp, filename)
+
+        monkeypatch.setitem(Image.OPEN, kind, (watched_factory, watched_accept))
+    return used
+
+
+@pytest.mark.parametrize("kind", ["GIF", "BMP", "TIFF"])
+async def test_other_formats_are_refused_before_any_parser_reads_them(video, parsers_used, kind):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await video.PrepareAvatar(video_pb2.PrepareAvatarRequest(image=encoded_as(kind)), timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == f"the portrait is a {kind} file; send a JPEG, PNG or WebP image"
+    field = violation(caught.value)
+    assert (field.field, field.reason) == ("image", "unsupported_format")
+    assert parsers_used == []
+
+
+async def test_a_damaged_file_is_read_by_its_own_parser_only(video, parsers_used):
+    damaged_png = b"\x89PNG\r\n\x1a\n" + bytes(512)  # PNG's signature, then nothing a PNG parser can read
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await video.PrepareAvatar(video_pb2.PrepareAvatarRequest(image=damaged_png), timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "damaged" in caught.value.details()
+    assert violation(caught.value).reason == "not_an_image"
+    assert parsers_used and set(parsers_used) == {"PNG"}  # not offered to every other parser in turn
+
+
+@pytest.mark.parametrize("kind", ["JPEG", "PNG", "WEBP"])
+def test_the_accepted_formats_still_decode_with_their_parser_alone(parsers_used, kind):
+    assert decode_portrait(encoded_as(kind)).shape == (256, 256, 3)
+    assert set(parsers_used) == {kind}

@@ -88,7 +88,7 @@ class ObservedPackager(PackagerServicer):
         async for request in requests:
             kind = request.WhichOneof("request")
             if kind == "config":
-                session_id = request.config.session_id
+                session_id = request.config.stream_id
             elif kind == "chunk":
                 chunk = request.chunk
                 received = self.chunks_received.setdefault(session_id, [])
@@ -331,7 +331,7 @@ class Session:
     def publish_config(self, **overrides) -> packager_pb2.PublishRequest:
         assert self.ready is not None
         fields = dict(
-            session_id=self.session_id,
+            stream_id=self.session_id,
             width=self.config.width,
             height=self.config.height,
             fps=self.config.fps,

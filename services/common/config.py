@@ -38,6 +38,15 @@ def env_float(name: str, default: float | None = None) -> float:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
 
 
+def env_bool(name: str, default: bool) -> bool:
+    raw = env_str(name, "1" if default else "0").strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean: use 1 or 0")
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Where a service listens and how it shuts down. Variables: HOST, PORT, METRICS_PORT, SHUTDOWN_GRACE_S."""

@@ -6,8 +6,11 @@ restarted. Deadlines are asyncio timeouts around each wait (until the first toke
 stalled upstream ends the turn on time. Closing the generator (the service cancelling a turn) closes the HTTP
 response at once, which drops the connection, so the server stops generating and no more tokens are paid for.
 
-API keys never reach a log record or an error message: provider messages are scrubbed of the key and of anything
-that looks like a bearer token or an `sk-...` key before they are used, and request headers are never logged.
+API keys never reach a log record or an error message: provider messages are scrubbed (services.common.scrub) of the
+key and of anything that looks like a credential before they are used, and request headers are never logged. What a
+client reads names no address either (a self-hosted server's URL or IP tells an anonymous caller where to aim): the
+provider's URL and the full failure go to the log only, and an unexpected exception reaches the client as a fixed
+sentence.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import contextlib
 import email.utils
 import logging
 import random
-import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from copy import copy
@@ -26,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 
+from services.common.scrub import INTERNAL_ERROR, redact, redact_exception, scrub
 from services.llm.provider import ROLE_ASSISTANT, ROLE_USER, ChatProvider, ProviderError
 
 try:
@@ -44,25 +47,9 @@ DEFAULT_PERSONA = (
 )
 MAX_RETRY_AFTER_S = 20.0  # a longer Retry-After is waited for this long at most
 MAX_BACKOFF_S = 8.0
-MAX_MESSAGE_CHARS = 300
 RETRYABLE_STATUS = frozenset({408, 409, 429})  # plus every 5xx
 
-_BEARER = re.compile(r"(?i)\bbearer\s+\S+")
-_KEY_LIKE = re.compile(r"\b(?:sk|rk|pk)-[A-Za-z0-9_\-*]{6,}")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-REDACTED = "[redacted]"
-
-
-def scrub(text: str, *secrets: str) -> str:
-    """`text` with the given secrets, bearer tokens and key-like strings replaced, control characters removed and
-    the length capped, so it can be logged or sent to a client."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, REDACTED)
-    text = _BEARER.sub("Bearer " + REDACTED, text)
-    text = _KEY_LIKE.sub(REDACTED, text)
-    text = " ".join(_CONTROL.sub(" ", text).split())
-    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "\u2026"
+__all__ = ["DEFAULT_MODEL", "DEFAULT_PERSONA", "OpenAIChat", "public_url", "retry_after_s", "scrub"]
 
 
 def public_url(url: str) -> str:
@@ -136,6 +123,9 @@ class OpenAIChat(ChatProvider):
 
     def __repr__(self) -> str:  # never the key
         return f"OpenAIChat(base_url={self.base_url!r}, model={self.model!r})"
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self._api_key,)
 
     def for_model(self, model: str) -> ChatProvider:
         if not model or model == self.model:
@@ -267,23 +257,35 @@ class OpenAIChat(ChatProvider):
         return delay, final
 
     def _provider_message(self, error: BaseException) -> str:
+        """What the provider said, as it said it (unscrubbed: `redact` it for logs, `scrub` it for clients)."""
         message = getattr(error, "message", None) or str(error)
         body = getattr(error, "body", None)
         if isinstance(body, dict):
             inner = body.get("error") if isinstance(body.get("error"), dict) else body
             if isinstance(inner.get("message"), str):
                 message = inner["message"]
-        return scrub(str(message), self._api_key)
+        return str(message)
 
     def _translate(self, error: Exception) -> ProviderError:
+        """The client's error for a failed provider call: a code and a sentence without the provider's address or
+        any credential. The address and the full detail go to the log."""
         code = grpc.StatusCode
+        detail = {"base_url": self.base_url, "model": self.model, "error": redact(repr(error), self._api_key)}
         if isinstance(error, openai.APITimeoutError):
-            return ProviderError(code.DEADLINE_EXCEEDED, f"the LLM provider at {self.base_url} timed out")
+            log.warning("LLM provider timed out", extra=detail)
+            return ProviderError(code.DEADLINE_EXCEEDED, "the LLM provider timed out")
         if isinstance(error, openai.APIConnectionError):
-            return ProviderError(code.UNAVAILABLE, f"could not reach the LLM provider at {self.base_url}")
+            cause = error.__cause__ or error.__context__
+            log.warning("LLM provider unreachable", extra=detail | {"cause": redact(repr(cause), self._api_key)})
+            return ProviderError(code.UNAVAILABLE, "could not reach the LLM provider")
         if isinstance(error, openai.APIStatusError):
             status = error.status_code
-            said = self._provider_message(error)
+            raw = self._provider_message(error)
+            log.warning(
+                "LLM provider answered an error",
+                extra=detail | {"status": status, "provider_message": redact(raw, self._api_key)},
+            )
+            said = scrub(raw, self._api_key)
             if status == 401:
                 return ProviderError(code.UNAUTHENTICATED, "the LLM provider rejected the API key (401)")
             if status == 403:
@@ -300,9 +302,13 @@ class OpenAIChat(ChatProvider):
                 return ProviderError(code.UNAVAILABLE, f"the LLM provider failed ({status}): {said}")
             return ProviderError(code.UNKNOWN, f"the LLM provider answered {status}: {said}")
         if isinstance(error, openai.APIError):  # an error event inside the stream
-            return ProviderError(code.UNKNOWN, f"the LLM provider reported an error: {self._provider_message(error)}")
-        log.warning("unexpected LLM provider failure", extra={"error": scrub(repr(error), self._api_key)})
-        return ProviderError(code.INTERNAL, f"the LLM provider call failed: {type(error).__name__}")
+            raw = self._provider_message(error)
+            log.warning(
+                "LLM provider reported an error", extra=detail | {"provider_message": redact(raw, self._api_key)}
+            )
+            return ProviderError(code.UNKNOWN, f"the LLM provider reported an error: {scrub(raw, self._api_key)}")
+        log.error("unexpected LLM provider failure", extra=detail | {"error": redact_exception(error, self._api_key)})
+        return ProviderError(code.INTERNAL, f"the LLM provider call failed: {INTERNAL_ERROR}")
 
     def _deadline(self, what: str, seconds: float) -> ProviderError:
         phase = "start its reply" if what == "answer" else "send more of its reply"
@@ -311,5 +317,5 @@ class OpenAIChat(ChatProvider):
         )
 
     def _malformed(self, error: BaseException) -> ProviderError:
-        log.warning("malformed stream chunk", extra={"error": scrub(repr(error), self._api_key)})
+        log.warning("malformed stream chunk", extra={"error": redact(repr(error), self._api_key)})
         return ProviderError(grpc.StatusCode.INTERNAL, "the LLM provider sent a malformed stream chunk")

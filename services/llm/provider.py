@@ -16,7 +16,8 @@ ROLE_ASSISTANT = "assistant"
 class ProviderError(Exception):
     """A failure a provider can name (quota, unreachable backend, refused input); ends one turn, not the stream.
 
-    Anything else a provider raises is reported to the caller as INTERNAL.
+    Its message goes to the client (scrubbed once more by the service): name no address and no credential. Anything
+    else a provider raises reaches the caller as INTERNAL with a fixed sentence, its detail in the log only.
     """
 
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
@@ -44,6 +45,10 @@ class ChatProvider(ABC):
     def for_model(self, model: str) -> ChatProvider:
         """This provider writing with `model` (a per-session choice); providers without models ignore it."""
         return self
+
+    def secrets(self) -> tuple[str, ...]:
+        """Credentials this provider holds (an API key), so the service can keep them out of what it logs."""
+        return ()
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
         """Releases shared resources (HTTP sessions) at shutdown."""

@@ -5,6 +5,10 @@ progress, and `cancel` stops it at once. After a turn is cancelled (either way) 
 TurnDone. Provider deltas go through a ClauseSplitter as they arrive, so the first clause is out while the provider
 is still writing. The stream remembers the conversation (user turns and the part of each reply actually sent),
 bounded by a character budget.
+
+What a failed turn tells the client is scrubbed here, where it leaves the service (services.common.scrub): a
+provider's message keeps its words but loses credentials and internal addresses, and an unexpected exception becomes
+a fixed sentence; its full, key-free detail is in the log.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from avatar.v1 import llm_pb2, llm_pb2_grpc, media_pb2
 from services.common.clauses import ClauseSplitter
 from services.common.errors import abort_failed_precondition, abort_invalid_argument
 from services.common.logs import session_id_var
+from services.common.scrub import INTERNAL_ERROR, redact_exception, scrub
 from services.llm.provider import ROLE_ASSISTANT, ROLE_USER, ChatProvider, ProviderError
 
 log = logging.getLogger(__name__)
@@ -33,6 +38,8 @@ MAX_TURN_CHARS = 4000
 MAX_UTTERANCE_ID_CHARS = 128
 MAX_MODEL_CHARS = 200
 OUTBOX_SIZE = 256  # responses waiting for the client; when full, generation waits (backpressure)
+MAX_ERROR_CHARS = 600  # a provider's sentence plus its own (already shortened) words
+UNEXPECTED_FAILURE = f"the language model failed: {INTERNAL_ERROR}"
 
 TIME_TO_FIRST_CLAUSE = Histogram(
     "llm_time_to_first_clause_seconds",
@@ -217,11 +224,12 @@ class _Conversation:
             message = f"the language model did not finish its reply within {servicer.turn_timeout_s:g} s"
             await self.outbox.put((turn, _error(turn.utterance_id, grpc.StatusCode.DEADLINE_EXCEEDED, message)))
         except ProviderError as error:
-            await self.outbox.put((turn, _error(turn.utterance_id, error.code, error.message)))
+            message = scrub(error.message, *self.provider.secrets(), limit=MAX_ERROR_CHARS)
+            await self.outbox.put((turn, _error(turn.utterance_id, error.code, message)))
         except Exception as error:
-            log.exception("provider failed", extra={"utterance_id": turn.utterance_id})
-            message = f"the language model failed: {type(error).__name__}: {str(error)[:300]}"
-            await self.outbox.put((turn, _error(turn.utterance_id, grpc.StatusCode.INTERNAL, message)))
+            detail = redact_exception(error, *self.provider.secrets())
+            log.error("provider failed", extra={"utterance_id": turn.utterance_id, "error": detail})
+            await self.outbox.put((turn, _error(turn.utterance_id, grpc.StatusCode.INTERNAL, UNEXPECTED_FAILURE)))
 
     # -- responses (handler) ------------------------------------------------------------------------------------
     def on_send(self, turn: _Turn, response: llm_pb2.GenerateResponse) -> None:

@@ -20,7 +20,9 @@ async def main() -> None:
     store = HlsStore(config.window_segments, config.retain_ended_s)
     servicer = PackagerServicer(config, store)
     runner, http_port = await start_http(
-        create_app(store, parse_cors_origins(config.cors_origins)), grpc_config.host, config.http_port
+        create_app(store, parse_cors_origins(config.cors_origins), config.signing_key),
+        grpc_config.host,
+        config.http_port,
     )
     log.info("hls http listening", extra={"http_port": http_port})
     service_name = packager_pb2.DESCRIPTOR.services_by_name["PackagerService"].full_name

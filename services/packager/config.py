@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.common.config import ServerConfig, env_float, env_int, env_str
+from services.common.viewer_urls import signing_key_from_env
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,8 @@ class PackagerConfig:
     rendered chunk that is not there yet before the idle loop shows instead, default 300: a late segment beats a
     stall, and players hold more than that); PACKAGER_LOOP_CACHE_MB
     (idle loops kept when no session uses them, default 256); PACKAGER_MAX_RENDERED_MB (rendered chunks one session
-    may have waiting for their time, default 64).
+    may have waiting for their time, default 64); HLS_SIGNING_KEY (optional: serve only signed, expiring viewer URLs,
+    see services.common.viewer_urls).
     """
 
     http_port: int = 8088
@@ -31,6 +33,7 @@ class PackagerConfig:
     render_grace_s: float = 0.3
     loop_cache_bytes: int = 256 * 2**20
     max_rendered_bytes: int = 64 * 2**20
+    signing_key: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls) -> PackagerConfig:
@@ -44,6 +47,7 @@ class PackagerConfig:
             render_grace_s=env_int("PACKAGER_RENDER_GRACE_MS", 300, minimum=0) / 1000,
             loop_cache_bytes=env_int("PACKAGER_LOOP_CACHE_MB", 256, minimum=1) * 2**20,
             max_rendered_bytes=env_int("PACKAGER_MAX_RENDERED_MB", 64, minimum=1) * 2**20,
+            signing_key=signing_key_from_env(),
         )
 
 

@@ -3,16 +3,16 @@ parts from memory.
 
 Runs on the same event loop as the gRPC server (the store is loop-owned, so no locks). Routes (GET and HEAD):
 
-  /hls/{session_id}/index.m3u8      application/vnd.apple.mpegurl; no-cache while live, max-age=3600 once ended.
+  /hls/{stream_id}/index.m3u8      application/vnd.apple.mpegurl; no-cache while live, max-age=3600 once ended.
                                     Blocking reload: with `_HLS_msn=M` (and `_HLS_part=P`) the request is held until
                                     the playlist holds segment M (part P of it) and answered at once when it does;
                                     400 when M is more than two segments ahead of the last one listed or P more
                                     than three target durations of parts ahead, or _HLS_part comes alone; 503 when it
                                     has not come within three target durations; ignored once the playlist ended.
                                     `_HLS_skip` is ignored (no delta updates: the whole playlist is small).
-  /hls/{session_id}/init.mp4        video/mp4; immutable (a session id is never reused while retained)
-  /hls/{session_id}/seg{n}.m4s      video/iso.segment; immutable
-  /hls/{session_id}/seg{n}.{p}.m4s  a part; immutable. A request for the next few parts (the preload hint's) is
+  /hls/{stream_id}/init.mp4        video/mp4; immutable (a stream id is never reused while retained)
+  /hls/{stream_id}/seg{n}.m4s      video/iso.segment; immutable
+  /hls/{stream_id}/seg{n}.{p}.m4s  a part; immutable. A request for the next few parts (the preload hint's) is
                                     held until the part exists.
   /healthz                          200 "ok"
 
@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from aiohttp import web
 from prometheus_client import Counter
 
+from services.common.viewer_urls import verified_stream
 from services.packager.playlist import LivePlaylist
 from services.packager.store import HlsStore, HlsStream, valid_session_id
 
@@ -54,6 +55,7 @@ HTTP_REQUESTS = Counter("packager_http_requests_total", "HLS HTTP requests", ["k
 
 STORE_KEY: web.AppKey[HlsStore] = web.AppKey("store", HlsStore)
 CORS_KEY: web.AppKey[frozenset[str]] = web.AppKey("cors_origins", frozenset)
+SIGNING_KEY: web.AppKey[bytes] = web.AppKey("signing_key", bytes)
 
 
 def parse_cors_origins(value: str) -> frozenset[str]:
@@ -61,12 +63,14 @@ def parse_cors_origins(value: str) -> frozenset[str]:
     return frozenset(origin.strip().rstrip("/") for origin in value.split(",") if origin.strip())
 
 
-def create_app(store: HlsStore, cors_origins: Iterable[str] = ()) -> web.Application:
+def create_app(store: HlsStore, cors_origins: Iterable[str] = (), signing_key: bytes | None = None) -> web.Application:
+    """`signing_key`: serve only signed, expiring viewer URLs (services.common.viewer_urls); else bare stream ids."""
     app = web.Application()
     app[STORE_KEY] = store
     app[CORS_KEY] = frozenset(cors_origins)
+    app[SIGNING_KEY] = signing_key or b""
     app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/hls/{session_id}/{name}", _hls)
+    app.router.add_get("/hls/{stream_id}/{name}", _hls)
     return app
 
 
@@ -105,11 +109,22 @@ def _headers(request: web.Request, cache_control: str) -> dict[str, str]:
 
 
 async def _hls(request: web.Request) -> web.Response:
-    session_id = request.match_info["session_id"]
+    stream_id = request.match_info["stream_id"]
     name = request.match_info["name"]
-    if not valid_session_id(session_id):
+    key = request.app[SIGNING_KEY]
+    if key:
+        granted = verified_stream(key, stream_id, time.time())
+        if granted is None:
+            HTTP_REQUESTS.labels("forbidden", "403").inc()
+            return web.Response(
+                status=403,
+                text="this viewer URL is not valid or has expired: ask the session's owner for a new one\n",
+                headers=_headers(request, "no-cache"),
+            )
+        stream_id = granted
+    if not valid_session_id(stream_id):
         return _not_found(request, "invalid", "no such stream")
-    stream = request.app[STORE_KEY].get(session_id)
+    stream = request.app[STORE_KEY].get(stream_id)
     if stream is None:
         return _not_found(request, "unknown", "no such stream")
     if name == PLAYLIST_NAME:

@@ -42,8 +42,8 @@ LIVE_STREAMS = Gauge("packager_live_streams", "Playlists being published")
 LOOPS_HELD = Gauge("packager_idle_loops", "Idle loops held")
 
 
-def playlist_path(session_id: str) -> str:
-    return f"/hls/{session_id}/index.m3u8"
+def playlist_path(stream_id: str) -> str:
+    return f"/hls/{stream_id}/index.m3u8"
 
 
 @dataclass
@@ -109,11 +109,11 @@ class PackagerServicer(packager_pb2_grpc.PackagerServiceServicer):
             settings = settings_from_config(config, self.config)
         except InvalidRequest as problem:
             await abort_invalid_argument(context, problem.field, problem.message)
-        session_id = config.session_id
+        session_id = config.stream_id  # the stream's id: the packager keeps playlists by it
         caller_id = dict(context.invocation_metadata() or ()).get(SESSION_ID_METADATA_KEY)
         if caller_id and caller_id != session_id:
             await abort_invalid_argument(
-                context, "config.session_id", f"config.session_id differs from the {SESSION_ID_METADATA_KEY} metadata"
+                context, "config.stream_id", f"config.stream_id differs from the {SESSION_ID_METADATA_KEY} metadata"
             )
         session_id_var.set(session_id)
         if self._shutting_down:
@@ -307,7 +307,7 @@ class PackagerServicer(packager_pb2_grpc.PackagerServiceServicer):
             check_video_config(config)
         except InvalidRequest as problem:
             await abort_invalid_argument(context, problem.field, problem.message)
-        session_id = config.session_id
+        session_id = config.stream_id  # the stream's id: the packager keeps playlists by it
         session_id_var.set(session_id)
         if self._shutting_down:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the packager is shutting down")

@@ -48,8 +48,8 @@ def _check_loop_id(field: str, loop_id: str) -> None:
 
 def settings_from_config(config: packager_pb2.PublishConfig, defaults: PackagerConfig) -> MuxerSettings:
     """Validates a PublishConfig; raises InvalidRequest naming the first bad field."""
-    if not valid_session_id(config.session_id):
-        raise InvalidRequest("config.session_id", "session_id must be 16-64 characters from A-Z a-z 0-9 _ -")
+    if not valid_session_id(config.stream_id):
+        raise InvalidRequest("config.stream_id", "stream_id must be 16-64 characters from A-Z a-z 0-9 _ -")
     _check_geometry("config", config.width, config.height, config.fps, config.chunk_frames)
     rate = config.sample_rate_hz
     if rate not in AAC_SAMPLE_RATES:
@@ -88,8 +88,8 @@ def settings_from_config(config: packager_pb2.PublishConfig, defaults: PackagerC
 
 
 def check_video_config(config: packager_pb2.PublishVideoConfig) -> None:
-    if not valid_session_id(config.session_id):
-        raise InvalidRequest("config.session_id", "session_id must be 16-64 characters from A-Z a-z 0-9 _ -")
+    if not valid_session_id(config.stream_id):
+        raise InvalidRequest("config.stream_id", "stream_id must be 16-64 characters from A-Z a-z 0-9 _ -")
     _check_token("config.publish_token", config.publish_token)
     _check_geometry("config", config.width, config.height, config.fps, config.chunk_frames)
     for name, value in (("sps", config.sps), ("pps", config.pps)):

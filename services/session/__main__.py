@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 
 from avatar.v1 import llm_pb2_grpc, session_pb2, session_pb2_grpc, tts_pb2_grpc
 from services.common.server import MAX_MESSAGE_BYTES, run, serve
+from services.session.access import require_keys
 from services.session.config import SessionConfig, server_config
 from services.session.live import PeerStubs
 from services.session.placement import Packagers, VideoWorkers
 from services.session.service import SessionServicer
+
+log = logging.getLogger("services.session")
 
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -40,6 +45,12 @@ def open_stubs(config: SessionConfig) -> tuple[PeerStubs, list[grpc.aio.Channel]
 
 async def main() -> None:
     config = SessionConfig.from_env()
+    listen = server_config()
+    require_keys(config.api_keys, listen.host, config.allow_anonymous)
+    log.info(
+        "access",
+        extra={"api_keys": len(config.api_keys), "anonymous_create": not config.api_keys.enabled},
+    )
     stubs, channels = open_stubs(config)
     servicer = SessionServicer(config, stubs)
     servicer.start()
@@ -47,7 +58,7 @@ async def main() -> None:
     try:
         await serve(
             "session",
-            server_config(),
+            listen,
             lambda server: session_pb2_grpc.add_SessionServiceServicer_to_server(servicer, server),
             [service_name],
             on_shutdown=servicer.shutdown,

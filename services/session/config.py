@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from services.common.config import ConfigError, ServerConfig, env_float, env_int, env_str
+from services.common.config import ConfigError, ServerConfig, env_bool, env_float, env_int, env_str
 from services.common.media import FPS, HEIGHT, WIDTH
+from services.common.viewer_urls import signing_key_from_env
+from services.session.access import ApiKeys
 from services.session.placement import parse_addresses, parse_video_spec
 
 
@@ -19,7 +21,12 @@ class SessionConfig:
     http://127.0.0.1:8088, used to give absolute playlist URLs; optional); MAX_SESSIONS (a ceiling for this
     process's memory, default 256: how many sessions fit is measured by the video workers); MAX_TEXT_CHARS;
     MAX_WATCHERS_PER_SESSION; REQUESTS_PER_SECOND / REQUEST_BURST (per session: Say, Chat, Interrupt);
-    SESSION_IDLE_TIMEOUT_S (a session nobody uses or watches ends); SEGMENT_DURATION_MS (960) and PART_DURATION_MS
+    SESSION_IDLE_TIMEOUT_S (a session that nobody steers for this long ends, watched or not; 900) and
+    SESSION_MAX_LIFETIME_S (every session ends this long after its creation; 14400); SESSION_API_KEYS /
+    SESSION_API_KEYS_FILE (see services.session.access; none: anonymous, allowed on loopback only unless
+    SESSION_ALLOW_ANONYMOUS=1); SESSION_CREATES_PER_MINUTE / SESSION_CREATE_BURST (CreateSession per API key, or per
+    client address without keys; 30, 10); HLS_SIGNING_KEY (optional: playlist URLs are signed and expire with the
+    session, see services.common.viewer_urls); SEGMENT_DURATION_MS (960) and PART_DURATION_MS
     (160: a Low-Latency HLS part, a chunk the video worker renders and the packager splices; a segment is a whole
     number of parts); LOOKAHEAD_FRAMES;
     SESSION_OUTBOX_KB (what one session may queue for one peer that does not keep up, default 4096: past it the
@@ -38,6 +45,12 @@ class SessionConfig:
     requests_per_second: float = 5.0
     request_burst: int = 10
     idle_timeout_s: float = 900.0
+    max_lifetime_s: float = 14400.0
+    api_keys: ApiKeys = field(default_factory=ApiKeys)
+    allow_anonymous: bool = False
+    creates_per_minute: float = 30.0
+    create_burst: int = 10
+    hls_signing_key: bytes | None = field(default=None, repr=False)
     segment_duration_ms: int = 960
     part_duration_ms: int = 160
     lookahead_frames: int = 10
@@ -81,6 +94,12 @@ class SessionConfig:
             requests_per_second=env_float("REQUESTS_PER_SECOND", 5.0),
             request_burst=env_int("REQUEST_BURST", 10, minimum=1),
             idle_timeout_s=env_float("SESSION_IDLE_TIMEOUT_S", 900.0),
+            max_lifetime_s=env_float("SESSION_MAX_LIFETIME_S", 14400.0),
+            api_keys=ApiKeys.from_env(env_str("SESSION_API_KEYS", ""), env_str("SESSION_API_KEYS_FILE", "")),
+            allow_anonymous=env_bool("SESSION_ALLOW_ANONYMOUS", False),
+            creates_per_minute=env_float("SESSION_CREATES_PER_MINUTE", 30.0),
+            create_burst=env_int("SESSION_CREATE_BURST", 10, minimum=1),
+            hls_signing_key=signing_key_from_env(),
             segment_duration_ms=env_int("SEGMENT_DURATION_MS", 960, minimum=40),
             part_duration_ms=env_int("PART_DURATION_MS", 160, minimum=40),
             lookahead_frames=env_int("LOOKAHEAD_FRAMES", 10, minimum=3),

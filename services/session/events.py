@@ -1,13 +1,15 @@
-"""Fan-out of a session's WatchSession events to its watchers, each with a bounded queue."""
+"""Fan-out of a session's WatchSession events to its watchers, each with a bounded queue; a watcher that hears
+nothing for HEARTBEAT_S gets a heartbeat, so that proxies keep the stream and a vanished watcher is found out."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from avatar.v1 import session_pb2
 
 WATCHER_QUEUE_LIMIT = 1024
+HEARTBEAT_S = 15.0
 
 
 class WatcherTooSlow(Exception):
@@ -41,8 +43,14 @@ class EventBus:
     def full(self) -> bool:
         return len(self._queues) >= self.max_watchers
 
-    async def watch(self, first: session_pb2.WatchSessionResponse) -> AsyncIterator[session_pb2.WatchSessionResponse]:
-        """Yields `first`, then every event published until the bus closes."""
+    async def watch(
+        self,
+        first: session_pb2.WatchSessionResponse,
+        heartbeat: Callable[[], session_pb2.WatchSessionResponse] | None = None,
+        heartbeat_s: float = HEARTBEAT_S,
+    ) -> AsyncIterator[session_pb2.WatchSessionResponse]:
+        """Yields `first`, then every event published until the bus closes (`heartbeat()` after each quiet
+        `heartbeat_s`)."""
         queue: asyncio.Queue[session_pb2.WatchSessionResponse | Exception | None] = asyncio.Queue()
         if self._closed:
             yield first
@@ -51,7 +59,12 @@ class EventBus:
         try:
             yield first
             while True:
-                item = await queue.get()
+                try:
+                    item = await asyncio.wait_for(queue.get(), heartbeat_s if heartbeat is not None else None)
+                except TimeoutError:
+                    assert heartbeat is not None
+                    yield heartbeat()
+                    continue
                 if item is None:
                     return
                 if isinstance(item, Exception):

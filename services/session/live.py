@@ -27,6 +27,7 @@ from avatar.v1 import llm_pb2, llm_pb2_grpc, media_pb2, packager_pb2, session_pb
 from services.common.clauses import split_clauses
 from services.common.logs import session_id_var
 from services.common.media import FPS, SAMPLE_RATE_HZ, frame_start_us
+from services.common.viewer_urls import signed_component
 from services.session.chunks import ChunkPlan, CommitPlan, IdleLoopInfo
 from services.session.config import SessionConfig
 from services.session.events import EventBus
@@ -95,12 +96,20 @@ class LiveSession:
         video_worker: VideoWorker,
         packager: Packager,
         portrait: bytes = b"",
+        stream_id: str = "",
+        control_token: str = "",
     ) -> None:
         """`video_worker` and `packager`: where the session was placed (it releases them when it ends); the video
         stream moves to another worker if its worker's stream breaks. `portrait`: uploaded image bytes to animate
         (then `avatar` is its prepared name), in the video link's config, which is sent first on every
-        (re)connection so any video worker can serve the stream; dropped with the session."""
+        (re)connection so any video worker can serve the stream; dropped with the session. `stream_id`: the
+        playlist's id (view-only; default: the session id); `control_token`: the secret that steers the session
+        (checked by the service, never logged)."""
         self.session_id = session_id
+        self.stream_id = stream_id or session_id
+        self.control_token = control_token
+        self.created_at = time.monotonic()
+        self.expires_at = int(time.time() + config.max_lifetime_s)  # Unix seconds: when it ends at the latest
         self.stubs = stubs
         self.video_worker = video_worker
         self.packager = packager
@@ -184,6 +193,7 @@ class LiveSession:
                         packager_address=packager.addr,
                         publish_token=self._publish_token,
                         idle_phase_offset=phase_offset,
+                        stream_id=self.stream_id,
                     )
                 ),
                 session_id,
@@ -195,7 +205,7 @@ class LiveSession:
                 "packager",
                 packager.stub.Publish,
                 packager_pb2.PublishRequest(config=self._publish_config("")),
-                session_id,
+                self.stream_id,
                 self._on_packager,
                 self._on_packager_down,
                 reconnect=False,  # a playlist cannot be resumed mid-stream: losing it ends the session
@@ -207,7 +217,10 @@ class LiveSession:
     # -- lifecycle ---------------------------------------------------------------------------------------------
     @property
     def playlist_path(self) -> str:
-        return self.stubs.packagers.playlist_path(self.packager, self.session_id)
+        """View-only: the stream id, signed with its expiry when HLS_SIGNING_KEY is set."""
+        key = self.config.hls_signing_key
+        component = signed_component(key, self.stream_id, self.expires_at) if key else self.stream_id
+        return self.stubs.packagers.playlist_path(self.packager, component)
 
     @property
     def speaking(self) -> bool:
@@ -239,7 +252,7 @@ class LiveSession:
 
     def _publish_config(self, loop_id: str) -> packager_pb2.PublishConfig:
         return packager_pb2.PublishConfig(
-            session_id=self.session_id,
+            stream_id=self.stream_id,
             width=self.width,
             height=self.height,
             fps=self.fps,
@@ -304,9 +317,10 @@ class LiveSession:
                     await asyncio.wait_for(self._playout_task, 10.0)
                 if self.realtime and self._links["packager"].refusal is None:
                     self.playout.finish_live()
-            self._send("packager", packager_pb2.PublishRequest(end=packager_pb2.EndOfStream()))
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._playlist_ended.wait(), 5.0)
+            if self._packager_accepted.done():  # a playlist exists (a session ended mid-start has none)
+                self._send("packager", packager_pb2.PublishRequest(end=packager_pb2.EndOfStream()))
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._playlist_ended.wait(), 5.0)
         finally:
             await self._close_links()
             self.narrator.set_state(session_pb2.SESSION_STATE_ENDED, "")
@@ -624,10 +638,11 @@ class LiveSession:
         def on_down(error: Exception) -> None:
             detail = error.details() if isinstance(error, grpc.aio.AioRpcError) else str(error)
             code = error.code() if isinstance(error, grpc.aio.AioRpcError) else grpc.StatusCode.UNAVAILABLE
-            if code in REFUSALS:
+            if code in REFUSALS:  # our own service's sentence
                 message = f"the {component} service refused this session: {detail}"
-            else:
-                message = f"the {component} service is unavailable ({detail})" + (
+            else:  # a transport's detail names internal addresses: logs only
+                log.warning("peer down", extra={"component": component, "code": code.name, "detail": detail})
+                message = f"the {component} service is unavailable" + (
                     "" if component == "packager" else "; reconnecting"
                 )
             utterance = self.utterance

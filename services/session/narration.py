@@ -45,7 +45,7 @@ class Narrator:
                 state=self.state, utterance_id=self.utterance_id, expected_start_us=self.expected_start_us
             )
         )
-        return self.bus.watch(first)
+        return self.bus.watch(first, lambda: self._event(heartbeat=session_pb2.Heartbeat()))
 
     def close(self) -> None:
         self.bus.close()

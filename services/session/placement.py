@@ -9,7 +9,7 @@ stays on its worker for its whole life unless that worker's stream breaks (the w
 is placed again, possibly on the same worker, as soon as any has room; meanwhile its stream idles on the last frame.
 
 Packagers: `PACKAGER_ADDR` is a comma-separated list; packager i holds the playlists of the sessions placed on it
-(fewest first) and the gateway routes `/hls/p<i>/...` to it. With one packager, paths stay `/hls/<session_id>/...`.
+(fewest first) and the gateway routes `/hls/p<i>/...` to it. With one packager, paths stay `/hls/<stream_id>/...`.
 """
 
 from __future__ import annotations
@@ -212,11 +212,11 @@ class Packagers:
     def release(self, packager: Packager) -> None:
         packager.placed = max(0, packager.placed - 1)
 
-    def playlist_path(self, packager: Packager, session_id: str) -> str:
+    def playlist_path(self, packager: Packager, stream_id: str) -> str:
         """What the gateway serves the session's playlist at (`/hls/p<i>/...` routes to packager i)."""
         if len(self.packagers) == 1:
-            return f"/hls/{session_id}/index.m3u8"
-        return f"/hls/p{packager.slot}/{session_id}/index.m3u8"
+            return f"/hls/{stream_id}/index.m3u8"
+        return f"/hls/p{packager.slot}/{stream_id}/index.m3u8"
 
     async def close(self) -> None:
         for channel in self.channels:

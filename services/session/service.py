@@ -10,6 +10,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from avatar.v1 import session_pb2, session_pb2_grpc, tts_pb2, video_pb2
 from services.common.errors import (
@@ -20,20 +21,19 @@ from services.common.errors import (
     invalid_argument_reason,
 )
 from services.common.logs import session_id_var
-from services.common.media import MAX_PORTRAIT_BYTES
+from services.session.access import Caller, Refusal, bearer, matches_digest, new_token, same_secret, token_digest
 from services.session.config import SessionConfig
 from services.session.events import WatcherTooSlow
 from services.session.limits import TokenBucket
 from services.session.live import LiveSession, PeerStubs, SessionStartError, new_id
 from services.session.placement import NoCapacity, VideoWorker
+from services.session.requests import InvalidField, check_choices, check_sizes
 
 log = logging.getLogger(__name__)
 
 SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
-NAME_LIMIT = 64
-PERSONA_LIMIT = 4000
-LLM_PROVIDERS = {"", "offline", "openai"}
 ENDED_MEMORY = 4096
+CREATE_BUCKETS = 10_000  # callers whose CreateSession rate is remembered (LRU)
 CATALOGUE_TTL_S = 30.0
 # MAX_PORTRAIT_BYTES (shared with the video service) is checked here too, so an oversized upload is refused before
 # it travels on. Memory: a live session keeps its portrait's bytes (for its Render stream's config, resent on every
@@ -47,7 +47,10 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         self.stubs = stubs
         self.sessions: dict[str, LiveSession] = {}
         self._buckets: dict[str, TokenBucket] = {}
-        self._ended: OrderedDict[str, None] = OrderedDict()
+        self._create_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._ended: OrderedDict[str, bytes] = OrderedDict()  # session id -> its control token's SHA-256
+        self._starting = 0  # CreateSession calls holding a slot before their session is registered
+        self._ending: set[asyncio.Task[None]] = set()
         self._catalogue_cache: tuple[float, session_pb2.GetCatalogResponse] | None = None
         self._janitor: asyncio.Task[None] | None = None
         self._expiring: set[asyncio.Task[None]] = set()
@@ -62,24 +65,34 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         await asyncio.gather(*(s.end() for s in list(self.sessions.values())), return_exceptions=True)
 
     async def _expire_idle_sessions(self) -> None:
+        """Ends a session nobody has steered for SESSION_IDLE_TIMEOUT_S (being watched does not count: a forgotten
+        tab or a script that only watches must not hold a place for good), and any session older than
+        SESSION_MAX_LIFETIME_S."""
         while True:
-            await asyncio.sleep(min(5.0, self.config.idle_timeout_s / 2))
+            await asyncio.sleep(min(5.0, self.config.idle_timeout_s / 2, self.config.max_lifetime_s / 2))
             now = time.monotonic()
             for session in list(self.sessions.values()):
-                if session.bus.watcher_count == 0 and now - session.last_activity > self.config.idle_timeout_s:
-                    log.info("ending idle session", extra={"session_id": session.session_id})
-                    self._expiring.add(asyncio.create_task(session.end()))
-                    self._expiring = {t for t in self._expiring if not t.done()}
+                if now - session.created_at > self.config.max_lifetime_s:
+                    why = "ending a session at its maximum lifetime"
+                elif not session.speaking and now - session.last_activity > self.config.idle_timeout_s:
+                    why = "ending idle session"
+                else:
+                    continue
+                log.info(why, extra={"session_id": session.session_id, "watchers": session.bus.watcher_count})
+                self._expiring.add(asyncio.create_task(session.end()))
+            self._expiring = {t for t in self._expiring if not t.done()}
 
     def _forget(self, session: LiveSession) -> None:
         self.sessions.pop(session.session_id, None)
         self._buckets.pop(session.session_id, None)
-        self._ended[session.session_id] = None
+        self._ended[session.session_id] = token_digest(session.control_token)
         while len(self._ended) > ENDED_MEMORY:
             self._ended.popitem(last=False)
 
     # -- helpers -----------------------------------------------------------------------------------------------
-    async def _session(self, session_id: str, context: grpc.aio.ServicerContext) -> LiveSession:
+    async def _session(self, session_id: str, context: grpc.aio.ServicerContext, steer: bool = True) -> LiveSession:
+        """The session `session_id` names, if the call carries its control token. A wrong token gets the same
+        answer whether or not the session exists; only the token's holder learns that it has ended."""
         if not session_id:
             await abort_invalid_argument(context, "session_id", "session_id is required")
         if not SESSION_ID_PATTERN.match(session_id):
@@ -87,12 +100,24 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                 context, "session_id", "session_id is malformed: expected the 22-character id CreateSession returned"
             )
         session_id_var.set(session_id)
+        token = bearer(context.invocation_metadata())
+        if token is None:
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "this call needs the session's control token: send gRPC metadata 'authorization: Bearer "
+                "<control_token>' (CreateSession returned it on the Session)",
+            )
         session = self.sessions.get(session_id)
-        if session is None:
-            if session_id in self._ended:
+        if session is None or not same_secret(token, session.control_token):
+            ended = self._ended.get(session_id)
+            if session is None and ended is not None and matches_digest(token, ended):
                 await abort_not_found(context, "session", session_id, "session has ended; create a new one")
-            await abort_not_found(context, "session", session_id, "no such session (it may have expired)")
-        session.touch()
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "the control token does not grant this session: use the token CreateSession returned with it",
+            )
+        if steer:  # watching is not use: a session only watched still ends when idle
+            session.touch()
         return session
 
     async def _check_rate(self, session: LiveSession, context: grpc.aio.ServicerContext) -> None:
@@ -137,10 +162,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def _catalogue_or_abort(self, context: grpc.aio.ServicerContext) -> session_pb2.GetCatalogResponse:
         try:
             return await self._catalogue()
-        except grpc.aio.AioRpcError as error:
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE, f"the avatar or voice service is unavailable ({error.details()})"
-            )
+        except grpc.aio.AioRpcError as error:  # the transport's detail names internal addresses: logs only
+            log.warning("catalogue unavailable", extra={"code": error.code().name, "detail": error.details()})
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the avatar or voice service is unavailable; try again")
             raise
 
     async def _prepare_portrait(self, portrait: bytes, worker: VideoWorker, context: grpc.aio.ServicerContext) -> str:
@@ -161,57 +185,58 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                 )
             if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 await abort_resource_exhausted(context, "portraits", error.details() or "too many portraits at once")
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE, f"the avatar service is unavailable ({error.details()}); try again"
-            )
+            log.warning("portrait preparation failed", extra={"code": code.name, "detail": error.details()})
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the avatar service is unavailable; try again")
             raise
         log.info("portrait prepared", extra={"avatar": response.avatar.name, "bytes": len(portrait)})
         return response.avatar.name
 
     # -- RPCs --------------------------------------------------------------------------------------------------
+    async def _authenticate(self, context: grpc.aio.ServicerContext) -> Caller:
+        """The API key's caller (anonymous without keys), within its CreateSession rate."""
+        try:
+            caller = self.config.api_keys.authenticate(context.invocation_metadata())
+        except Refusal as refusal:
+            await context.abort(refusal.code, refusal.message)
+        # Without keys each client address has its own rate (behind the gateway: Envoy's, whose own limits are
+        # per client); with keys, each key.
+        who = caller.key_id if self.config.api_keys.enabled else (context.peer() or "").rsplit(":", 1)[0]
+        bucket = self._create_buckets.pop(who, None) or TokenBucket(
+            self.config.creates_per_minute / 60, self.config.create_burst
+        )
+        self._create_buckets[who] = bucket
+        while len(self._create_buckets) > CREATE_BUCKETS:
+            self._create_buckets.popitem(last=False)
+        if not bucket.take():
+            await abort_resource_exhausted(
+                context,
+                f"key:{caller.key_id}",
+                f"too many new sessions: at most {self.config.creates_per_minute:g} per minute for this "
+                f"{'API key' if self.config.api_keys.enabled else 'client'}; try again shortly",
+            )
+        return caller
+
     async def CreateSession(self, request, context):
-        if len(self.sessions) >= self.config.max_sessions:
+        caller = await self._authenticate(context)
+        if len(self.sessions) + self._starting >= self.config.max_sessions:
             await abort_resource_exhausted(
                 context, "sessions", f"the server is full: at most {self.config.max_sessions} sessions at once"
             )
-        if len(request.avatar) > NAME_LIMIT or len(request.voice) > NAME_LIMIT:
-            await abort_invalid_argument(
-                context, "avatar", f"avatar and voice names are at most {NAME_LIMIT} characters"
-            )
-        if request.options.llm_provider not in LLM_PROVIDERS:
-            await abort_invalid_argument(
-                context,
-                "options.llm_provider",
-                f"unknown LLM provider {request.options.llm_provider!r}; choose one of {sorted(LLM_PROVIDERS - {''})}",
-            )
-        if len(request.options.llm_model) > NAME_LIMIT * 2:
-            await abort_invalid_argument(
-                context, "options.llm_model", f"llm_model is at most {NAME_LIMIT * 2} characters"
-            )
-        if len(request.options.persona) > PERSONA_LIMIT:
-            await abort_invalid_argument(context, "options.persona", f"persona is at most {PERSONA_LIMIT} characters")
+        self._starting += 1  # the slot is held from here (no await before) until the session is registered or not
+        try:
+            return await self._create_session(request, context, caller)
+        finally:
+            self._starting -= 1
+
+    async def _create_session(self, request, context: grpc.aio.ServicerContext, caller: Caller):
+        try:
+            check_sizes(request)
+            avatar, voice = check_choices(request, caller, await self._catalogue_or_abort(context))
+        except InvalidField as invalid:
+            await abort_invalid_argument(context, invalid.field, invalid.message, reason=invalid.reason)
+        except Refusal as refusal:
+            await context.abort(refusal.code, refusal.message)
         portrait = request.portrait
-        if portrait and request.avatar:
-            await abort_invalid_argument(
-                context, "portrait", "set either avatar or portrait, not both: the portrait becomes the avatar"
-            )
-        if len(portrait) > MAX_PORTRAIT_BYTES:
-            await abort_invalid_argument(
-                context,
-                "portrait",
-                f"the portrait is {len(portrait) / 2**20:.1f} MiB; the limit is {MAX_PORTRAIT_BYTES / 2**20:.0f} MiB",
-                reason="too_large",
-            )
-        catalogue = await self._catalogue_or_abort(context)
-        avatars = [a.name for a in catalogue.avatars]
-        voices = [v.name for v in catalogue.voices]
-        voice = request.voice or catalogue.default_voice
-        if not portrait:
-            avatar = request.avatar or catalogue.default_avatar
-            if avatar not in avatars:
-                await abort_invalid_argument(context, "avatar", f"unknown avatar {avatar!r}; choose one of {avatars}")
-        if voice not in voices:
-            await abort_invalid_argument(context, "voice", f"unknown voice {voice!r}; choose one of {voices}")
         try:
             worker = await self.stubs.video.place()
         except NoCapacity as error:
@@ -234,6 +259,8 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                 video_worker=worker,
                 packager=packager,
                 portrait=portrait,
+                stream_id=new_id(),
+                control_token=new_token(),
             )
             self.sessions[session_id] = session
             try:
@@ -241,12 +268,21 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             except SessionStartError as error:
                 self.sessions.pop(session_id, None)
                 await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+            except BaseException:  # cancelled (the caller went away) mid-start: nobody will ever steer it
+                self._ending.add(asyncio.create_task(session.end()))
+                self._ending = {t for t in self._ending if not t.done()}
+                raise
         finally:
             if session is None:  # refused before the session existed: give the reserved room back
                 self.stubs.video.release(worker)
                 self.stubs.packagers.release(packager)
-        log.info("session created", extra={"avatar": avatar, "voice": voice, "realtime": session.realtime})
+        context.add_done_callback(lambda done: self._end_if_abandoned(done, session))
+        log.info(
+            "session created",
+            extra={"avatar": avatar, "voice": voice, "realtime": session.realtime, "key_id": caller.key_id},
+        )
         playlist_url = f"{self.config.public_hls_url}{session.playlist_path}" if self.config.public_hls_url else ""
+        expire = Timestamp(seconds=session.expires_at)
         return session_pb2.CreateSessionResponse(
             session=session_pb2.Session(
                 session_id=session_id,
@@ -258,8 +294,18 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                 height=session.height,
                 fps=session.fps,
                 media_epoch=session.media_epoch_timestamp(),
+                control_token=session.control_token,
+                stream_id=session.stream_id,
+                expire_time=expire,
             )
         )
+
+    def _end_if_abandoned(self, context: grpc.aio.ServicerContext, session: LiveSession) -> None:
+        """The caller went away before it got the session (and its token): nobody could ever steer it."""
+        if context.cancelled():
+            log.info("CreateSession cancelled by its caller: ending the new session")
+            self._ending.add(asyncio.create_task(session.end()))
+            self._ending = {t for t in self._ending if not t.done()}
 
     async def _check_speaking_room(self, session: LiveSession, context: grpc.aio.ServicerContext) -> None:
         """Refuses an utterance that would make the session's video worker render more speech at once than its
@@ -309,7 +355,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return await self._catalogue_or_abort(context)
 
     async def WatchSession(self, request, context) -> AsyncIterator[session_pb2.WatchSessionResponse]:
-        session = await self._session(request.session_id, context)
+        session = await self._session(request.session_id, context, steer=False)
         if session.bus.full():
             await abort_resource_exhausted(
                 context,
@@ -318,9 +364,6 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             )
         try:
             async for event in session.watch():
-                session.touch()
                 yield event
         except WatcherTooSlow:
             await abort_resource_exhausted(context, "watcher", "this watcher fell too far behind; watch again")
-        finally:
-            session.touch()

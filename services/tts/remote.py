@@ -3,7 +3,10 @@ API keys out of every message.
 
 A provider call can fail in two places. Before any audio (refused key, rate limit, overload), a retry is free: the
 listener has heard nothing yet, so 429 and 5xx are retried (honouring Retry-After). After audio has started, a retry
-would repeat words, so the error goes up and the service lets the offline voice finish the utterance."""
+would repeat words, so the error goes up and the service lets the offline voice finish the utterance.
+
+Provider text in an error is scrubbed (services.common.scrub, the copy the llm uses too) of keys, bearer tokens and
+internal addresses before it becomes a message."""
 
 from __future__ import annotations
 
@@ -19,21 +22,12 @@ from typing import TypeVar
 
 import grpc
 
+from services.common.scrub import scrub
 from services.tts.engine import EngineError, VoiceInfo
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-_REDACTED = "[redacted]"
-
-
-def scrub(text: str, secrets: Iterable[str | None]) -> str:
-    """`text` with every secret (and any long run of it) replaced, so a key echoed by a server never leaks."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, _REDACTED)
-    return text
 
 
 class ProviderError(EngineError):
@@ -86,7 +80,7 @@ def status_error(
     code = _STATUS_CODES.get(status, grpc.StatusCode.UNAVAILABLE if status >= 500 else grpc.StatusCode.UNKNOWN)
     retryable = status in (408, 409, 429) or status >= 500
     hint = _HINTS.get(status, "the service is unavailable" if status >= 500 else "request failed")
-    detail = scrub(" ".join(detail.split()), secrets)[:300]
+    detail = scrub(detail, *secrets)
     message = f"{provider} returned HTTP {status}: {hint.format(key_var=key_var)}" + (f" ({detail})" if detail else "")
     return ProviderError(code, message, retryable=retryable, retry_after_s=retry_after(headers or {}), status=status)
 
@@ -190,7 +184,7 @@ async def next_item(
 def transport_error(provider: str, error: BaseException, secrets: Iterable[str]) -> ProviderError:
     """A ProviderError for a connection-level failure (refused, reset, dropped mid-stream, timed out)."""
     name = type(error).__name__
-    text = scrub(str(error), secrets)[:200]
+    text = scrub(str(error), *secrets, limit=200)
     if "Timeout" in name:
         return ProviderError(grpc.StatusCode.DEADLINE_EXCEEDED, f"{provider} timed out ({name})", retryable=True)
     return ProviderError(

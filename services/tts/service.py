@@ -27,6 +27,7 @@ from avatar.v1 import media_pb2, tts_pb2, tts_pb2_grpc
 from services.common.errors import abort_invalid_argument, abort_resource_exhausted
 from services.common.logs import session_id_var
 from services.common.media import SAMPLE_RATE_HZ
+from services.common.scrub import INTERNAL_ERROR, scrub
 from services.tts.engine import EngineAudio, SpeechEngine, VoiceInfo
 from services.tts.remote import ProviderError
 from services.tts.resample import MAX_RATE_HZ, MIN_RATE_HZ, resample
@@ -532,7 +533,8 @@ def _remember(memory: OrderedDict, uid: str, value: object = None) -> None:
 
 
 def _describe(error: BaseException, info: VoiceInfo) -> tuple[grpc.StatusCode, str]:
-    """The utterance error for an engine failure: a provider's own code and (key-free) message, else INTERNAL."""
+    """The utterance error for an engine failure: a provider's own code and (scrubbed) message, else INTERNAL. An
+    unexpected exception's text may hold addresses or keys: it is scrubbed (services.common.scrub) before it goes."""
     if isinstance(error, ProviderError):
         return error.code, f"speech synthesis failed ({info.label}): {error.message}"
-    return grpc.StatusCode.INTERNAL, f"speech synthesis failed ({info.label}): {error}"
+    return grpc.StatusCode.INTERNAL, f"speech synthesis failed ({info.label}): {scrub(str(error)) or INTERNAL_ERROR}"

@@ -32,7 +32,7 @@ class VideoPublisher:
     def __init__(
         self,
         stub: packager_pb2_grpc.PackagerServiceStub,
-        session_id: str,
+        stream_id: str,
         token: str,
         loop: EncodedLoop,
         width: int,
@@ -40,9 +40,9 @@ class VideoPublisher:
         fps: int,
     ) -> None:
         self._stub = stub
-        self.session_id = session_id
+        self.stream_id = stream_id
         self._config = packager_pb2.PublishVideoConfig(
-            session_id=session_id,
+            stream_id=stream_id,
             publish_token=token,
             width=width,
             height=height,
@@ -63,7 +63,7 @@ class VideoPublisher:
 
     async def open(self, timeout_s: float) -> None:
         """Opens the stream, uploads the loop if asked, waits for `ready` (PublishFailed otherwise)."""
-        call = self._stub.PublishVideo(metadata=((SESSION_ID_METADATA_KEY, self.session_id),))
+        call = self._stub.PublishVideo(metadata=((SESSION_ID_METADATA_KEY, self.stream_id),))
         self._call = call
         try:
             async with asyncio.timeout(timeout_s):
@@ -84,7 +84,7 @@ class VideoPublisher:
             if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise PublishFailed(f"the packager did not take the video stream: {error.details()}") from None
             raise PublishFailed(f"the packager refused the video stream: {error.details()}") from None
-        self._writer = asyncio.create_task(self._write(call), name=f"publish-video-{self.session_id[:6]}")
+        self._writer = asyncio.create_task(self._write(call), name=f"publish-video-{self.stream_id[:6]}")
 
     def send(self, chunk: Chunk) -> None:
         if self._writer is None or self._writer.done():

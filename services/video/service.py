@@ -6,7 +6,8 @@ prepared as PrepareAvatar does: cached by content, so any worker can serve any s
 once) and answers `ready`. From then on the session drives only the chunks around speech (`RenderStream`).
 
 Uploaded portraits: PrepareAvatar (and a Render config carrying `portrait`) hand the bytes to the backends that can
-prepare portraits (decode + face landmarks, off the event loop, a few at a time).
+prepare portraits (decode + face landmarks, off the event loop, a few at a time, in a pool of their own whose
+permits last as long as the work: services.video.portraits).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from services.video.drawn import DEFAULT_AVATAR, DrawnBackend
 from services.video.encoding import EncoderSettings, FrameEncoder
 from services.video.idle import loop_frames
 from services.video.loops import LoopCache, LoopSpec
+from services.video.portraits import PortraitPool
 from services.video.publisher import PublishFailed, VideoPublisher
 from services.video.render_stream import RenderStream, StreamParts, pace_of
 from services.video.stream import BadRequest, check_config
@@ -99,7 +101,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
         self._streams: set[RenderStream] = set()
         self._opening = 0
         self._photo = [b for b in self.backends if callable(getattr(b, "prepare_portrait", None))]
-        self._prepares = asyncio.Semaphore(max_concurrent_prepares)
+        self.portraits = PortraitPool(max_concurrent_prepares)
         self._packagers: OrderedDict[str, packager_pb2_grpc.PackagerServiceStub] = OrderedDict()
         self._channels: dict[str, grpc.aio.Channel] = {}
 
@@ -122,18 +124,20 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
     # -- portraits ------------------------------------------------------------------------------------------------
 
     async def _prepare(self, data: bytes) -> AvatarInfo:
-        """The prepared portrait (PortraitError when it cannot be animated); off the event loop, a few at a time."""
-        photo = self._photo[0]
-        async with self._prepares:
-            started = time.perf_counter()
-            try:
-                info = await asyncio.to_thread(photo.prepare_portrait, data)  # type: ignore[attr-defined]
-            except ValueError as error:
-                PORTRAITS.labels(getattr(error, "reason", "invalid")).inc()
-                raise
-            PORTRAITS.labels("ok").inc()
-            PREPARE_SECONDS.observe(time.perf_counter() - started)
-            return info
+        """The prepared portrait (PortraitError when it cannot be animated); in the portrait pool, a few at a time."""
+        return await self.portraits.run(self._prepare_blocking, data)
+
+    def _prepare_blocking(self, data: bytes) -> AvatarInfo:
+        """In a pool thread: counted by its real outcome, even when the request that asked has been cancelled."""
+        started = time.perf_counter()
+        try:
+            info = self._photo[0].prepare_portrait(data)  # type: ignore[attr-defined]
+        except ValueError as error:
+            PORTRAITS.labels(getattr(error, "reason", "invalid")).inc()
+            raise
+        PORTRAITS.labels("ok").inc()
+        PREPARE_SECONDS.observe(time.perf_counter() - started)
+        return info
 
     async def _prepare_or_abort(self, data: bytes, field: str, context: grpc.aio.ServicerContext) -> AvatarInfo:
         if not self._photo:
@@ -249,7 +253,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
                 raise RuntimeError("the encoder's parameter sets differ from the idle loop's")
             publisher = VideoPublisher(
                 self._packager(config.packager_address),
-                config.session_id,
+                config.stream_id or config.session_id,
                 config.publish_token,
                 loop,
                 config.width,
@@ -307,6 +311,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
         self._update_gauges()
 
     async def close(self) -> None:
+        self.portraits.shutdown()
         for channel in self._channels.values():
             with contextlib.suppress(Exception):
                 await channel.close()

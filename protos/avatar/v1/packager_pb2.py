@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61vatar/v1/packager.proto\x12\tavatar.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x02\n\rPublishConfig\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x04 \x01(\x05\x12\x16\n\x0esample_rate_hz\x18\x05 \x01(\x05\x12\x1b\n\x13segment_duration_ms\x18\x06 \x01(\x05\x12/\n\x0bmedia_epoch\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63hunk_frames\x18\x08 \x01(\x05\x12\x15\n\rpublish_token\x18\t \x01(\t\x12\x14\n\x0cidle_loop_id\x18\n \x01(\t\x12\x0f\n\x07offline\x18\x0b \x01(\x08\"\x9c\x01\n\x0b\x43hunkCommit\x12\x19\n\x11start_frame_index\x18\x01 \x01(\x03\x12\x11\n\tpcm_s16le\x18\x02 \x01(\x0c\x12\x0e\n\x06speech\x18\x03 \x01(\x08\x12\x14\n\x0cidle_loop_id\x18\x04 \x01(\t\x12\x18\n\x10idle_chunk_index\x18\x05 \x01(\x05\x12\x10\n\x08rendered\x18\x06 \x01(\x08\x12\r\n\x05\x65poch\x18\x07 \x01(\r\"\r\n\x0b\x45ndOfStream\"\xa4\x01\n\x0ePublishRequest\x12*\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x18.avatar.v1.PublishConfigH\x00\x12%\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x16.avatar.v1.EndOfStreamH\x00\x12\'\n\x05\x63hunk\x18\x04 \x01(\x0b\x32\x16.avatar.v1.ChunkCommitH\x00\x42\t\n\x07requestJ\x04\x08\x02\x10\x03R\x05\x66rame\"&\n\rPlaylistReady\x12\x15\n\rplaylist_path\x18\x01 \x01(\t\"\x9c\x01\n\x10SegmentPublished\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x19\n\x11start_frame_index\x18\x03 \x01(\x03\x12\x13\n\x0b\x66rame_count\x18\x04 \x01(\x05\x12\x10\n\x08start_us\x18\x05 \x01(\x03\x12\x13\n\x0b\x64uration_us\x18\x06 \x01(\x03\x12\x12\n\nhas_speech\x18\x07 \x01(\x08\"\xa8\x01\n\rPartPublished\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\r\n\x05index\x18\x02 \x01(\x05\x12\x0b\n\x03uri\x18\x03 \x01(\t\x12\x19\n\x11start_frame_index\x18\x04 \x01(\x03\x12\x13\n\x0b\x66rame_count\x18\x05 \x01(\x05\x12\x10\n\x08start_us\x18\x06 \x01(\x03\x12\x13\n\x0b\x64uration_us\x18\x07 \x01(\x03\x12\x12\n\nhas_speech\x18\x08 \x01(\x08\"&\n\rPlaylistEnded\x12\x15\n\rsegment_count\x18\x01 \x01(\x03\"N\n\x0c\x43hunkStalled\x12\x19\n\x11start_frame_index\x18\x01 \x01(\x03\x12\x13\n\x0b\x66rame_count\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xf7\x01\n\x0fPublishResponse\x12)\n\x05ready\x18\x01 \x01(\x0b\x32\x18.avatar.v1.PlaylistReadyH\x00\x12.\n\x07segment\x18\x02 \x01(\x0b\x32\x1b.avatar.v1.SegmentPublishedH\x00\x12)\n\x05\x65nded\x18\x03 \x01(\x0b\x32\x18.avatar.v1.PlaylistEndedH\x00\x12(\n\x05stall\x18\x04 \x01(\x0b\x32\x17.avatar.v1.ChunkStalledH\x00\x12(\n\x04part\x18\x05 \x01(\x0b\x32\x18.avatar.v1.PartPublishedH\x00\x42\n\n\x08response\"\xcb\x01\n\x12PublishVideoConfig\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rpublish_token\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x05 \x01(\x05\x12\x14\n\x0c\x63hunk_frames\x18\x06 \x01(\x05\x12\x0b\n\x03sps\x18\x07 \x01(\x0c\x12\x0b\n\x03pps\x18\x08 \x01(\x0c\x12\x14\n\x0cidle_loop_id\x18\t \x01(\t\x12\x18\n\x10idle_loop_chunks\x18\n \x01(\x05\"c\n\x0c\x45ncodedChunk\x12\x19\n\x11start_frame_index\x18\x01 \x01(\x03\x12\x19\n\x11\x66irst_frame_index\x18\x02 \x01(\x03\x12\r\n\x05\x65poch\x18\x03 \x01(\r\x12\x0e\n\x06\x66rames\x18\x04 \x03(\x0c\".\n\rIdleLoopChunk\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06\x66rames\x18\x02 \x03(\x0c\"\xab\x01\n\x13PublishVideoRequest\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.avatar.v1.PublishVideoConfigH\x00\x12.\n\nloop_chunk\x18\x02 \x01(\x0b\x32\x18.avatar.v1.IdleLoopChunkH\x00\x12(\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x17.avatar.v1.EncodedChunkH\x00\x42\t\n\x07request\"\x10\n\x0eIdleLoopWanted\"\x13\n\x11PublishVideoReady\"\x83\x01\n\x14PublishVideoResponse\x12\x30\n\x0bloop_wanted\x18\x01 \x01(\x0b\x32\x19.avatar.v1.IdleLoopWantedH\x00\x12-\n\x05ready\x18\x02 \x01(\x0b\x32\x1c.avatar.v1.PublishVideoReadyH\x00\x42\n\n\x08response2\xac\x01\n\x0fPackagerService\x12\x44\n\x07Publish\x12\x19.avatar.v1.PublishRequest\x1a\x1a.avatar.v1.PublishResponse(\x01\x30\x01\x12S\n\x0cPublishVideo\x12\x1e.avatar.v1.PublishVideoRequest\x1a\x1f.avatar.v1.PublishVideoResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61vatar/v1/packager.proto\x12\tavatar.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x02\n\rPublishConfig\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x04 \x01(\x05\x12\x16\n\x0esample_rate_hz\x18\x05 \x01(\x05\x12\x1b\n\x13segment_duration_ms\x18\x06 \x01(\x05\x12/\n\x0bmedia_epoch\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63hunk_frames\x18\x08 \x01(\x05\x12\x15\n\rpublish_token\x18\t \x01(\t\x12\x14\n\x0cidle_loop_id\x18\n \x01(\t\x12\x0f\n\x07offline\x18\x0b \x01(\x08\"\x9c\x01\n\x0b\x43hunkCommit\x12\x19\n\x11start_frame_index\x18\x01 \x01(\x03\x12\x11\n\tpcm_s16le\x18\x02 \x01(\x0c\x12\x0e\n\x06speech\x18\x03 \x01(\x08\x12\x14\n\x0cidle_loop_id\x18\x04 \x01(\t\x12\x18\n\x10idle_chunk_index\x18\x05 \x01(\x05\x12\x10\n\x08rendered\x18\x06 \x01(\x08\x12\r\n\x05\x65poch\x18\x07 \x01(\r\"\r\n\x0b\x45ndOfStream\"\xa4\x01\n\x0ePublishRequest\x12*\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x18.avatar.v1.PublishConfigH\x00\x12%\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x16.avatar.v1.EndOfStreamH\x00\x12\'\n\x05\x63hunk\x18\x04 \x01(\x0b\x32\x16.avatar.v1.ChunkCommitH\x00\x42\t\n\x07requestJ\x04\x08\x02\x10\x03R\x05\x66rame\"&\n\rPlaylistReady\x12\x15\n\rplaylist_path\x18\x01 \x01(\t\"\x9c\x01\n\x10SegmentPublished\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x19\n\x11start_frame_index\x18\x03 \x01(\x03\x12\x13\n\x0b\x66rame_count\x18\x04 \x01(\x05\x12\x10\n\x08start_us\x18\x05 \x01(\x03\x12\x13\n\x0b\x64uration_us\x18\x06 \x01(\x03\x12\x12\n\nhas_speech\x18\x07 \x01(\x08\"\xa8\x01\n\rPartPublished\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\r\n\x05index\x18\x02 \x01(\x05\x12\x0b\n\x03uri\x18\x03 \x01(\t\x12\x19\n\x11start_frame_index\x18\x04 \x01(\x03\x12\x13\n\x0b\x66rame_count\x18\x05 \x01(\x05\x12\x10\n\x08start_us\x18\x06 \x01(\x03\x12\x13\n\x0b\x64uration_us\x18\x07 \x01(\x03\x12\x12\n\nhas_speech\x18\x08 \x01(\x08\"&\n\rPlaylistEnded\x12\x15\n\rsegment_count\x18\x01 \x01(\x03\"N\n\x0c\x43hunkStalled\x12\x19\n\x11start_frame_index\x18\x01 \x01(\x03\x12\x13\n\x0b\x66rame_count\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xf7\x01\n\x0fPublishResponse\x12)\n\x05ready\x18\x01 \x01(\x0b\x32\x18.avatar.v1.PlaylistReadyH\x00\x12.\n\x07segment\x18\x02 \x01(\x0b\x32\x1b.avatar.v1.SegmentPublishedH\x00\x12)\n\x05\x65nded\x18\x03 \x01(\x0b\x32\x18.avatar.v1.PlaylistEndedH\x00\x12(\n\x05stall\x18\x04 \x01(\x0b\x32\x17.avatar.v1.ChunkStalledH\x00\x12(\n\x04part\x18\x05 \x01(\x0b\x32\x18.avatar.v1.PartPublishedH\x00\x42\n\n\x08response\"\xca\x01\n\x12PublishVideoConfig\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x15\n\rpublish_token\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x05 \x01(\x05\x12\x14\n\x0c\x63hunk_frames\x18\x06 \x01(\x05\x12\x0b\n\x03sps\x18\x07 \x01(\x0c\x12\x0b\n\x03pps\x18\x08 \x01(\x0c\x12\x14\n\x0cidle_loop_id\x18\t \x01(\t\x12\x18\n\x10idle_loop_chunks\x18\n \x01(\x05\"c\n\x0c\x45ncodedChunk\x12\x19\n\x11start_frame_index\x18\x01 \x01(\x03\x12\x19\n\x11\x66irst_frame_index\x18\x02 \x01(\x03\x12\r\n\x05\x65poch\x18\x03 \x01(\r\x12\x0e\n\x06\x66rames\x18\x04 \x03(\x0c\".\n\rIdleLoopChunk\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06\x66rames\x18\x02 \x03(\x0c\"\xab\x01\n\x13PublishVideoRequest\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.avatar.v1.PublishVideoConfigH\x00\x12.\n\nloop_chunk\x18\x02 \x01(\x0b\x32\x18.avatar.v1.IdleLoopChunkH\x00\x12(\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x17.avatar.v1.EncodedChunkH\x00\x42\t\n\x07request\"\x10\n\x0eIdleLoopWanted\"\x13\n\x11PublishVideoReady\"\x83\x01\n\x14PublishVideoResponse\x12\x30\n\x0bloop_wanted\x18\x01 \x01(\x0b\x32\x19.avatar.v1.IdleLoopWantedH\x00\x12-\n\x05ready\x18\x02 \x01(\x0b\x32\x1c.avatar.v1.PublishVideoReadyH\x00\x42\n\n\x08response2\xac\x01\n\x0fPackagerService\x12\x44\n\x07Publish\x12\x19.avatar.v1.PublishRequest\x1a\x1a.avatar.v1.PublishResponse(\x01\x30\x01\x12S\n\x0cPublishVideo\x12\x1e.avatar.v1.PublishVideoRequest\x1a\x1f.avatar.v1.PublishVideoResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,39 +33,39 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'avatar.v1.packager_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PUBLISHCONFIG']._serialized_start=73
-  _globals['_PUBLISHCONFIG']._serialized_end=338
-  _globals['_CHUNKCOMMIT']._serialized_start=341
-  _globals['_CHUNKCOMMIT']._serialized_end=497
-  _globals['_ENDOFSTREAM']._serialized_start=499
-  _globals['_ENDOFSTREAM']._serialized_end=512
-  _globals['_PUBLISHREQUEST']._serialized_start=515
-  _globals['_PUBLISHREQUEST']._serialized_end=679
-  _globals['_PLAYLISTREADY']._serialized_start=681
-  _globals['_PLAYLISTREADY']._serialized_end=719
-  _globals['_SEGMENTPUBLISHED']._serialized_start=722
-  _globals['_SEGMENTPUBLISHED']._serialized_end=878
-  _globals['_PARTPUBLISHED']._serialized_start=881
-  _globals['_PARTPUBLISHED']._serialized_end=1049
-  _globals['_PLAYLISTENDED']._serialized_start=1051
-  _globals['_PLAYLISTENDED']._serialized_end=1089
-  _globals['_CHUNKSTALLED']._serialized_start=1091
-  _globals['_CHUNKSTALLED']._serialized_end=1169
-  _globals['_PUBLISHRESPONSE']._serialized_start=1172
-  _globals['_PUBLISHRESPONSE']._serialized_end=1419
-  _globals['_PUBLISHVIDEOCONFIG']._serialized_start=1422
-  _globals['_PUBLISHVIDEOCONFIG']._serialized_end=1625
-  _globals['_ENCODEDCHUNK']._serialized_start=1627
-  _globals['_ENCODEDCHUNK']._serialized_end=1726
-  _globals['_IDLELOOPCHUNK']._serialized_start=1728
-  _globals['_IDLELOOPCHUNK']._serialized_end=1774
-  _globals['_PUBLISHVIDEOREQUEST']._serialized_start=1777
-  _globals['_PUBLISHVIDEOREQUEST']._serialized_end=1948
-  _globals['_IDLELOOPWANTED']._serialized_start=1950
-  _globals['_IDLELOOPWANTED']._serialized_end=1966
-  _globals['_PUBLISHVIDEOREADY']._serialized_start=1968
-  _globals['_PUBLISHVIDEOREADY']._serialized_end=1987
-  _globals['_PUBLISHVIDEORESPONSE']._serialized_start=1990
-  _globals['_PUBLISHVIDEORESPONSE']._serialized_end=2121
-  _globals['_PACKAGERSERVICE']._serialized_start=2124
-  _globals['_PACKAGERSERVICE']._serialized_end=2296
+  _globals['_PUBLISHCONFIG']._serialized_end=337
+  _globals['_CHUNKCOMMIT']._serialized_start=340
+  _globals['_CHUNKCOMMIT']._serialized_end=496
+  _globals['_ENDOFSTREAM']._serialized_start=498
+  _globals['_ENDOFSTREAM']._serialized_end=511
+  _globals['_PUBLISHREQUEST']._serialized_start=514
+  _globals['_PUBLISHREQUEST']._serialized_end=678
+  _globals['_PLAYLISTREADY']._serialized_start=680
+  _globals['_PLAYLISTREADY']._serialized_end=718
+  _globals['_SEGMENTPUBLISHED']._serialized_start=721
+  _globals['_SEGMENTPUBLISHED']._serialized_end=877
+  _globals['_PARTPUBLISHED']._serialized_start=880
+  _globals['_PARTPUBLISHED']._serialized_end=1048
+  _globals['_PLAYLISTENDED']._serialized_start=1050
+  _globals['_PLAYLISTENDED']._serialized_end=1088
+  _globals['_CHUNKSTALLED']._serialized_start=1090
+  _globals['_CHUNKSTALLED']._serialized_end=1168
+  _globals['_PUBLISHRESPONSE']._serialized_start=1171
+  _globals['_PUBLISHRESPONSE']._serialized_end=1418
+  _globals['_PUBLISHVIDEOCONFIG']._serialized_start=1421
+  _globals['_PUBLISHVIDEOCONFIG']._serialized_end=1623
+  _globals['_ENCODEDCHUNK']._serialized_start=1625
+  _globals['_ENCODEDCHUNK']._serialized_end=1724
+  _globals['_IDLELOOPCHUNK']._serialized_start=1726
+  _globals['_IDLELOOPCHUNK']._serialized_end=1772
+  _globals['_PUBLISHVIDEOREQUEST']._serialized_start=1775
+  _globals['_PUBLISHVIDEOREQUEST']._serialized_end=1946
+  _globals['_IDLELOOPWANTED']._serialized_start=1948
+  _globals['_IDLELOOPWANTED']._serialized_end=1964
+  _globals['_PUBLISHVIDEOREADY']._serialized_start=1966
+  _globals['_PUBLISHVIDEOREADY']._serialized_end=1985
+  _globals['_PUBLISHVIDEORESPONSE']._serialized_start=1988
+  _globals['_PUBLISHVIDEORESPONSE']._serialized_end=2119
+  _globals['_PACKAGERSERVICE']._serialized_start=2122
+  _globals['_PACKAGERSERVICE']._serialized_end=2294
 # @@protoc_insertion_point(module_scope)

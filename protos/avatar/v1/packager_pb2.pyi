@@ -10,8 +10,8 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PublishConfig(_message.Message):
-    __slots__ = ("session_id", "width", "height", "fps", "sample_rate_hz", "segment_duration_ms", "media_epoch", "chunk_frames", "publish_token", "idle_loop_id", "offline")
-    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("stream_id", "width", "height", "fps", "sample_rate_hz", "segment_duration_ms", "media_epoch", "chunk_frames", "publish_token", "idle_loop_id", "offline")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     FPS_FIELD_NUMBER: _ClassVar[int]
@@ -22,7 +22,7 @@ class PublishConfig(_message.Message):
     PUBLISH_TOKEN_FIELD_NUMBER: _ClassVar[int]
     IDLE_LOOP_ID_FIELD_NUMBER: _ClassVar[int]
     OFFLINE_FIELD_NUMBER: _ClassVar[int]
-    session_id: str
+    stream_id: str
     width: int
     height: int
     fps: int
@@ -33,7 +33,7 @@ class PublishConfig(_message.Message):
     publish_token: str
     idle_loop_id: str
     offline: bool
-    def __init__(self, session_id: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[int] = ..., sample_rate_hz: _Optional[int] = ..., segment_duration_ms: _Optional[int] = ..., media_epoch: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., chunk_frames: _Optional[int] = ..., publish_token: _Optional[str] = ..., idle_loop_id: _Optional[str] = ..., offline: _Optional[bool] = ...) -> None: ...
+    def __init__(self, stream_id: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[int] = ..., sample_rate_hz: _Optional[int] = ..., segment_duration_ms: _Optional[int] = ..., media_epoch: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., chunk_frames: _Optional[int] = ..., publish_token: _Optional[str] = ..., idle_loop_id: _Optional[str] = ..., offline: _Optional[bool] = ...) -> None: ...
 
 class ChunkCommit(_message.Message):
     __slots__ = ("start_frame_index", "pcm_s16le", "speech", "idle_loop_id", "idle_chunk_index", "rendered", "epoch")
@@ -142,8 +142,8 @@ class PublishResponse(_message.Message):
     def __init__(self, ready: _Optional[_Union[PlaylistReady, _Mapping]] = ..., segment: _Optional[_Union[SegmentPublished, _Mapping]] = ..., ended: _Optional[_Union[PlaylistEnded, _Mapping]] = ..., stall: _Optional[_Union[ChunkStalled, _Mapping]] = ..., part: _Optional[_Union[PartPublished, _Mapping]] = ...) -> None: ...
 
 class PublishVideoConfig(_message.Message):
-    __slots__ = ("session_id", "publish_token", "width", "height", "fps", "chunk_frames", "sps", "pps", "idle_loop_id", "idle_loop_chunks")
-    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("stream_id", "publish_token", "width", "height", "fps", "chunk_frames", "sps", "pps", "idle_loop_id", "idle_loop_chunks")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_TOKEN_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -153,7 +153,7 @@ class PublishVideoConfig(_message.Message):
     PPS_FIELD_NUMBER: _ClassVar[int]
     IDLE_LOOP_ID_FIELD_NUMBER: _ClassVar[int]
     IDLE_LOOP_CHUNKS_FIELD_NUMBER: _ClassVar[int]
-    session_id: str
+    stream_id: str
     publish_token: str
     width: int
     height: int
@@ -163,7 +163,7 @@ class PublishVideoConfig(_message.Message):
     pps: bytes
     idle_loop_id: str
     idle_loop_chunks: int
-    def __init__(self, session_id: _Optional[str] = ..., publish_token: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[int] = ..., chunk_frames: _Optional[int] = ..., sps: _Optional[bytes] = ..., pps: _Optional[bytes] = ..., idle_loop_id: _Optional[str] = ..., idle_loop_chunks: _Optional[int] = ...) -> None: ...
+    def __init__(self, stream_id: _Optional[str] = ..., publish_token: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[int] = ..., chunk_frames: _Optional[int] = ..., sps: _Optional[bytes] = ..., pps: _Optional[bytes] = ..., idle_loop_id: _Optional[str] = ..., idle_loop_chunks: _Optional[int] = ...) -> None: ...
 
 class EncodedChunk(_message.Message):
     __slots__ = ("start_frame_index", "first_frame_index", "epoch", "frames")

@@ -81,7 +81,7 @@ class CreateSessionRequest(_message.Message):
     def __init__(self, avatar: _Optional[str] = ..., voice: _Optional[str] = ..., options: _Optional[_Union[SessionOptions, _Mapping]] = ..., portrait: _Optional[bytes] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("session_id", "playlist_path", "playlist_url", "avatar", "voice", "width", "height", "fps", "media_epoch")
+    __slots__ = ("session_id", "playlist_path", "playlist_url", "avatar", "voice", "width", "height", "fps", "media_epoch", "control_token", "stream_id", "expire_time")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PLAYLIST_PATH_FIELD_NUMBER: _ClassVar[int]
     PLAYLIST_URL_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,9 @@ class Session(_message.Message):
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     FPS_FIELD_NUMBER: _ClassVar[int]
     MEDIA_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     playlist_path: str
     playlist_url: str
@@ -100,7 +103,10 @@ class Session(_message.Message):
     height: int
     fps: int
     media_epoch: _timestamp_pb2.Timestamp
-    def __init__(self, session_id: _Optional[str] = ..., playlist_path: _Optional[str] = ..., playlist_url: _Optional[str] = ..., avatar: _Optional[str] = ..., voice: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[int] = ..., media_epoch: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    control_token: str
+    stream_id: str
+    expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, session_id: _Optional[str] = ..., playlist_path: _Optional[str] = ..., playlist_url: _Optional[str] = ..., avatar: _Optional[str] = ..., voice: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[int] = ..., media_epoch: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., control_token: _Optional[str] = ..., stream_id: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateSessionResponse(_message.Message):
     __slots__ = ("session",)
@@ -275,7 +281,7 @@ class StreamStalled(_message.Message):
     def __init__(self, start_us: _Optional[int] = ..., end_us: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class WatchSessionResponse(_message.Message):
-    __slots__ = ("media_time_us", "time", "state_changed", "speech_started", "speech_finished", "word_spoken", "latency", "error", "voice_degraded", "stalled")
+    __slots__ = ("media_time_us", "time", "state_changed", "speech_started", "speech_finished", "word_spoken", "latency", "error", "voice_degraded", "stalled", "heartbeat")
     MEDIA_TIME_US_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     STATE_CHANGED_FIELD_NUMBER: _ClassVar[int]
@@ -286,6 +292,7 @@ class WatchSessionResponse(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     VOICE_DEGRADED_FIELD_NUMBER: _ClassVar[int]
     STALLED_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     media_time_us: int
     time: _timestamp_pb2.Timestamp
     state_changed: StateChanged
@@ -296,4 +303,9 @@ class WatchSessionResponse(_message.Message):
     error: SessionError
     voice_degraded: VoiceDegraded
     stalled: StreamStalled
-    def __init__(self, media_time_us: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state_changed: _Optional[_Union[StateChanged, _Mapping]] = ..., speech_started: _Optional[_Union[SpeechStarted, _Mapping]] = ..., speech_finished: _Optional[_Union[SpeechFinished, _Mapping]] = ..., word_spoken: _Optional[_Union[WordSpoken, _Mapping]] = ..., latency: _Optional[_Union[UtteranceLatency, _Mapping]] = ..., error: _Optional[_Union[SessionError, _Mapping]] = ..., voice_degraded: _Optional[_Union[VoiceDegraded, _Mapping]] = ..., stalled: _Optional[_Union[StreamStalled, _Mapping]] = ...) -> None: ...
+    heartbeat: Heartbeat
+    def __init__(self, media_time_us: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state_changed: _Optional[_Union[StateChanged, _Mapping]] = ..., speech_started: _Optional[_Union[SpeechStarted, _Mapping]] = ..., speech_finished: _Optional[_Union[SpeechFinished, _Mapping]] = ..., word_spoken: _Optional[_Union[WordSpoken, _Mapping]] = ..., latency: _Optional[_Union[UtteranceLatency, _Mapping]] = ..., error: _Optional[_Union[SessionError, _Mapping]] = ..., voice_degraded: _Optional[_Union[VoiceDegraded, _Mapping]] = ..., stalled: _Optional[_Union[StreamStalled, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+
+class Heartbeat(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -26,7 +26,7 @@ from avatar.v1 import media_pb2 as avatar_dot_v1_dot_media__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61vatar/v1/video.proto\x12\tavatar.v1\x1a\x15\x61vatar/v1/media.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x01\n\x0cRenderConfig\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61vatar\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x05 \x01(\x05\x12\x16\n\x0esample_rate_hz\x18\x06 \x01(\x05\x12\x10\n\x08portrait\x18\x08 \x01(\x0c\x12\x14\n\x0c\x63hunk_frames\x18\t \x01(\x05\x12\x18\n\x10packager_address\x18\n \x01(\t\x12\x15\n\rpublish_token\x18\x0b \x01(\t\x12\x19\n\x11idle_phase_offset\x18\x0c \x01(\x05J\x04\x08\x07\x10\x08R\x0cpixel_format\"\x83\x01\n\nFrameDrive\x12\x13\n\x0b\x66rame_index\x18\x01 \x01(\x03\x12\x14\n\x0cutterance_id\x18\x02 \x01(\t\x12\x11\n\tpcm_s16le\x18\x03 \x01(\x0c\x12(\n\x08phonemes\x18\x04 \x03(\x0b\x32\x16.avatar.v1.PhonemeMark\x12\r\n\x05\x65poch\x18\x05 \x01(\r\"8\n\rResetTimeline\x12\x18\n\x10\x66rom_frame_index\x18\x01 \x01(\x03\x12\r\n\x05\x65poch\x18\x02 \x01(\r\"?\n\x0cPlayoutClock\x12/\n\x0bmedia_epoch\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc2\x01\n\rRenderRequest\x12)\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.avatar.v1.RenderConfigH\x00\x12&\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x15.avatar.v1.FrameDriveH\x00\x12)\n\x05reset\x18\x03 \x01(\x0b\x32\x18.avatar.v1.ResetTimelineH\x00\x12(\n\x05\x63lock\x18\x04 \x01(\x0b\x32\x17.avatar.v1.PlayoutClockH\x00\x42\t\n\x07request\"}\n\x0eRenderResponse\x12)\n\x06status\x18\x02 \x01(\x0b\x32\x17.avatar.v1.RenderStatusH\x00\x12\'\n\x05ready\x18\x03 \x01(\x0b\x32\x16.avatar.v1.RenderReadyH\x00\x42\n\n\x08responseJ\x04\x08\x01\x10\x02R\x05\x66rame\"p\n\x0bRenderReady\x12\x14\n\x0cidle_loop_id\x18\x01 \x01(\t\x12\x18\n\x10idle_loop_frames\x18\x02 \x01(\x05\x12\x15\n\rsettle_frames\x18\x03 \x01(\x05\x12\x1a\n\x12render_every_chunk\x18\x04 \x01(\x08\"C\n\x0cRenderStatus\x12\x19\n\x11\x66rames_per_second\x18\x01 \x01(\x01\x12\x18\n\x10lookahead_frames\x18\x02 \x01(\x05\"<\n\x06\x41vatar\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\"\x14\n\x12ListAvatarsRequest\"Q\n\x13ListAvatarsResponse\x12\"\n\x07\x61vatars\x18\x01 \x03(\x0b\x32\x11.avatar.v1.Avatar\x12\x16\n\x0e\x64\x65\x66\x61ult_avatar\x18\x02 \x01(\t\"%\n\x14PrepareAvatarRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\":\n\x15PrepareAvatarResponse\x12!\n\x06\x61vatar\x18\x01 \x01(\x0b\x32\x11.avatar.v1.Avatar\"\x18\n\x16GetWorkerStatusRequest\"\xfa\x01\n\x17GetWorkerStatusResponse\x12\x10\n\x08\x63\x61pacity\x18\x01 \x01(\x05\x12\x16\n\x0e\x61\x63tive_streams\x18\x02 \x01(\x05\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x19\n\x11\x66rames_per_second\x18\x04 \x01(\x01\x12\x19\n\x11speaking_capacity\x18\x05 \x01(\x05\x12\x18\n\x10speaking_streams\x18\x06 \x01(\x05\x12\x18\n\x10\x63pu_budget_cores\x18\x07 \x01(\x01\x12\x1d\n\x15speaking_stream_cores\x18\x08 \x01(\x01\x12\x19\n\x11idle_stream_cores\x18\t \x01(\x01\x32\xcd\x02\n\x0cVideoService\x12\x41\n\x06Render\x12\x18.avatar.v1.RenderRequest\x1a\x19.avatar.v1.RenderResponse(\x01\x30\x01\x12L\n\x0bListAvatars\x12\x1d.avatar.v1.ListAvatarsRequest\x1a\x1e.avatar.v1.ListAvatarsResponse\x12R\n\rPrepareAvatar\x12\x1f.avatar.v1.PrepareAvatarRequest\x1a .avatar.v1.PrepareAvatarResponse\x12X\n\x0fGetWorkerStatus\x12!.avatar.v1.GetWorkerStatusRequest\x1a\".avatar.v1.GetWorkerStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61vatar/v1/video.proto\x12\tavatar.v1\x1a\x15\x61vatar/v1/media.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x02\n\x0cRenderConfig\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61vatar\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x05 \x01(\x05\x12\x16\n\x0esample_rate_hz\x18\x06 \x01(\x05\x12\x10\n\x08portrait\x18\x08 \x01(\x0c\x12\x14\n\x0c\x63hunk_frames\x18\t \x01(\x05\x12\x18\n\x10packager_address\x18\n \x01(\t\x12\x15\n\rpublish_token\x18\x0b \x01(\t\x12\x19\n\x11idle_phase_offset\x18\x0c \x01(\x05\x12\x11\n\tstream_id\x18\r \x01(\tJ\x04\x08\x07\x10\x08R\x0cpixel_format\"\x83\x01\n\nFrameDrive\x12\x13\n\x0b\x66rame_index\x18\x01 \x01(\x03\x12\x14\n\x0cutterance_id\x18\x02 \x01(\t\x12\x11\n\tpcm_s16le\x18\x03 \x01(\x0c\x12(\n\x08phonemes\x18\x04 \x03(\x0b\x32\x16.avatar.v1.PhonemeMark\x12\r\n\x05\x65poch\x18\x05 \x01(\r\"8\n\rResetTimeline\x12\x18\n\x10\x66rom_frame_index\x18\x01 \x01(\x03\x12\r\n\x05\x65poch\x18\x02 \x01(\r\"?\n\x0cPlayoutClock\x12/\n\x0bmedia_epoch\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc2\x01\n\rRenderRequest\x12)\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.avatar.v1.RenderConfigH\x00\x12&\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x15.avatar.v1.FrameDriveH\x00\x12)\n\x05reset\x18\x03 \x01(\x0b\x32\x18.avatar.v1.ResetTimelineH\x00\x12(\n\x05\x63lock\x18\x04 \x01(\x0b\x32\x17.avatar.v1.PlayoutClockH\x00\x42\t\n\x07request\"}\n\x0eRenderResponse\x12)\n\x06status\x18\x02 \x01(\x0b\x32\x17.avatar.v1.RenderStatusH\x00\x12\'\n\x05ready\x18\x03 \x01(\x0b\x32\x16.avatar.v1.RenderReadyH\x00\x42\n\n\x08responseJ\x04\x08\x01\x10\x02R\x05\x66rame\"p\n\x0bRenderReady\x12\x14\n\x0cidle_loop_id\x18\x01 \x01(\t\x12\x18\n\x10idle_loop_frames\x18\x02 \x01(\x05\x12\x15\n\rsettle_frames\x18\x03 \x01(\x05\x12\x1a\n\x12render_every_chunk\x18\x04 \x01(\x08\"C\n\x0cRenderStatus\x12\x19\n\x11\x66rames_per_second\x18\x01 \x01(\x01\x12\x18\n\x10lookahead_frames\x18\x02 \x01(\x05\"<\n\x06\x41vatar\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\"\x14\n\x12ListAvatarsRequest\"Q\n\x13ListAvatarsResponse\x12\"\n\x07\x61vatars\x18\x01 \x03(\x0b\x32\x11.avatar.v1.Avatar\x12\x16\n\x0e\x64\x65\x66\x61ult_avatar\x18\x02 \x01(\t\"%\n\x14PrepareAvatarRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\":\n\x15PrepareAvatarResponse\x12!\n\x06\x61vatar\x18\x01 \x01(\x0b\x32\x11.avatar.v1.Avatar\"\x18\n\x16GetWorkerStatusRequest\"\xfa\x01\n\x17GetWorkerStatusResponse\x12\x10\n\x08\x63\x61pacity\x18\x01 \x01(\x05\x12\x16\n\x0e\x61\x63tive_streams\x18\x02 \x01(\x05\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x19\n\x11\x66rames_per_second\x18\x04 \x01(\x01\x12\x19\n\x11speaking_capacity\x18\x05 \x01(\x05\x12\x18\n\x10speaking_streams\x18\x06 \x01(\x05\x12\x18\n\x10\x63pu_budget_cores\x18\x07 \x01(\x01\x12\x1d\n\x15speaking_stream_cores\x18\x08 \x01(\x01\x12\x19\n\x11idle_stream_cores\x18\t \x01(\x01\x32\xcd\x02\n\x0cVideoService\x12\x41\n\x06Render\x12\x18.avatar.v1.RenderRequest\x1a\x19.avatar.v1.RenderResponse(\x01\x30\x01\x12L\n\x0bListAvatars\x12\x1d.avatar.v1.ListAvatarsRequest\x1a\x1e.avatar.v1.ListAvatarsResponse\x12R\n\rPrepareAvatar\x12\x1f.avatar.v1.PrepareAvatarRequest\x1a .avatar.v1.PrepareAvatarResponse\x12X\n\x0fGetWorkerStatus\x12!.avatar.v1.GetWorkerStatusRequest\x1a\".avatar.v1.GetWorkerStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,35 +34,35 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'avatar.v1.video_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RENDERCONFIG']._serialized_start=93
-  _globals['_RENDERCONFIG']._serialized_end=347
-  _globals['_FRAMEDRIVE']._serialized_start=350
-  _globals['_FRAMEDRIVE']._serialized_end=481
-  _globals['_RESETTIMELINE']._serialized_start=483
-  _globals['_RESETTIMELINE']._serialized_end=539
-  _globals['_PLAYOUTCLOCK']._serialized_start=541
-  _globals['_PLAYOUTCLOCK']._serialized_end=604
-  _globals['_RENDERREQUEST']._serialized_start=607
-  _globals['_RENDERREQUEST']._serialized_end=801
-  _globals['_RENDERRESPONSE']._serialized_start=803
-  _globals['_RENDERRESPONSE']._serialized_end=928
-  _globals['_RENDERREADY']._serialized_start=930
-  _globals['_RENDERREADY']._serialized_end=1042
-  _globals['_RENDERSTATUS']._serialized_start=1044
-  _globals['_RENDERSTATUS']._serialized_end=1111
-  _globals['_AVATAR']._serialized_start=1113
-  _globals['_AVATAR']._serialized_end=1173
-  _globals['_LISTAVATARSREQUEST']._serialized_start=1175
-  _globals['_LISTAVATARSREQUEST']._serialized_end=1195
-  _globals['_LISTAVATARSRESPONSE']._serialized_start=1197
-  _globals['_LISTAVATARSRESPONSE']._serialized_end=1278
-  _globals['_PREPAREAVATARREQUEST']._serialized_start=1280
-  _globals['_PREPAREAVATARREQUEST']._serialized_end=1317
-  _globals['_PREPAREAVATARRESPONSE']._serialized_start=1319
-  _globals['_PREPAREAVATARRESPONSE']._serialized_end=1377
-  _globals['_GETWORKERSTATUSREQUEST']._serialized_start=1379
-  _globals['_GETWORKERSTATUSREQUEST']._serialized_end=1403
-  _globals['_GETWORKERSTATUSRESPONSE']._serialized_start=1406
-  _globals['_GETWORKERSTATUSRESPONSE']._serialized_end=1656
-  _globals['_VIDEOSERVICE']._serialized_start=1659
-  _globals['_VIDEOSERVICE']._serialized_end=1992
+  _globals['_RENDERCONFIG']._serialized_end=366
+  _globals['_FRAMEDRIVE']._serialized_start=369
+  _globals['_FRAMEDRIVE']._serialized_end=500
+  _globals['_RESETTIMELINE']._serialized_start=502
+  _globals['_RESETTIMELINE']._serialized_end=558
+  _globals['_PLAYOUTCLOCK']._serialized_start=560
+  _globals['_PLAYOUTCLOCK']._serialized_end=623
+  _globals['_RENDERREQUEST']._serialized_start=626
+  _globals['_RENDERREQUEST']._serialized_end=820
+  _globals['_RENDERRESPONSE']._serialized_start=822
+  _globals['_RENDERRESPONSE']._serialized_end=947
+  _globals['_RENDERREADY']._serialized_start=949
+  _globals['_RENDERREADY']._serialized_end=1061
+  _globals['_RENDERSTATUS']._serialized_start=1063
+  _globals['_RENDERSTATUS']._serialized_end=1130
+  _globals['_AVATAR']._serialized_start=1132
+  _globals['_AVATAR']._serialized_end=1192
+  _globals['_LISTAVATARSREQUEST']._serialized_start=1194
+  _globals['_LISTAVATARSREQUEST']._serialized_end=1214
+  _globals['_LISTAVATARSRESPONSE']._serialized_start=1216
+  _globals['_LISTAVATARSRESPONSE']._serialized_end=1297
+  _globals['_PREPAREAVATARREQUEST']._serialized_start=1299
+  _globals['_PREPAREAVATARREQUEST']._serialized_end=1336
+  _globals['_PREPAREAVATARRESPONSE']._serialized_start=1338
+  _globals['_PREPAREAVATARRESPONSE']._serialized_end=1396
+  _globals['_GETWORKERSTATUSREQUEST']._serialized_start=1398
+  _globals['_GETWORKERSTATUSREQUEST']._serialized_end=1422
+  _globals['_GETWORKERSTATUSRESPONSE']._serialized_start=1425
+  _globals['_GETWORKERSTATUSRESPONSE']._serialized_end=1675
+  _globals['_VIDEOSERVICE']._serialized_start=1678
+  _globals['_VIDEOSERVICE']._serialized_end=2011
 # @@protoc_insertion_point(module_scope)

@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RenderConfig(_message.Message):
-    __slots__ = ("session_id", "avatar", "width", "height", "fps", "sample_rate_hz", "portrait", "chunk_frames", "packager_address", "publish_token", "idle_phase_offset")
+    __slots__ = ("session_id", "avatar", "width", "height", "fps", "sample_rate_hz", "portrait", "chunk_frames", "packager_address", "publish_token", "idle_phase_offset", "stream_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     AVATAR_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,7 @@ class RenderConfig(_message.Message):
     PACKAGER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_TOKEN_FIELD_NUMBER: _ClassVar[int]
     IDLE_PHASE_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     avatar: str
     width: int
@@ -34,7 +35,8 @@ class RenderConfig(_message.Message):
     packager_address: str
     publish_token: str
     idle_phase_offset: int
-    def __init__(self, session_id: _Optional[str] = ..., avatar: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[int] = ..., sample_rate_hz: _Optional[int] = ..., portrait: _Optional[bytes] = ..., chunk_frames: _Optional[int] = ..., packager_address: _Optional[str] = ..., publish_token: _Optional[str] = ..., idle_phase_offset: _Optional[int] = ...) -> None: ...
+    stream_id: str
+    def __init__(self, session_id: _Optional[str] = ..., avatar: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[int] = ..., sample_rate_hz: _Optional[int] = ..., portrait: _Optional[bytes] = ..., chunk_frames: _Optional[int] = ..., packager_address: _Optional[str] = ..., publish_token: _Optional[str] = ..., idle_phase_offset: _Optional[int] = ..., stream_id: _Optional[str] = ...) -> None: ...
 
 class FrameDrive(_message.Message):
     __slots__ = ("frame_index", "utterance_id", "pcm_s16le", "phonemes", "epoch")

@@ -15,3 +15,9 @@ export function createSessionClient(baseUrl: string = window.location.origin, ke
   });
   return createClient(SessionService, transport);
 }
+
+/** Call options that steer or watch `session`: its control token as a bearer credential (never the API key, which
+ * stays on the backend that created the session). */
+export function steering(session: { controlToken: string }): { headers: Record<string, string> } {
+  return { headers: { authorization: `Bearer ${session.controlToken}` } };
+}

@@ -7,8 +7,8 @@ import {
   type Session,
   type WatchSessionResponse,
 } from "@/gen/avatar/v1/session_pb";
-import { createSessionClient, type SessionClient } from "./api";
-import { backoffMs, describeError, UNREACHABLE_MESSAGE, type ErrorInfo } from "./errors";
+import { createSessionClient, steering, type SessionClient } from "./api";
+import { backoffMs, describeError, sessionLost, UNREACHABLE_MESSAGE, type ErrorInfo } from "./errors";
 import { lowLatencyFromSearch } from "./playback";
 import { Player, type PlaybackInfo, type PlayerStatus } from "./player";
 import { StallThrottle } from "./stalls";
@@ -61,6 +61,8 @@ export interface AvatarTestHook {
   words: string[];
   /** Each shown word's media start (µs), in the order of `words`. */
   wordStartsUs: number[];
+  /** The session's control token (the page's own credential; for the benchmark's WatchSession and cleanup). */
+  controlToken: string;
   lastError: string | null;
   mediaTimeUs: number | null;
   playlistUrl: string;
@@ -207,7 +209,7 @@ export class Controller {
   endCurrentSession(): void {
     const session = this.session;
     if (!session) return;
-    this.endClient.endSession({ sessionId: session.sessionId }).catch(() => undefined);
+    this.endClient.endSession({ sessionId: session.sessionId }, steering(session)).catch(() => undefined);
   }
 
   subscribe = (listener: () => void): (() => void) => {
@@ -243,14 +245,14 @@ export class Controller {
           const request = { sessionId: session.sessionId, text };
           const reply =
             mode === "chat"
-              ? await this.client.chat(request, { timeoutMs: 15000 })
-              : await this.client.say(request, { timeoutMs: 15000 });
+              ? await this.client.chat(request, { timeoutMs: 15000, ...steering(session) })
+              : await this.client.say(request, { timeoutMs: 15000, ...steering(session) });
           turn.utteranceId = reply.utteranceId;
           this.adoptOrphans(turn);
           return true;
         } catch (err) {
           const info = describeError(err);
-          if (info.kind === "session-gone" && tries === 0) {
+          if (sessionLost(info) && tries === 0) {
             // The session expired under us: make a new one and send again, once.
             if (this.session === session) this.restart("gone");
             continue;
@@ -269,10 +271,10 @@ export class Controller {
     const session = this.session;
     if (!session) return;
     try {
-      await this.client.interrupt({ sessionId: session.sessionId }, { timeoutMs: 10000 });
+      await this.client.interrupt({ sessionId: session.sessionId }, { timeoutMs: 10000, ...steering(session) });
     } catch (err) {
       const info = describeError(err);
-      if (info.kind === "session-gone") {
+      if (sessionLost(info)) {
         if (this.session === session) this.restart("gone");
       } else if (info.kind === "unreachable") {
         this.setConnectionError(true);
@@ -311,14 +313,14 @@ export class Controller {
       const session = reply.session;
       if (!session) throw new Error("CreateSession returned no session");
       if (this.disposed) {
-        this.endClient.endSession({ sessionId: session.sessionId }).catch(() => undefined);
+        this.endClient.endSession({ sessionId: session.sessionId }, steering(session)).catch(() => undefined);
         return false;
       }
       const old = this.session;
       this.portrait = { bytes, avatar: session.avatar };
       this.adopt(session, "");
       this.setNotice("Now animating your photo.");
-      if (old) this.endClient.endSession({ sessionId: old.sessionId }).catch(() => undefined);
+      if (old) this.endClient.endSession({ sessionId: old.sessionId }, steering(old)).catch(() => undefined);
       // Watch the new session: the loop is watching the old one.
       this.watching = false;
       this.watchAbort?.abort();
@@ -397,7 +399,7 @@ export class Controller {
       this.loadCatalog();
       if (this.disposed || this.session) {
         // Disposed, or a photo upload made a session meanwhile.
-        this.endClient.endSession({ sessionId: session.sessionId }).catch(() => undefined);
+        this.endClient.endSession({ sessionId: session.sessionId }, steering(session)).catch(() => undefined);
         return !this.disposed;
       }
       this.adopt(session, reason);
@@ -457,7 +459,10 @@ export class Controller {
     this.watchAbort = abort;
     let connected = false;
     try {
-      const stream = this.client.watchSession({ sessionId: session.sessionId }, { signal: abort.signal });
+      const stream = this.client.watchSession(
+        { sessionId: session.sessionId },
+        { signal: abort.signal, ...steering(session) },
+      );
       for await (const event of stream) {
         const first = !connected;
         if (first) {
@@ -480,7 +485,7 @@ export class Controller {
         return "now";
       }
       const info = describeError(err);
-      if (info.kind === "session-gone") {
+      if (sessionLost(info)) {
         if (this.session === session) this.restart("gone");
         return "now";
       }
@@ -508,7 +513,7 @@ export class Controller {
     this.watching = false;
     this.restartReason = reason;
     if (old && reason === "switch") {
-      this.endClient.endSession({ sessionId: old.sessionId }).catch(() => undefined);
+      this.endClient.endSession({ sessionId: old.sessionId }, steering(old)).catch(() => undefined);
     }
     this.watchAbort?.abort();
     this.wakeLoop?.();
@@ -820,6 +825,7 @@ export class Controller {
   private publishHook(): void {
     window.__avatar = {
       sessionId: this.snapshot.sessionId,
+      controlToken: this.session?.controlToken ?? "",
       avatar: this.snapshot.avatar,
       state: this.snapshot.state,
       words: shownWords(this.turns),

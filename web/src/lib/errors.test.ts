@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { findTrailerError, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
-import { describeError, isBusyRefusal } from "./errors";
+import { describeError, isBusyRefusal, sessionLost } from "./errors";
 import { QuotaFailureSchema } from "./google/rpc/error_details_pb";
 
 /** The error the page sees when the server aborts with RESOURCE_EXHAUSTED, `message` and a QuotaFailure whose
@@ -76,4 +76,15 @@ test("details that do not decode fall back to the message", () => {
   const err = new ConnectError(BUSY_SAY, Code.ResourceExhausted);
   err.details = [{ type: "google.rpc.QuotaFailure", value: new Uint8Array([0x0a, 0xff]) }];
   assert.equal(describeError(err).kind, "busy");
+});
+
+test("a refused credential is 'denied'; for the page's own session that means start a new one", () => {
+  for (const code of [Code.Unauthenticated, Code.PermissionDenied]) {
+    const info = describeError(new ConnectError("the control token does not grant this session", code));
+    assert.equal(info.kind, "denied");
+    assert.equal(info.message, "the control token does not grant this session");
+    assert.ok(sessionLost(info));
+  }
+  assert.ok(sessionLost(describeError(new ConnectError("session has ended", Code.NotFound))));
+  assert.ok(!sessionLost(describeError(new ConnectError("slow down", Code.ResourceExhausted))));
 });

@@ -5,6 +5,8 @@ import { QuotaFailureSchema } from "./google/rpc/error_details_pb";
 export type ErrorKind =
   | "unreachable" // gateway or session service down: retry with backoff
   | "session-gone" // NOT_FOUND: the session ended or expired: create a new one
+  | "denied" // UNAUTHENTICATED / PERMISSION_DENIED: no API key for CreateSession, or a control token the server no
+  //            longer knows for this session (e.g. it restarted): for a session call, create a new session
   | "invalid" // INVALID_ARGUMENT: show the server's message next to the input
   | "rate-limited" // RESOURCE_EXHAUSTED for this session or watcher: too many requests or watchers; slow down
   | "busy" // RESOURCE_EXHAUSTED for the server: no room for a session, or for one more speaking avatar; try later
@@ -40,6 +42,9 @@ export function describeError(error: unknown): ErrorInfo {
       return { kind: "unreachable", code: err.code, detail, message: UNREACHABLE_MESSAGE };
     case Code.NotFound:
       return { kind: "session-gone", code: err.code, detail, message: "The session ended — starting a new one…" };
+    case Code.Unauthenticated:
+    case Code.PermissionDenied:
+      return { kind: "denied", code: err.code, detail, message: detail };
     case Code.InvalidArgument:
     case Code.FailedPrecondition:
     case Code.OutOfRange:
@@ -100,4 +105,10 @@ export function busyMessage(detail: string): string {
 export function backoffMs(attempt: number, baseMs = 500, maxMs = 5000): number {
   const raw = Math.min(maxMs, baseMs * 2 ** Math.max(0, attempt));
   return Math.round(raw * (0.85 + Math.random() * 0.15));
+}
+
+/** For a call on the page's own session: the server no longer has it for us (ended, expired, or unknown with our
+ * control token): start a new one. */
+export function sessionLost(info: ErrorInfo): boolean {
+  return info.kind === "session-gone" || info.kind === "denied";
 }
