@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs into .venv, then runs every check: lint, format, generated code freshness, buf lint and the tests.
+# Installs into .venv, then runs every check: lint, format, generated code and API reference freshness, buf breaking,
+# buf lint and the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -17,7 +18,12 @@ if [ -n "$missing" ]; then
   fi
 fi
 (cd web && npm test --silent)
+(cd clients/node && npm ci --no-audit --no-fund --loglevel=error && npm test --silent)
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/python protos/generate.py --check
+# The API: nothing that breaks the last release (protos/avatar-v1.binpb, see protos/README.md; buf comes from the
+# page's npm ci in install.sh), and the reference docs/api.md generated from the .proto comments is fresh.
+web/node_modules/.bin/buf breaking protos --against protos/avatar-v1.binpb
+.venv/bin/python protos/reference.py --check
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

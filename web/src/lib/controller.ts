@@ -7,10 +7,12 @@ import {
   type Session,
   type WatchSessionResponse,
 } from "@/gen/avatar/v1/session_pb";
-import { createSessionClient, steering, type SessionClient } from "./api";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { createSessionClient, gatewaySessionSource, steering, type SessionClient } from "./api";
 import { backoffMs, describeError, sessionLost, UNREACHABLE_MESSAGE, type ErrorInfo } from "./errors";
 import { lowLatencyFromSearch } from "./playback";
 import { Player, type PlaybackInfo, type PlayerStatus } from "./player";
+import { BackendSessionSource, backendUrlFrom, type SessionSource } from "./session-source";
 import { StallThrottle } from "./stalls";
 import { addWord, newTurn, revealWords, shownWords, type Finish, type Mode, type Turn } from "./transcript";
 
@@ -121,9 +123,24 @@ export function charCount(text: string): number {
   return n;
 }
 
+/** Embedded mode when the page names a backend (`?backend=<url>`, or NEXT_PUBLIC_SESSION_BACKEND at build time);
+ * standalone otherwise. */
+function defaultSessionSource(client: SessionClient): SessionSource {
+  let backend: string | null;
+  try {
+    backend = backendUrlFrom(window.location.search, process.env.NEXT_PUBLIC_SESSION_BACKEND);
+  } catch (error) {
+    const refusal = new ConnectError(String(error instanceof Error ? error.message : error), Code.InvalidArgument);
+    return { kind: "backend", create: () => Promise.reject(refusal) };
+  }
+  return backend ? new BackendSessionSource(backend) : gatewaySessionSource(client);
+}
+
 export class Controller {
   private readonly client: SessionClient;
   private readonly endClient: SessionClient;
+  // Who creates the page's sessions: the gateway (standalone) or the app's backend (embedded, `?backend=`).
+  private readonly source: SessionSource;
   private readonly player: Player;
   private readonly listeners = new Set<() => void>();
   private snapshot: Snapshot;
@@ -169,10 +186,11 @@ export class Controller {
   private ticker: ReturnType<typeof setInterval> | null = null;
   private dirty = false;
 
-  constructor(video: HTMLVideoElement, baseUrl: string = window.location.origin) {
+  constructor(video: HTMLVideoElement, baseUrl: string = window.location.origin, source?: SessionSource) {
     this.client = createSessionClient(baseUrl);
     // EndSession on page exit must outlive the page: keepalive fetch.
     this.endClient = createSessionClient(baseUrl, true);
+    this.source = source ?? defaultSessionSource(this.client);
     // `?ll=0` plays the plain segments instead of LL-HLS (for comparison; read once, not in the UI).
     this.lowLatency = lowLatencyFromSearch(window.location.search);
     this.player = new Player(
@@ -306,12 +324,7 @@ export class Controller {
     this.setNotice("Preparing your photo…");
     try {
       const bytes = new Uint8Array(await file.arrayBuffer());
-      const reply = await this.client.createSession(
-        { portrait: bytes, voice: this.choice.voice },
-        { timeoutMs: 60000 },
-      );
-      const session = reply.session;
-      if (!session) throw new Error("CreateSession returned no session");
+      const session = await this.source.create({ avatar: "", voice: this.choice.voice, portrait: bytes }, 60000);
       if (this.disposed) {
         this.endClient.endSession({ sessionId: session.sessionId }, steering(session)).catch(() => undefined);
         return false;
@@ -388,14 +401,10 @@ export class Controller {
     const reason = this.restartReason;
     const portrait = this.portrait;
     try {
-      const reply = await this.client.createSession(
-        portrait
-          ? { portrait: portrait.bytes, voice: this.choice.voice }
-          : { avatar: this.choice.avatar, voice: this.choice.voice },
-        { timeoutMs: portrait ? 60000 : 15000 },
+      const session = await this.source.create(
+        { avatar: portrait ? "" : this.choice.avatar, voice: this.choice.voice, portrait: portrait?.bytes },
+        portrait ? 60000 : 15000,
       );
-      const session = reply.session;
-      if (!session) throw new Error("CreateSession returned no session");
       this.loadCatalog();
       if (this.disposed || this.session) {
         // Disposed, or a photo upload made a session meanwhile.

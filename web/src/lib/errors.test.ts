@@ -5,7 +5,7 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { findTrailerError, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { describeError, isBusyRefusal, sessionLost } from "./errors";
-import { QuotaFailureSchema } from "./google/rpc/error_details_pb";
+import { QuotaFailureSchema } from "../gen/google/rpc/error_details_pb";
 
 /** The error the page sees when the server aborts with RESOURCE_EXHAUSTED, `message` and a QuotaFailure whose
  * violation has `subject` (services/common/errors.py abort_resource_exhausted): encoded into grpc-status-details-bin

@@ -1,6 +1,6 @@
 // What a failed call means for the page: a message a person understands, and what to do next.
 import { Code, ConnectError } from "@connectrpc/connect";
-import { QuotaFailureSchema } from "./google/rpc/error_details_pb";
+import { QuotaFailureSchema } from "../gen/google/rpc/error_details_pb";
 
 export type ErrorKind =
   | "unreachable" // gateway or session service down: retry with backoff
