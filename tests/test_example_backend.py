@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 
 from infinitetalk.stack import StackPorts, Supervisor, free_port
-from tests.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.browser import launched_chromium
 from tests.test_client_node import build_client, npm
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -64,14 +64,8 @@ async def backend(keyed_stack) -> AsyncIterator[str]:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def browser() -> AsyncIterator:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
+    async with launched_chromium() as launched:
+        yield launched
 
 
 def post_json(url: str, body: dict) -> tuple[int, dict]:

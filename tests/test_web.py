@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from infinitetalk.stack import check_health
-from tests.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.browser import launched_chromium
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -66,14 +66,8 @@ VIDEO_PIXEL_SPREAD = """
 
 @pytest_asyncio.fixture(loop_scope="session", scope="session")
 async def browser() -> AsyncIterator:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
+    async with launched_chromium() as launched:
+        yield launched
 
 
 # Records every publication of window.__avatar (the page republishes it on each change): what was on screen
