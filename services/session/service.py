@@ -50,10 +50,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         self._create_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self._ended: OrderedDict[str, bytes] = OrderedDict()  # session id -> its control token's SHA-256
         self._starting = 0  # CreateSession calls holding a slot before their session is registered
-        self._ending: set[asyncio.Task[None]] = set()
         self._catalogue_cache: tuple[float, session_pb2.GetCatalogResponse] | None = None
         self._janitor: asyncio.Task[None] | None = None
-        self._expiring: set[asyncio.Task[None]] = set()
+        self._ending: set[asyncio.Task[None]] = set()  # sessions ended in the background (kept from the GC)
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -79,8 +78,12 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                 else:
                     continue
                 log.info(why, extra={"session_id": session.session_id, "watchers": session.bus.watcher_count})
-                self._expiring.add(asyncio.create_task(session.end()))
-            self._expiring = {t for t in self._expiring if not t.done()}
+                self._end_later(session)
+
+    def _end_later(self, session: LiveSession) -> None:
+        task = asyncio.create_task(session.end())
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
 
     def _forget(self, session: LiveSession) -> None:
         self.sessions.pop(session.session_id, None)
@@ -269,8 +272,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                 self.sessions.pop(session_id, None)
                 await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
             except BaseException:  # cancelled (the caller went away) mid-start: nobody will ever steer it
-                self._ending.add(asyncio.create_task(session.end()))
-                self._ending = {t for t in self._ending if not t.done()}
+                self._end_later(session)
                 raise
         finally:
             if session is None:  # refused before the session existed: give the reserved room back
@@ -304,8 +306,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         """The caller went away before it got the session (and its token): nobody could ever steer it."""
         if context.cancelled():
             log.info("CreateSession cancelled by its caller: ending the new session")
-            self._ending.add(asyncio.create_task(session.end()))
-            self._ending = {t for t in self._ending if not t.done()}
+            self._end_later(session)
 
     async def _check_speaking_room(self, session: LiveSession, context: grpc.aio.ServicerContext) -> None:
         """Refuses an utterance that would make the session's video worker render more speech at once than its
