@@ -52,14 +52,27 @@ async def backend(keyed_stack) -> AsyncIterator[str]:
     process = await asyncio.create_subprocess_exec(
         "node", "server.js", cwd=EXAMPLE, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
+    drain = None
     try:
         assert process.stdout is not None
         line = await asyncio.wait_for(process.stdout.readline(), 20)
         assert line.startswith(b"backend: "), line
+        drain = asyncio.create_task(keep_lines(process.stdout))
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
         await process.wait()
+        if drain is not None:
+            await drain
+
+
+BACKEND_LOG: list[str] = []
+
+
+async def keep_lines(stream: asyncio.StreamReader) -> None:
+    """The backend's request log, kept for a failing test's report (and so its pipe never fills)."""
+    async for line in stream:
+        BACKEND_LOG.append(line.decode(errors="replace").rstrip())
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -105,7 +118,12 @@ async def test_embedded_page_speaks_without_seeing_the_key(backend, keyed_stack,
     page.on("request", lambda request: requests.append(request))
     try:
         await page.goto(f"{gateway}/?backend={urllib.parse.quote(backend, safe='')}")
-        await page.wait_for_function("() => window.__avatar && window.__avatar.sessionId", timeout=30_000)
+        try:
+            await page.wait_for_function("() => window.__avatar && window.__avatar.sessionId", timeout=60_000)
+        except Exception as error:  # say what the page and the backend saw, not only that time ran out
+            hook = await page.evaluate("() => JSON.stringify(window.__avatar ?? null)")
+            asked = [f"{r.method} {r.url} {r.failure or ''}" for r in requests]
+            raise AssertionError(f"no session: hook={hook} requests={asked} backend={BACKEND_LOG}") from error
         await page.wait_for_function("() => document.querySelector('#state').textContent.trim() === 'idle'")
         await page.click("#mode-say")
         await page.fill("#text-input", SENTENCE)

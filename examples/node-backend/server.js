@@ -68,6 +68,8 @@ async function readJson(req) {
 }
 
 const server = http.createServer(async (req, res) => {
+  const started = Date.now();
+  res.on("finish", () => console.log(`${req.method} ${req.url} ${res.statusCode} ${Date.now() - started} ms`));
   const route = ROUTES[new URL(req.url, "http://localhost").pathname];
   if (!route) return send(req, res, 404, { code: "NOT_FOUND", message: "no such endpoint" });
   if (req.method === "OPTIONS") return send(req, res, 204);
