@@ -10,11 +10,11 @@ it is (hls.js lowLatencyMode: 160 ms parts, blocking playlist reload), `plain` i
 - Say -> first speech frame on screen: from pressing Send to the display of the first frame of the answer's speech
   (median and p95 over the answers);
 - glass-to-glass: display time minus the burned live time, over every frame displayed (median, p95);
-- stalls over the pass: visible freezes (the picture stood still: between two displayed frames the display clock
-  advanced at least FREEZE_MS more than the burned clock), frames whose burned clock repeats or goes backwards,
-  forward jumps (the burned clock skipped at least JUMP_MS more than the display clock: a seek to the live edge,
-  or dropped frames), hls.js BUFFER_STALLED_ERROR events, `waiting` events on the <video> (rebuffers), and player
-  reloads (the page's stall watchdog or fatal errors).
+- stalls over the pass: visible freezes (the picture stood still at least FREEZE_MS longer than one frame),
+  frames whose burned clock repeats or goes backwards, skips (the burned clock advanced at least JUMP_MS more than
+  one frame: a seek to the live edge, often right after a freeze, or dropped frames), hls.js BUFFER_STALLED_ERROR
+  events, `waiting` events on the <video> (rebuffers), and player reloads (the page's stall watchdog or fatal
+  errors). A freeze followed by a seek to live is both: the viewer saw the picture stop, then lost what was said.
 
 `--minutes N` makes each pass a long run (N minutes) that mixes short answers, long answers interrupted part-way
 (the page's Stop button) and idle pauses, after the --runs measured answers.
@@ -29,17 +29,19 @@ import asyncio
 import contextlib
 import itertools
 import random
+import re
 import statistics
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
-from avatar.v1 import session_pb2, session_pb2_grpc
 from infinitetalk.hls import fetch_playlist
 from infinitetalk.stack import StackPorts, Supervisor
+from infinitetalk_live_client.avatar.v1 import session_pb2, session_pb2_grpc
 from services.video.clock_burn import BITS, BLOCK, MARGIN, PER_ROW
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
@@ -56,8 +58,10 @@ LONG = (
 )
 WRAP = 1 << BITS
 FREEZE_MS = 150.0
+FRAME_MS = 40.0  # 25 fps
 JUMP_MS = 200.0
 MODES = {"ll": "LL-HLS", "plain": "plain segments"}
+DEBUG_REQUESTS = False
 
 # Reads the burned clock off every displayed frame: [display wall ms, burned ms mod 2**32].
 CLOCK_READER = f"""
@@ -69,7 +73,19 @@ CLOCK_READER = f"""
   const g = canvas.getContext('2d', {{ willReadFrequently: true }});
   window.__frames = [];
   window.__waiting = 0;
-  video.addEventListener('waiting', () => window.__waiting++);
+  window.__waitingAt = [];
+  video.addEventListener('waiting', () => {{
+    window.__waiting++;
+    const ranges = [];
+    for (let i = 0; i < video.buffered.length; i++) ranges.push([video.buffered.start(i), video.buffered.end(i)]);
+    window.__waitingAt.push([performance.timeOrigin + performance.now(), video.currentTime, ranges]);
+  }});
+  window.__seeks = [];
+  let shownTime = 0;
+  video.addEventListener('timeupdate', () => {{ if (!video.seeking) shownTime = video.currentTime; }});
+  video.addEventListener('seeking', () => {{
+    window.__seeks.push([performance.timeOrigin + performance.now(), shownTime, video.currentTime]);
+  }});
   const onFrame = (now, meta) => {{
     const scale = video.videoWidth / 512;
     g.drawImage(video, 0, 0, width * scale, height * scale, 0, 0, width, height);
@@ -122,10 +138,10 @@ def continuity(frames: list[tuple[float, int]]) -> Continuity:
         if advance == 0:
             seen.repeats += 1
             continue
-        if shown - advance >= FREEZE_MS:
+        if shown - FRAME_MS >= FREEZE_MS:
             seen.freezes += 1
-            seen.frozen_ms += shown - advance
-        elif advance - shown >= JUMP_MS:
+            seen.frozen_ms += shown - FRAME_MS
+        if advance - FRAME_MS >= JUMP_MS:
             seen.jumps += 1
     return seen
 
@@ -138,6 +154,13 @@ class Pass:
     frames: list[tuple[float, int]] = field(default_factory=list)
     playback: dict = field(default_factory=dict)
     behind_live: list[float] = field(default_factory=list)
+    pressed: list[float] = field(default_factory=list)  # wall ms of each Say
+    interrupted: list[float] = field(default_factory=list)  # wall ms of each Stop
+    waiting_at: list[list] = field(default_factory=list)  # each rebuffer: [wall ms, currentTime, buffered ranges]
+    seeks: list[list] = field(default_factory=list)  # each seek by the player: [wall ms, from, to]
+    hls_requests: list[tuple[float, str, str]] = field(default_factory=list)  # (wall ms, asked|done|failed, name)
+    console: list[tuple[float, str]] = field(default_factory=list)
+    lateness: dict[str, dict[float, float]] = field(default_factory=dict)  # packager: content -> {le: parts}
     minutes: float = 0.0
     answers: int = 0
     interrupts: int = 0
@@ -185,7 +208,10 @@ async def answer(page, stub, session_id: str, auth, text: str, interrupt_after_s
             await asyncio.sleep(0.05)
         await asyncio.sleep(interrupt_after_s)
         if not watcher.done():
-            await page.click("#interrupt")
+            result["interrupted_ms"] = await page.evaluate(
+                "() => { const t = performance.timeOrigin + performance.now();"
+                " document.querySelector('#interrupt').click(); return t; }"
+            )
             result["interrupted"] = True
     await asyncio.wait_for(watcher, 90)
     return result
@@ -195,6 +221,19 @@ async def run_pass(browser, stub, ports: StackPorts, mode: str, runs: int, minut
     result = Pass(mode)
     context = await browser.new_context(viewport={"width": 1280, "height": 800})
     page = await context.new_page()
+    hls_log = result.hls_requests
+
+    def log_request(kind: str):
+        def record(request) -> None:
+            if "/hls/" in request.url:
+                hls_log.append((time.time() * 1000, kind, request.url.rsplit("/", 1)[-1]))
+
+        return record
+
+    page.on("request", log_request("asked"))
+    page.on("console", lambda message: result.console.append((time.time() * 1000, message.text[:300])))
+    page.on("requestfinished", log_request("done"))
+    page.on("requestfailed", log_request("failed"))
     session_id = ""
     try:
         await page.goto(ports.gateway_url + ("/" if mode == "ll" else "/?ll=0"))
@@ -234,6 +273,9 @@ async def run_pass(browser, stub, ports: StackPorts, mode: str, runs: int, minut
             result.frames += frames
             result.answers += 1
             result.interrupts += bool(said.get("interrupted"))
+            result.pressed.append(said["pressed_ms"])
+            if "interrupted_ms" in said:
+                result.interrupted.append(said["interrupted_ms"])
             if "start_us" not in said:
                 continue
             start_ms = (epoch_ms + said["start_us"] / 1000) % WRAP
@@ -251,6 +293,9 @@ async def run_pass(browser, stub, ports: StackPorts, mode: str, runs: int, minut
             if counter in result.playback:
                 result.playback[counter] -= before[counter]
         result.playback["waiting"] = await page.evaluate("() => window.__waiting")
+        result.seeks = await page.evaluate("() => window.__seeks")
+        result.waiting_at = await page.evaluate("() => window.__waitingAt")
+        result.lateness = await asyncio.to_thread(part_lateness, ports)
         result.page_readout = hook["latencies"]
     finally:
         await context.close()
@@ -258,6 +303,45 @@ async def run_pass(browser, stub, ports: StackPorts, mode: str, runs: int, minut
             with contextlib.suppress(grpc.aio.AioRpcError):
                 await stub.EndSession(session_pb2.EndSessionRequest(session_id=session_id), timeout=5, metadata=auth)
     return result
+
+
+def part_lateness(ports: StackPorts) -> dict[str, dict[float, float]]:
+    """The packager's cumulative part-lateness histogram (content -> {upper bound s: parts}), from its metrics."""
+    url = f"http://127.0.0.1:{ports.metrics['packager']}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    found: dict[str, dict[float, float]] = {}
+    bucket = re.compile(r'^packager_part_lateness_seconds_bucket\{content="(\w+)",le="([^"]+)"\} (\S+)$', re.M)
+    for match in bucket.finditer(text):
+        found.setdefault(match[1], {})[float(match[2])] = float(match[3])
+    return found
+
+
+def late_share(buckets: dict[float, float], bound: float) -> str:
+    """Parts published later than `bound` seconds after their media's end, of all (the difference of two passes)."""
+    total = buckets.get(float("inf"), 0.0)
+    on_time = max((n for le, n in buckets.items() if le <= bound + 1e-9), default=0.0)
+    return f"{total - on_time:.0f} / {total:.0f}"
+
+
+def rebuffer_report(pass_: Pass) -> list[str]:
+    """Each rebuffer: seconds since the last Say and the last Stop (speech starts ~1 s after Say), the playhead and
+    how much was buffered ahead of it (0: the buffer ran dry; a later range: a hole in the buffer)."""
+    out = []
+    for at, current, ranges in pass_.waiting_at:
+        said = [t for t in pass_.pressed if t <= at]
+        stopped = [t for t in pass_.interrupted if t <= at]
+        since = f"Say +{(at - max(said)) / 1000:.1f} s" if said else "before any Say"
+        if stopped and (not said or max(stopped) >= max(said)):
+            since += f", Stop +{(at - max(stopped)) / 1000:.1f} s"
+        ahead = [f"{start - current:+.2f}..{end - current:+.2f}" for start, end in ranges if end > current - 0.5]
+        out.append(f"{since}; buffered around the playhead: {', '.join(ahead) or 'nothing'}")
+        if DEBUG_REQUESTS:
+            near = [(t - at, text) for t, text in pass_.console if -1800 < t - at < 300 and "m3u8" not in text]
+            out += [f"    {dt:+6.0f} ms console {text}" for dt, text in near]
+            near = [(t - at, kind, name) for t, kind, name in pass_.hls_requests if -2500 < t - at < 500]
+            out += [f"    {dt:+6.0f} ms {kind} {name}" for dt, kind, name in near]
+    return out
 
 
 def print_tables(passes: list[Pass], burned: bool = True) -> None:
@@ -297,7 +381,7 @@ def print_tables(passes: list[Pass], burned: bool = True) -> None:
         + [
             ("visible freezes >= 150 ms (total ms)", [f"{c.freezes} ({c.frozen_ms:.0f})" for c in seen]),
             ("burned clock repeated / went backwards", [f"{c.repeats} / {c.backwards}" for c in seen]),
-            ("forward jumps >= 200 ms (seek to live, dropped frames)", [str(c.jumps) for c in seen]),
+            ("skips >= 200 ms (seek to live, dropped frames)", [str(c.jumps) for c in seen]),
         ]
         * burned
         + [
@@ -315,6 +399,20 @@ def print_tables(passes: list[Pass], burned: bool = True) -> None:
     )
     for name, values in counts:
         print(f"| {name} | " + " | ".join(values) + " |")
+
+    # Where the rebuffers fall, and how late the packager published parts (all passes so far: one packager).
+    for p in passes:
+        print()
+        for line in rebuffer_report(p):
+            print(f"{MODES[p.mode]}: rebuffer at {line}")
+        print(f"{MODES[p.mode]}: hls.js errors it recovered from: {p.playback.get('recoveredErrors')}")
+        seeks = f"{p.playback.get('segmentEndSeeks')} / {p.playback.get('unloadedPartSeeks')}"
+        print(f"{MODES[p.mode]}: the page's seeks past a segment's end / to an unloaded part: {seeks}")
+        jumps = [f"{to - start:+.2f} s" for _, start, to in p.seeks]
+        print(f"{MODES[p.mode]}: the player seeked {len(p.seeks)} times while measured: {', '.join(jumps)}")
+        for content, buckets in sorted(p.lateness.items()):
+            late = ", ".join(f"> {int(b * 1000)} ms: {late_share(buckets, b)}" for b in (0.08, 0.16, 0.32, 0.48))
+            print(f"{MODES[p.mode]}: packager parts ({content}) published late after their media's end: {late}")
 
 
 async def main() -> None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from avatar.v1 import packager_pb2, packager_pb2_grpc
 from services.common.errors import abort_failed_precondition, abort_invalid_argument, abort_resource_exhausted
@@ -38,6 +39,14 @@ CHUNKS = Counter("packager_chunks_total", "Chunks muxed, by source", ["source"])
 STALLED_CHUNKS = Counter("packager_stalled_chunks_total", "Rendered chunks not usable at their time", ["reason"])
 SEGMENTS_PUBLISHED = Counter("packager_segments_total", "Media segments put on playlists")
 SEGMENT_BYTES = Counter("packager_segment_bytes_total", "Bytes of media segments produced")
+# How late a part reaches its playlist after the wall-clock end of its media (epoch + end; negative: early). A
+# low-latency player holds PART-HOLD-BACK behind the edge: lateness near that is a stall in every viewer.
+PART_LATENESS = Histogram(
+    "packager_part_lateness_seconds",
+    "Wall time a part reaches its playlist after the end of its media (media epoch + end), by content",
+    ["content"],
+    buckets=(-0.1, -0.04, 0, 0.04, 0.08, 0.12, 0.16, 0.24, 0.32, 0.4, 0.48, 0.64, 1.0, 2.0),
+)
 LIVE_STREAMS = Gauge("packager_live_streams", "Playlists being published")
 LOOPS_HELD = Gauge("packager_idle_loops", "Idle loops held")
 
@@ -268,6 +277,8 @@ class PackagerServicer(packager_pb2_grpc.PackagerServiceServicer):
 
     def _publish_part(self, stream: HlsStream, part: MuxedPart) -> packager_pb2.PartPublished:
         self.store.add_part(stream, PlaylistPart(part.sequence, part.index, part.duration_us), part.data)
+        end_us = stream.playlist.media_epoch_us + part.start_us + part.duration_us
+        PART_LATENESS.labels("speech" if part.has_speech else "idle").observe(time.time() - end_us / 1e6)
         return packager_pb2.PartPublished(
             sequence=part.sequence,
             index=part.index,

@@ -12,6 +12,8 @@ import {
   readyToStart,
   relaxedTarget,
   retry404,
+  seekPastSegmentEnd,
+  seekToUnloadedPart,
   STALL_FORGET_MS,
 } from "./playback";
 
@@ -156,4 +158,31 @@ test("what stalls added to the aim is forgotten after a quiet while", () => {
   assert.equal(relaxedTarget(0.48, 0.48, STALL_FORGET_MS * 2), null, "nothing to forget");
   assert.equal(relaxedTarget(null, 0.48, Infinity), null);
   assert.equal(relaxedTarget(0.64, 0.48, Infinity), 0.48, "no stall since the start");
+});
+
+test("a stall just short of a finished segment's end seeks to that end; anything else is left alone", () => {
+  const ends = [35.509, 36.469];
+  // Buffered to 36.448 (the audio ends a frame early), the playhead there: seek just past 36.469.
+  assert.equal(seekPastSegmentEnd(36.44, 36.448, ends), 36.47);
+  // Still more than the slack to play: not stuck yet.
+  assert.equal(seekPastSegmentEnd(36.2, 36.448, ends), null);
+  // Buffered up to (or past) the end: hls.js goes on by itself.
+  assert.equal(seekPastSegmentEnd(36.46, 36.469, ends), null);
+  // Dry in the middle of a segment (a late part, not this bug): waiting is right.
+  assert.equal(seekPastSegmentEnd(36.0, 36.05, ends), null);
+  assert.equal(seekPastSegmentEnd(36.0, null, ends), null);
+});
+
+test("standing at the buffer's end with later parts listed but not loaded seeks to the next part", () => {
+  const starts = [36.309, 36.469, 36.629, 36.789];
+  // Buffered to 36.36 (a gap before the next part at 36.469); two more parts listed: seek there.
+  assert.equal(seekToUnloadedPart(36.35, 36.36, starts, 0.16), 36.47);
+  // Only one part beyond the buffer: it may be on its way; wait.
+  assert.equal(seekToUnloadedPart(36.6, 36.65, starts, 0.16), null);
+  // More than the slack left to play, or the next part too far: leave it to hls.js.
+  assert.equal(seekToUnloadedPart(35.9, 36.36, starts, 0.16), null);
+  assert.equal(seekToUnloadedPart(36.0, 36.05, starts, 0.16), null);
+  // Plain segments (no parts): never. After a seek into unbuffered media: hls.js is loading it.
+  assert.equal(seekToUnloadedPart(36.35, 36.36, starts, 0), null);
+  assert.equal(seekToUnloadedPart(36.35, null, starts, 0.16), null);
 });

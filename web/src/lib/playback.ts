@@ -180,3 +180,54 @@ export function relaxedTarget(
   if (targetS === null || targetS <= baseS + 0.001 || msSinceLastStall < forgetMs) return null;
   return baseS;
 }
+
+/** How far before a finished segment's end the buffered media may stop and still count as that segment's end. */
+export const SEGMENT_END_SLACK_S = 0.1;
+
+/**
+ * Where to seek when playback ran dry just before the end of a finished segment, or null.
+ *
+ * Why: in an LL-HLS part the audio ends up to a couple of AAC frames (21 ms each) before the video, because the
+ * encoder emits a frame only once it has the audio after it. Within a segment hls.js (1.7) loads the next part all the
+ * same; but once the segment is complete on the playlist, it maps the buffered end (audio and video together) into
+ * that finished segment, finds it loaded, and loads nothing more until it jumps to live two seconds later. Seeking to
+ * the segment's end (skipping at most SEGMENT_END_SLACK_S of silence-or-speech) makes it load the next part at once.
+ */
+export function seekPastSegmentEnd(
+  currentTime: number,
+  bufferedEnd: number | null,
+  segmentEnds: readonly number[],
+  slackS = SEGMENT_END_SLACK_S,
+): number | null {
+  if (bufferedEnd === null || bufferedEnd - currentTime > slackS) return null; // still something to play
+  for (const end of segmentEnds) {
+    if (end > bufferedEnd + 1e-4 && end - bufferedEnd <= slackS) return end + 0.001;
+  }
+  return null;
+}
+
+/** How long playback may stand at the end of its buffer, with later parts listed, before the page moves it on. */
+export const UNLOADED_PARTS_WAIT_MS = 400;
+
+/**
+ * Where to seek when playback stands at the end of its buffer while the playlist already lists at least two later
+ * parts that hls.js has not loaded (it stopped choosing them: the segment-end case above with a larger gap, or after
+ * an interrupt), or null. The target is the first listed part starting after the buffered end, within `slackS`: each
+ * part starts with an independent frame, so playback resumes there as soon as hls.js loads it. Without this, hls.js
+ * waits until it is two seconds behind live and then jumps there (a two-second freeze and two seconds lost).
+ */
+export function seekToUnloadedPart(
+  currentTime: number,
+  bufferedEnd: number | null,
+  partStarts: readonly number[],
+  partTarget: number,
+  slackS = 0.25,
+): number | null {
+  // Not after a seek into unbuffered media (bufferedEnd null): hls.js is loading what the seek asked for.
+  if (bufferedEnd === null || bufferedEnd - currentTime > slackS || partTarget <= 0) return null;
+  const end = bufferedEnd;
+  const later = partStarts.filter((start) => start > end + 1e-3);
+  if (later.length < 2) return null; // nothing listed beyond what is on its way: a late part, waiting is right
+  const next = Math.min(...later);
+  return next - end <= slackS ? next + 0.001 : null;
+}

@@ -14,6 +14,7 @@ import {
   relaxedTarget,
   type PlaylistTiming,
 } from "./playback";
+import { Unsticker } from "./unstick";
 
 export type PlayerStatus = "idle" | "loading" | "playing" | "stalled" | "retrying" | "ended";
 
@@ -45,6 +46,12 @@ export interface PlaybackInfo {
   waiting: number;
   /** Times hls.js was torn down and restarted (stall watchdog, fatal errors). */
   reloads: number;
+  /** hls.js errors it recovered from by itself, by detail (e.g. fragParsingError), since the page loaded. */
+  recoveredErrors: Record<string, number>;
+  /** Seeks past a finished segment's last few ms, where hls.js would otherwise stop loading (seekPastSegmentEnd). */
+  segmentEndSeeks: number;
+  /** Seeks to a listed part hls.js left unloaded while playback stood at its buffer's end (seekToUnloadedPart). */
+  unloadedPartSeeks: number;
 }
 
 const STALL_RELOAD_MS = 8000;
@@ -68,11 +75,14 @@ export class Player {
   private bufferStalls = 0;
   private waiting = 0;
   private reloads = 0;
+  private readonly recoveredErrors: Record<string, number> = {};
+  private readonly unsticker: Unsticker;
   private playedOnce = false;
   private firstPlayingAt = 0;
   private lastStallAt = -Infinity;
   private readonly onWaiting = () => {
     if (this.playedOnce) this.waiting++;
+    this.unsticker.onStall();
   };
   private readonly onPlaying = () => {
     if (!this.playedOnce) this.firstPlayingAt = performance.now();
@@ -95,6 +105,7 @@ export class Player {
     options: PlayerOptions = {},
   ) {
     this.lowLatency = options.lowLatency ?? true;
+    this.unsticker = new Unsticker(video, () => this.hls);
   }
 
   /**
@@ -147,6 +158,9 @@ export class Player {
       bufferStalls: this.bufferStalls,
       waiting: this.waiting,
       reloads: this.reloads,
+      recoveredErrors: { ...this.recoveredErrors },
+      segmentEndSeeks: this.unsticker.segmentEndSeeks,
+      unloadedPartSeeks: this.unsticker.unloadedPartSeeks,
     };
   }
 
@@ -191,6 +205,7 @@ export class Player {
   private teardown(): void {
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = null;
+    this.unsticker.cancel();
     if (this.watchdog) clearInterval(this.watchdog);
     this.watchdog = null;
     if (this.hls) {
@@ -302,12 +317,16 @@ export class Player {
     if (generation !== this.generation || !this.hls) return;
     if (data.details === ErrorDetails.BUFFER_STALLED_ERROR && !data.fatal) {
       this.bufferStalls++;
+      this.unsticker.onStall();
       // hls.js raises its aim after every stall; one in the first seconds (a start on a thin buffer) is forgotten
       // at once, later ones after STALL_FORGET_MS.
       const now = performance.now();
       if (this.playedOnce && now - this.firstPlayingAt > STARTUP_MS) this.lastStallAt = now;
     }
-    if (!data.fatal) return;
+    if (!data.fatal) {
+      this.recoveredErrors[data.details] = (this.recoveredErrors[data.details] ?? 0) + 1;
+      return;
+    }
     const hls = this.hls;
     if (data.type === ErrorTypes.MEDIA_ERROR) {
       const now = performance.now();
