@@ -27,11 +27,12 @@ from pathlib import Path
 
 import grpc
 
-from avatar.v1 import session_pb2, video_pb2, video_pb2_grpc
+from avatar.v1 import video_pb2_grpc
 from infinitetalk.client import SessionClient, SpeakResult, control_metadata, playlist_url
 from infinitetalk.hls import fetch_playlist
 from infinitetalk.procstats import cpu_seconds, rss_mb
 from infinitetalk.stack import SERVICE_ORDER, StackPorts, Supervisor
+from infinitetalk_live_client.avatar.v1 import session_pb2, video_pb2
 
 SPEECH = (
     "Once upon a time, in a quiet village by the sea, there lived an old lighthouse keeper who knew every ship by "

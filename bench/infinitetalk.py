@@ -27,10 +27,10 @@ import time
 import numpy as np
 import torch
 
+from infinitetalk.speech_drives import speak
 from services.video.backend import Drive, IdleLoop
 from services.video.infinitetalk import loader, schedule
 from services.video.photo.backend import PhotoBackend
-from services.video.speech_drives import speak
 
 
 def peak_memory_gib(device: str) -> float:

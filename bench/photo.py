@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from infinitetalk.speech_drives import SpokenText, speak
 from services.video.backend import Drive, IdleLoop
 from services.video.drawn import DrawnBackend
 from services.video.idle import loop_frames
 from services.video.photo.backend import PhotoBackend
 from services.video.photo.lipsync import measure, mouth_openings
-from services.video.photo.renderer import i420_to_rgb
-from services.video.speech_drives import SpokenText, speak
+from services.video.pixels import i420_to_rgb
 from services.video.visemes import REST
 
 CHUNK_FRAMES = 12  # the idle loop is a whole number of 480 ms chunks

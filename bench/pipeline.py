@@ -23,11 +23,13 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from avatar.v1 import media_pb2, session_pb2, tts_pb2, tts_pb2_grpc
+from avatar.v1 import tts_pb2_grpc
 from infinitetalk.client import SessionClient, playlist_url
 from infinitetalk.hls import PlaylistFollower
 from infinitetalk.procstats import cpu_seconds
+from infinitetalk.speech_drives import frame_drives
 from infinitetalk.stack import SERVICE_ORDER, StackPorts, Supervisor
+from infinitetalk_live_client.avatar.v1 import media_pb2, session_pb2, tts_pb2
 from services.common.clauses import split_clauses
 from services.common.h264 import is_idr_sample
 from services.common.media import FPS, HEIGHT, SAMPLE_RATE_HZ, SAMPLES_PER_FRAME, WIDTH
@@ -36,7 +38,6 @@ from services.video.backend import Drive, IdleLoop
 from services.video.chunker import ChunkAssembler
 from services.video.encoding import EncoderSettings, FrameEncoder
 from services.video.photo.backend import DEFAULT_PHOTO_AVATAR, PhotoBackend
-from services.video.speech_drives import frame_drives
 
 TEXT = "Hello there. This is a live avatar speaking, and it answers as soon as it can."
 LONG_TEXT = (

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from gateway.render import render_yaml
 from gateway.targets import TARGETS, describe, origins_from_env
+from services.common.ports import GATEWAY_PORT, PACKAGER_HTTP_PORT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,14 +16,17 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     render = commands.add_parser("render", help="print the Envoy static config (YAML) for a target")
     render.add_argument("--target", choices=sorted(TARGETS), default="local")
-    render.add_argument("--port", type=int, default=None, help="listener port (default 8080)")
+    render.add_argument("--port", type=int, default=None, help=f"listener port (default {GATEWAY_PORT})")
     render.add_argument("--admin-port", type=int, default=None, help="admin port on 127.0.0.1 (0: Envoy picks)")
     render.add_argument("--session", metavar="HOST:PORT", default=None, help="session service (gRPC)")
     render.add_argument(
         "--packager-http", metavar="HOST:PORT[,...]", default=None, help="packagers' HLS HTTP servers (comma-separated)"
     )
     render.add_argument(
-        "--packagers", type=int, default=1, help="k8s: packager replicas (packager-<i>.packager:8088, /hls/p<i>/)"
+        "--packagers",
+        type=int,
+        default=1,
+        help=f"k8s: packager replicas (packager-<i>.packager:{PACKAGER_HTTP_PORT}, /hls/p<i>/)",
     )
     render.add_argument("--web-root", type=Path, default=None, help="the built page (default: web/out)")
     render.add_argument(

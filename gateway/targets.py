@@ -22,6 +22,7 @@ from gateway.model import (
     normalize_domain,
 )
 from gateway.webroot import page_routes
+from services.common.ports import GATEWAY_PORT, GRPC_PORTS, PACKAGER_HTTP_PORT
 
 Target = Literal["local", "k8s"]
 MIB = 1024 * 1024
@@ -66,12 +67,16 @@ K8S_DOMAINS = (
     "gateway.infinitetalk.svc.cluster.local",
 )
 TARGETS: dict[str, TargetDefaults] = {
-    "local": TargetDefaults("127.0.0.1", 8080, 0, "127.0.0.1:50051", "127.0.0.1:8088"),
-    "k8s": TargetDefaults("0.0.0.0", 8080, 9901, "session:50051", "packager:8088", K8S_DOMAINS),
+    "local": TargetDefaults(
+        "127.0.0.1", GATEWAY_PORT, 0, f"127.0.0.1:{GRPC_PORTS['session']}", f"127.0.0.1:{PACKAGER_HTTP_PORT}"
+    ),
+    "k8s": TargetDefaults(
+        "0.0.0.0", GATEWAY_PORT, 9901, f"session:{GRPC_PORTS['session']}", f"packager:{PACKAGER_HTTP_PORT}", K8S_DOMAINS
+    ),
 }
 # With several packagers (k8s: the StatefulSet `packager` behind the headless Service `packager`), packager i serves
 # the playlists of the sessions placed on it, under /hls/p<i>/ (the session service names that path).
-K8S_PACKAGER_HTTP = "packager-{index}.packager:8088"
+K8S_PACKAGER_HTTP = f"packager-{{index}}.packager:{PACKAGER_HTTP_PORT}"
 # In the gateway image the built page lives here; the k8s config serves the folder (its files are not listed).
 K8S_WEB_ROOT = "/srv/web"
 

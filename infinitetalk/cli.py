@@ -12,11 +12,11 @@ from pathlib import Path
 
 import grpc
 
-from avatar.v1 import session_pb2
 from infinitetalk import contact_sheet
 from infinitetalk.client import SessionClient, playlist_url
 from infinitetalk.hls import PlaylistFollower
 from infinitetalk.stack import StackPorts, Supervisor
+from infinitetalk_live_client.avatar.v1 import session_pb2
 
 DEFAULT_ADDR = os.environ.get("INFINITETALK_ADDR", "127.0.0.1:50051")
 PORTRAIT_READ_LIMIT = 64 * 1024 * 1024  # larger files are refused locally; the server's limit is 8 MiB

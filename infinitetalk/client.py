@@ -1,20 +1,38 @@
-"""A client of a running stack: create a session, speak, follow the words and the playlist like a viewer."""
+"""A client of a running stack: create a session, speak, follow the words and the playlist like a viewer.
+
+The calls go through the client package's asyncio helper (`infinitetalk_live_client.AsyncClient`, the same code
+other backends use); what is here is only what the CLI, the tests and the benchmarks need on top: following the HLS
+playlist (`first_speech_ms`, what `--record` saves), and a `SpeakResult` holding the messages of one utterance.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import grpc
 
-from avatar.v1 import session_pb2, session_pb2_grpc
 from infinitetalk.hls import PlaylistFollower
+from infinitetalk_live_client import (
+    ApiError,
+    AsyncClient,
+    AsyncSession,
+    Event,
+    Latency,
+    SessionError,
+    SpeechFinished,
+    SpeechStarted,
+    WordSpoken,
+)
+from infinitetalk_live_client.avatar.v1 import session_pb2
 
 POLL_INTERVAL_S = 0.05
+# CreateSession and EndSession: a portrait to prepare, a pipeline to start or drain (Say and Chat: the helper's 10 s).
+TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -50,15 +68,19 @@ def media_time(session: session_pb2.Session, us: int) -> datetime:
 
 class SessionClient:
     """`api_key`: sent with CreateSession when the server requires keys (SESSION_API_KEYS); every other call carries
-    the session's own control token."""
+    the session's own control token. `api` is the client package's AsyncClient doing the calls; `stub` and `channel`
+    are its own, for a test that needs a raw call.
+
+    Failed calls raise `grpc.aio.AioRpcError`, as a stub call does (the CLI prints its code and sentence; tests check
+    its code), not the helper's ApiError that wraps it."""
 
     def __init__(self, addr: str, api_key: str | None = None) -> None:
-        self.channel = grpc.aio.insecure_channel(addr)
-        self.stub = session_pb2_grpc.SessionServiceStub(self.channel)
-        self._key_metadata = (("authorization", f"Bearer {api_key}"),) if api_key else None
+        self.api = AsyncClient(addr, api_key=api_key, timeout_s=TIMEOUT_S)
+        self.channel = self.api.channel
+        self.stub = self.api.stub
 
     async def close(self) -> None:
-        await self.channel.close()
+        await self.api.close()
 
     async def create(
         self,
@@ -74,17 +96,17 @@ class SessionClient:
         options = session_pb2.SessionOptions(
             pacing=pacing, persona=persona, llm_provider=llm_provider, llm_model=llm_model
         )
-        response = await self.stub.CreateSession(
-            session_pb2.CreateSessionRequest(avatar=avatar, voice=voice, options=options, portrait=portrait or b""),
-            timeout=30,
-            metadata=self._key_metadata,
-        )
-        return response.session
+        with _rpc_errors():
+            handle = await self.api.create_session(avatar=avatar, voice=voice, portrait=portrait, options=options)
+        return handle.info
+
+    def handle(self, session: session_pb2.Session) -> AsyncSession:
+        """The helper's handle on `session` (its id and control token)."""
+        return self.api.attach(session.session_id, session.control_token)
 
     async def end(self, session: session_pb2.Session) -> None:
-        await self.stub.EndSession(
-            session_pb2.EndSessionRequest(session_id=session.session_id), timeout=30, metadata=control_metadata(session)
-        )
+        with _rpc_errors():
+            await self.handle(session).end(timeout_s=TIMEOUT_S)
 
     async def speak(
         self,
@@ -99,55 +121,28 @@ class SessionClient:
         timeout_s: float = 120.0,
     ) -> SpeakResult:
         """Sends `text` and returns once it has been spoken (and, with hls_url, once its speech is on the playlist)."""
-        auth = control_metadata(session)
-        watch = self.stub.WatchSession(session_pb2.WatchSessionRequest(session_id=session.session_id), metadata=auth)
-        await watch.read()  # the current state: from here on no event is missed
-        sent_at = time.monotonic()
-        if chat:
-            request = session_pb2.ChatRequest(session_id=session.session_id, text=text)
-            reply = await self.stub.Chat(request, timeout=10, metadata=auth)
-        else:
-            request = session_pb2.SayRequest(session_id=session.session_id, text=text)
-            reply = await self.stub.Say(request, timeout=10, metadata=auth)
-        result = SpeakResult(reply.utterance_id)
+        handle = self.handle(session)
+        events = handle.watch()
         poller = None
-        if hls_url is not None:
-            follower = follower or PlaylistFollower(hls_url)
-            poller = asyncio.create_task(self._follow(session, follower, result, sent_at))
         try:
+            with _rpc_errors():
+                await anext(events, None)  # the current state: from here on no event is missed
+                sent_at = time.monotonic()
+                utterance_id = await (handle.chat(text) if chat else handle.say(text))
+            result = SpeakResult(utterance_id)
+            if hls_url is not None:
+                follower = follower or PlaylistFollower(hls_url)
+                poller = asyncio.create_task(self._follow(session, follower, result, sent_at))
             async with asyncio.timeout(timeout_s):
-                while True:
-                    event = await watch.read()
-                    if event is grpc.aio.EOF:
-                        break
-                    kind = event.WhichOneof("event")
-                    if kind == "error":
-                        if event.error.utterance_id in ("", result.utterance_id):
-                            result.errors.append(event.error)
-                            if on_error is not None:
-                                on_error(event.error)
-                        continue
-                    payload = getattr(event, kind)
-                    if getattr(payload, "utterance_id", None) != result.utterance_id:
-                        continue
-                    if kind == "word_spoken":
-                        result.words.append(event.word_spoken)
-                        if on_word is not None:
-                            on_word(event.word_spoken)
-                    elif kind == "speech_started":
-                        result.start_us = event.speech_started.start_us
-                    elif kind == "latency":
-                        result.latency = event.latency
-                    elif kind == "speech_finished":
-                        result.reason = event.speech_finished.reason
-                        result.end_us = event.speech_finished.end_us
-                        result.spoken_text = event.speech_finished.spoken_text
-                        break
+                with _rpc_errors():
+                    async for event in events:
+                        if _record(event, result, on_word, on_error):
+                            break
             if poller is not None and result.start_us is not None:
                 async with asyncio.timeout(30):
                     await poller
         finally:
-            watch.cancel()
+            await events.aclose()
             if poller is not None and not poller.done():
                 poller.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -177,3 +172,47 @@ class SessionClient:
                 if playlist.ended or (finished and recorded_until >= media_time(session, result.end_us)):
                     return
             await asyncio.sleep(POLL_INTERVAL_S)
+
+
+def _record(
+    event: Event,
+    result: SpeakResult,
+    on_word: Callable[[session_pb2.WordSpoken], None] | None,
+    on_error: Callable[[session_pb2.SessionError], None] | None,
+) -> bool:
+    """Adds one watched event to `result` (the utterance's own events, and errors of the session or of it); True once
+    the utterance has finished."""
+    raw = event.raw or session_pb2.WatchSessionResponse()  # the helper always sets it: the message watched
+    if isinstance(event, SessionError):
+        if event.utterance_id in ("", result.utterance_id):
+            result.errors.append(raw.error)
+            if on_error is not None:
+                on_error(raw.error)
+        return False
+    if getattr(event, "utterance_id", None) != result.utterance_id:
+        return False
+    if isinstance(event, WordSpoken):
+        result.words.append(raw.word_spoken)
+        if on_word is not None:
+            on_word(raw.word_spoken)
+    elif isinstance(event, SpeechStarted):
+        result.start_us = event.start_us
+    elif isinstance(event, Latency):
+        result.latency = raw.latency
+    elif isinstance(event, SpeechFinished):
+        result.reason = raw.speech_finished.reason  # the number itself, also one newer than this client
+        result.end_us = event.end_us
+        result.spoken_text = event.spoken_text
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def _rpc_errors() -> Iterator[None]:
+    """The helper's ApiError re-raised as the grpc error it wraps (see SessionClient)."""
+    try:
+        yield
+    except ApiError as error:
+        if isinstance(error.__cause__, grpc.RpcError):
+            raise error.__cause__ from None
+        raise

@@ -47,13 +47,13 @@ async def make_sheet(
     text: str, avatar: str, portrait: bytes | None, size: int, columns: int, rows: int, tile: int
 ) -> np.ndarray:
     """The contact sheet as an RGB image."""
+    from infinitetalk.speech_drives import speak
     from services.video.backend import IdleLoop
     from services.video.drawn import DrawnBackend
     from services.video.idle import loop_frames
     from services.video.photo.backend import PhotoBackend
     from services.video.photo.lipsync import mouth_openings, smooth
-    from services.video.photo.renderer import i420_to_rgb
-    from services.video.speech_drives import speak
+    from services.video.pixels import i420_to_rgb
 
     spoken = await speak(text)
     photo = PhotoBackend()

@@ -24,13 +24,14 @@ from gateway.process import envoy_argv
 from gateway.render import render_yaml
 from gateway.targets import DEFAULT_WEB_ROOT, describe, origins_from_env
 from infinitetalk.envscope import scoped_env
+from services.common.ports import GATEWAY_PORT, GRPC_PORTS, METRICS_PORTS, PACKAGER_HTTP_PORT
 
 SERVICE_ORDER = ("llm", "tts", "video", "packager", "session")
-DEFAULT_PORTS = {"session": 50051, "llm": 50052, "tts": 50053, "video": 50054, "packager": 50055}
-DEFAULT_METRICS_PORTS = {"session": 9101, "llm": 9102, "tts": 9103, "video": 9104, "packager": 9105}
-DEFAULT_HTTP_PORT = 8088
+DEFAULT_PORTS = GRPC_PORTS
+DEFAULT_METRICS_PORTS = METRICS_PORTS
+DEFAULT_HTTP_PORT = PACKAGER_HTTP_PORT
 GATEWAY = "gateway"
-DEFAULT_GATEWAY_PORT = 8080
+DEFAULT_GATEWAY_PORT = GATEWAY_PORT
 RESTART_BACKOFF_MAX_S = 5.0
 STOP_GRACE_S = 5.0
 

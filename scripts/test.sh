@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs into .venv, then runs every check: lint, format, generated code and API reference freshness, buf breaking,
-# buf lint and the tests.
+# Installs into .venv, then runs every check: lint, format, import contracts, module sizes, generated code and API
+# reference freshness, buf breaking, buf lint and the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -21,6 +21,9 @@ fi
 (cd clients/node && npm ci --no-audit --no-fund --loglevel=error && npm test --silent)
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+# Boundaries (the import contracts in pyproject.toml) and module sizes (no hand-written module over 400 lines).
+.venv/bin/lint-imports --no-cache --no-logo
+.venv/bin/python scripts/module_sizes.py
 .venv/bin/python protos/generate.py --check
 # The API: nothing that breaks the last release (protos/avatar-v1.binpb, see protos/README.md; buf comes from the
 # page's npm ci in install.sh), and the reference docs/api.md generated from the .proto comments is fresh.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import http.client
 import struct
 
-from avatar.v1 import session_pb2
+from infinitetalk_live_client.avatar.v1 import session_pb2
 
 GRPC_WEB = "application/grpc-web+proto"
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from google.protobuf import descriptor_pb2
 
-from avatar.v1 import session_pb2
+from infinitetalk_live_client.avatar.v1 import session_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"

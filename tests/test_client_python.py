@@ -1,10 +1,12 @@
 """The Python client package (clients/python) as another backend uses it.
 
-Built from clients/python alone (an sdist made there, installed by pip into a fresh virtual environment, the way
-scripts/install.sh installs: pip's ordinary configuration, build isolation with the pinned generator), it must bring
+Built from clients/python alone (an sdist made there, installed by pip into a fresh virtual environment the way a
+backend installs it: pip's ordinary configuration, build isolation with the pinned generator), it must bring
 none of the server's dependencies, and drive a real stack with an API key: create, watch, say, interrupt, end, and
 refused calls whose ApiError carries the code, the sentence and the google.rpc details. Its generated code must be
-what protos/generate.py writes, apart from the package name, so it can never go stale.
+protoc's plain output apart from the package name. And it is the only copy of the public API's generated code: the
+one installed here (scripts/install.sh, editable) is fresh, the server's own avatar.v1 holds none of it, and the
+server's internal modules import it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ GEN = "infinitetalk_live_client/avatar/v1/"
 # What session.proto needs: it, the files it imports (transitively), and the stub of its service only.
 SHIPPED = {f"{name}_pb2{ext}" for name in ("session", "tts", "video", "media") for ext in (".py", ".pyi")}
 SHIPPED.add("session_pb2_grpc.py")
+# What the server's own avatar.v1 (protos/generate.py) keeps: the internal services' modules only.
+SERVER_KEEPS = {"llm_pb2.py", "llm_pb2.pyi", "packager_pb2.py", "packager_pb2.pyi"}
+SERVER_KEEPS |= {f"{name}_pb2_grpc.py" for name in ("llm", "packager", "tts", "video")}
 # Import names and distributions of the server that must not come with the client.
 SERVER_MODULES = ("av", "cv2", "piper", "envoy", "torch", "mediapipe", "numpy", "avatar", "services", "infinitetalk")
 SERVER_DISTRIBUTIONS = {
@@ -186,13 +191,17 @@ def _run(args: list[str], cwd: Path, timeout: float = 300) -> str:
     return result.stdout
 
 
-def _generate_py_output(out: Path) -> dict[str, str]:
-    """What protos/generate.py writes, by its own code, for every file (into `out`, not into protos/)."""
-    spec = importlib.util.spec_from_file_location("protos_generate", ROOT / "protos" / "generate.py")
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module._generate(out)
+    return module
+
+
+def _generate_py_output(out: Path) -> dict[str, str]:
+    """protoc's plain output for every file, by protos/generate.py's own code (into `out`, not into protos/)."""
+    _load("protos_generate", ROOT / "protos" / "generate.py")._generate(out)
     return {p.name: p.read_text(encoding="utf-8") for p in (out / "avatar" / "v1").glob("*_pb2*")}
 
 
@@ -218,7 +227,7 @@ def test_generator_pin_matches_the_repository():
 
 def test_wheel_holds_fresh_generated_code(tmp_path):
     """A wheel built in the repository layout (../../protos) carries exactly session.proto's generated code, with
-    typed stubs and py.typed, equal to protos/generate.py's apart from the package name; no top-level `avatar`."""
+    typed stubs and py.typed, equal to protoc's plain output apart from the package name; no top-level `avatar`."""
     source = _copy_sources(tmp_path / "src")
     _run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(source)],
@@ -231,6 +240,40 @@ def test_wheel_holds_fresh_generated_code(tmp_path):
     assert "infinitetalk_live_client/py.typed" in names
     assert not any(n.startswith("avatar/") for n in names), names
     _assert_generated_like_protos(files)
+
+
+def test_the_installed_client_modules_are_fresh(tmp_path):
+    """The server and the CLI import the public API from the installed client (editable, from this checkout): its
+    generated modules are what build_protos writes now, with the pinned generator, from the .proto files."""
+    import infinitetalk_live_client.avatar.v1 as v1
+
+    build_protos = _load("build_protos", CLIENT / "build_protos.py")
+    assert set(build_protos.shipped_files(ROOT / "protos")) == SHIPPED
+    fresh = {p.name: p.read_text() for p in build_protos.generate(ROOT / "protos", tmp_path / "v1")}
+    installed = Path(v1.__file__).parent
+    current = {p.name: p.read_text() for p in installed.iterdir() if "_pb2" in p.name}
+    assert set(current) == SHIPPED, f"{installed}: {sorted(current)}; run scripts/install.sh"
+    stale = sorted(name for name in SHIPPED if current[name] != fresh[name])
+    assert not stale, f"{installed}: {stale} stale; run python protos/generate.py (or scripts/install.sh)"
+
+
+def test_the_server_holds_no_copy_and_imports_the_client():
+    """protos/avatar/v1 has only the internal services' generated modules; those import the public ones from the
+    client package, so one set of descriptors and message classes serves the server, the CLI and the client."""
+    import avatar.v1
+    from avatar.v1 import llm_pb2, tts_pb2_grpc, video_pb2_grpc
+    from infinitetalk_live_client.avatar.v1 import media_pb2, tts_pb2, video_pb2
+
+    server = {p.name for p in (ROOT / "protos" / "avatar" / "v1").iterdir() if "_pb2" in p.name}
+    assert server == SERVER_KEEPS, sorted(server)
+    for name in ("session_pb2", "session_pb2_grpc", "tts_pb2", "video_pb2", "media_pb2"):
+        assert importlib.util.find_spec(f"avatar.v1.{name}") is None, name
+    assert avatar.v1.__path__ == [str(ROOT / "protos" / "avatar" / "v1")]
+    assert tts_pb2_grpc.avatar_dot_v1_dot_tts__pb2 is tts_pb2
+    assert video_pb2_grpc.avatar_dot_v1_dot_video__pb2 is video_pb2
+    assert llm_pb2.avatar_dot_v1_dot_media__pb2 is media_pb2
+    assert llm_pb2.DESCRIPTOR.dependencies == [media_pb2.DESCRIPTOR]
+    assert tts_pb2.SynthesizeConfig.__module__ == "infinitetalk_live_client.avatar.v1.tts_pb2"
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ import logging
 import grpc
 import pytest
 
-from avatar.v1 import tts_pb2, tts_pb2_grpc
+from avatar.v1 import tts_pb2_grpc
+from infinitetalk_live_client.avatar.v1 import tts_pb2
 from services.common.config import ConfigError, env_int, env_str
 from services.common.logs import JsonFormatter, session_id_var
 from services.common.server import create_server

@@ -19,11 +19,12 @@ import pytest
 import pytest_asyncio
 from google.protobuf import descriptor as pb_descriptor
 
-from avatar.v1 import llm_pb2, packager_pb2, session_pb2, tts_pb2, video_pb2, video_pb2_grpc
+from avatar.v1 import llm_pb2, packager_pb2, video_pb2_grpc
 from infinitetalk.client import SessionClient, control_metadata, playlist_url
 from infinitetalk.hls import PlaylistFollower, fetch_playlist
 from infinitetalk.procstats import cpu_seconds, io_bytes, rss_mb
 from infinitetalk.stack import SERVICE_ORDER, StackPorts, Supervisor
+from infinitetalk_live_client.avatar.v1 import session_pb2, tts_pb2, video_pb2
 from tests.hls_analysis import decode, lip_sync, loud_span
 
 pytestmark = pytest.mark.e2e

@@ -19,10 +19,10 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from avatar.v1 import session_pb2
 from infinitetalk.client import SessionClient, control_metadata
 from infinitetalk.hls import fetch_playlist, parse_playlist
 from infinitetalk.stack import StackPorts, Supervisor
+from infinitetalk_live_client.avatar.v1 import session_pb2
 
 pytestmark = pytest.mark.e2e
 

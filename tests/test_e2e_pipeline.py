@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from avatar.v1 import media_pb2, session_pb2, tts_pb2, tts_pb2_grpc
+from avatar.v1 import tts_pb2_grpc
 from infinitetalk.client import SessionClient, control_metadata, media_time, playlist_url
 from infinitetalk.hls import PlaylistFollower, fetch, fetch_playlist
 from infinitetalk.stack import SERVICE_ORDER, check_health
+from infinitetalk_live_client.avatar.v1 import media_pb2, session_pb2, tts_pb2
 from services.common.clauses import split_clauses
 from services.common.media import FPS, SAMPLE_RATE_HZ
 from tests.hls_analysis import decode, lip_sync, loud_span, window_rms

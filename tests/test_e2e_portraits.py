@@ -13,9 +13,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
-from avatar.v1 import session_pb2
 from infinitetalk.client import control_metadata
 from infinitetalk.hls import PlaylistFollower, fetch
+from infinitetalk_live_client.avatar.v1 import session_pb2
 from services.common.errors import invalid_argument_reason
 from tests.hls_analysis import decode
 from tests.test_e2e_pipeline import client_for, hls_url, segments_on

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from infinitetalk.speech_drives import SpokenText, speak
 from services.video.backend import Drive, IdleLoop
 from services.video.infinitetalk import schedule
 from services.video.infinitetalk.audio import AudioEncoder, save_tiny_wav2vec2
@@ -23,7 +24,6 @@ from services.video.infinitetalk.model import TINY
 from services.video.infinitetalk.pipeline import ChunkGenerator, SamplingOptions, first_frame_mask, timesteps
 from services.video.infinitetalk.tiny import save_tiny_checkpoints
 from services.video.photo.backend import PhotoBackend
-from services.video.speech_drives import SpokenText, speak
 
 SIZE = 64
 LOOP = IdleLoop(240)

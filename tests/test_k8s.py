@@ -870,7 +870,8 @@ def test_servicemonitor_component_builds(tmp_path: Path) -> None:
 
 def test_readiness_probes_ask_for_the_services_health_names(overlay: tuple[str, Rendered]) -> None:
     """Readiness asks for the service's own name, which the service turns NOT_SERVING when it starts to drain."""
-    from avatar.v1 import llm_pb2, packager_pb2, session_pb2, tts_pb2, video_pb2
+    from avatar.v1 import llm_pb2, packager_pb2
+    from infinitetalk_live_client.avatar.v1 import session_pb2, tts_pb2, video_pb2
 
     names = {
         service.full_name

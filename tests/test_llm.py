@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 import grpc
 import pytest
 
-from avatar.v1 import llm_pb2, llm_pb2_grpc, media_pb2
+from avatar.v1 import llm_pb2, llm_pb2_grpc
+from infinitetalk_live_client.avatar.v1 import media_pb2
 from services.common.config import ConfigError
 from services.common.server import create_server
 from services.llm.config import LlmConfig, build_provider

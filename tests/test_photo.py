@@ -14,6 +14,7 @@ from PIL import Image
 from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from infinitetalk.speech_drives import SpokenText, frame_drives, speak
 from services.common.media import MAX_PORTRAIT_BYTES
 from services.video.backend import Drive, IdleLoop
 from services.video.drawn import DrawnBackend
@@ -22,8 +23,8 @@ from services.video.photo.backend import BUILTINS, PhotoBackend, portrait_name
 from services.video.photo.landmarks import FaceLandmarker
 from services.video.photo.lipsync import measure, mouth_openings
 from services.video.photo.portrait import PortraitError
-from services.video.photo.renderer import PhotoRenderer, i420_to_rgb
-from services.video.speech_drives import SpokenText, frame_drives, speak
+from services.video.photo.renderer import PhotoRenderer
+from services.video.pixels import i420_to_rgb
 
 SENTENCE = "Hello there! I am a photo that talks. Watch my lips move with every word."
 FPS = 25

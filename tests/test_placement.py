@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
-from avatar.v1 import video_pb2, video_pb2_grpc
+from avatar.v1 import video_pb2_grpc
+from infinitetalk_live_client.avatar.v1 import video_pb2
 from services.common.config import ConfigError
 from services.common.server import create_server
 from services.session import placement

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from avatar.v1 import session_pb2
+from infinitetalk_live_client.avatar.v1 import session_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,7 +40,8 @@ def test_session_service_has_no_client_streaming():
 
 
 def test_peer_services_are_bidirectional():
-    from avatar.v1 import llm_pb2, packager_pb2, tts_pb2, video_pb2
+    from avatar.v1 import llm_pb2, packager_pb2
+    from infinitetalk_live_client.avatar.v1 import tts_pb2, video_pb2
 
     for module, service, method in (
         (llm_pb2, "LlmService", "Generate"),

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from services.common.scrub import ADDRESS, MAX_INPUT_CHARS, REDACTED, redact, redact_exception, scrub
 from services.llm import openai as llm_openai
 from services.tts import remote
+from services.tts import service as tts_service
+from services.tts.engine import VoiceInfo
 
 KEY = "sk-test-SECRET123"
 SELF_HOSTED_KEY = "hunter2-self-hosted-key"
@@ -93,3 +97,18 @@ def test_llm_and_tts_use_the_one_copy() -> None:
     assert SELF_HOSTED_KEY not in error.message and "10.1.2.3" not in error.message  # the old tts copy missed both
     failure = remote.transport_error("ElevenLabs", OSError("Connect call failed ('10.9.8.7', 443)"), [KEY])
     assert "10.9.8.7" not in failure.message
+
+
+def test_the_tts_service_scrubs_bearer_tokens_of_unexpected_failures() -> None:
+    assert tts_service.scrub is scrub
+    info = VoiceInfo("elevenlabs:voice", "en", "elevenlabs", "a voice", "elevenlabs:voice")
+    error = RuntimeError(f"upstream said: Authorization: Bearer {SELF_HOSTED_KEY} (Bearer tok.en-123456)")
+    _, message = tts_service._describe(error, info)
+    assert SELF_HOSTED_KEY not in message and "tok.en-123456" not in message and "Bearer " + REDACTED in message
+
+
+def test_one_scrubber_in_the_tree() -> None:
+    services = Path(__file__).resolve().parent.parent / "services"
+    sources = {str(path.relative_to(services.parent)): path.read_text("utf-8") for path in services.rglob("*.py")}
+    defining = sorted(name for name, text in sources.items() if "def scrub(" in text or "_BEARER = re.compile" in text)
+    assert defining == ["services/common/scrub.py"]

@@ -13,7 +13,8 @@ import grpc
 import numpy as np
 import pytest
 
-from avatar.v1 import media_pb2, tts_pb2, tts_pb2_grpc
+from avatar.v1 import tts_pb2_grpc
+from infinitetalk_live_client.avatar.v1 import media_pb2, tts_pb2
 from services.common.server import create_server
 from services.tts.engine import EngineAudio, EngineError, SpeechEngine, VoiceInfo
 from services.tts.resample import resample

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from avatar.v1 import video_pb2
+from infinitetalk_live_client.avatar.v1 import video_pb2
 from services.common.errors import invalid_argument_reason
 from services.video.backend import AvatarInfo, Drive, FrameByFrameRenderer, IdleLoop, PhonemeSpan, RendererBackend
 from services.video.capacity import CapacityMeter

@@ -15,8 +15,9 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 from PIL import Image
 
-from avatar.v1 import video_pb2, video_pb2_grpc
-from services.video.backend import AvatarInfo
+from avatar.v1 import video_pb2_grpc
+from infinitetalk_live_client.avatar.v1 import video_pb2
+from services.video.backend import AvatarInfo, PortraitBackend
 from services.video.drawn import DrawnBackend
 from services.video.photo.backend import PhotoBackend
 from services.video.photo.landmarks import FaceLandmarker
@@ -143,7 +144,7 @@ async def test_a_service_without_a_photo_renderer_says_so():
 # -- preparation under load and abuse: its own pool, permits held by the work, formats settled before parsing -------
 
 
-class SlowPortraits(DrawnBackend):
+class SlowPortraits(DrawnBackend, PortraitBackend):
     """A photo backend stand-in whose decode blocks until `release`: what a large photo does to its thread."""
 
     def __init__(self) -> None:

@@ -25,7 +25,8 @@ import grpc
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from avatar.v1 import media_pb2, packager_pb2, packager_pb2_grpc, video_pb2, video_pb2_grpc
+from avatar.v1 import packager_pb2, packager_pb2_grpc, video_pb2_grpc
+from infinitetalk_live_client.avatar.v1 import media_pb2, video_pb2
 from services.common.interceptors import SESSION_ID_METADATA_KEY
 from services.common.server import create_server
 from services.packager.config import PackagerConfig

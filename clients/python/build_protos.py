@@ -4,12 +4,16 @@ Why at build time: the .proto files in the repository's `protos/` are the one so
 would go stale. The wheel gets exactly what `session.proto` needs (it and the files it imports, transitively), with
 messages (`_pb2.py`), typed stubs (`_pb2.pyi`) and the gRPC stub of the public service (`session_pb2_grpc.py`).
 
+These are the only copy of the public API's generated code: the server and the repository's CLI import them from
+this package too (scripts/install.sh installs it editable, which writes them into the source tree, gitignored).
+`shipped_files()` names them; protos/generate.py leaves exactly those out of the server's own `avatar.v1`, which
+holds only the internal services' modules and imports the public ones from here.
+
 Why the imports are rewritten: protoc writes `from avatar.v1 import tts_pb2` for a file that imports
 `avatar/v1/tts.proto`. Installed as a top-level `avatar` package, the client would clash with the server's own
 `avatar` package in the same environment (and shadow or be shadowed by it). So the modules live in
 `infinitetalk_live_client.avatar.v1` and their `avatar.` imports become `infinitetalk_live_client.avatar.`; nothing
-else changes (tests/test_client_python.py compares the result with protos/generate.py's output). Both copies can be
-imported in one process: they register identical descriptors for the same .proto file names, which protobuf accepts.
+else changes (tests/test_client_python.py compares the result with protoc's plain output).
 
 Where the .proto files come from: inside an sdist, its own `protos/` (the sdist step copies them there); in the
 repository, `../../protos`.
@@ -67,6 +71,14 @@ def needed_protos(root: Path) -> list[str]:
     return sorted(seen)
 
 
+def shipped_files(root: Path) -> list[str]:
+    """The names of the generated files the package ships (what `generate` writes): `x_pb2.py` and `x_pb2.pyi` for
+    every needed .proto, `x_pb2_grpc.py` for `SERVICE_PROTOS` only."""
+    names = [f"{Path(proto).stem}_pb2{ext}" for proto in needed_protos(root) for ext in (".py", ".pyi")]
+    names += [f"{Path(proto).stem}_pb2_grpc.py" for proto in SERVICE_PROTOS]
+    return sorted(names)
+
+
 def rewrite_imports(source: str) -> str:
     """`from avatar.v1 import x_pb2` -> `from infinitetalk_live_client.avatar.v1 import x_pb2` (see the module doc),
     and the module's own name for its classes likewise; nothing else."""
@@ -101,6 +113,8 @@ def generate(root: Path, package_dir: Path) -> list[Path]:
                 raise SystemExit(f"{source.name}: an `avatar.` import was left unrewritten")
             target.write_text(text, encoding="utf-8")
             written.append(target)
+    if sorted(path.name for path in written) != shipped_files(root):
+        raise SystemExit(f"generated {sorted(path.name for path in written)}, expected {shipped_files(root)}")
     return written
 
 

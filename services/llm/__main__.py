@@ -6,14 +6,15 @@ import logging
 
 from avatar.v1 import llm_pb2, llm_pb2_grpc
 from services.common.config import ServerConfig
+from services.common.ports import GRPC_PORTS, METRICS_PORTS
 from services.common.server import run, serve
 from services.llm.config import LlmConfig, build_providers
 from services.llm.service import LlmServicer
 
 log = logging.getLogger("services.llm")
 
-DEFAULT_PORT = 50052
-DEFAULT_METRICS_PORT = 9102
+DEFAULT_PORT = GRPC_PORTS["llm"]
+DEFAULT_METRICS_PORT = METRICS_PORTS["llm"]
 
 
 async def main() -> None:

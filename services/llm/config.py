@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from services.common.config import ConfigError, env_float, env_int, env_str
+from services.common.providers import DEFAULT_LLM_PROVIDER, LLM_PROVIDERS, OFFLINE, OPENAI
 from services.llm.provider import ChatProvider
 
-PROVIDERS = ("offline", "openai")
+PROVIDERS = LLM_PROVIDERS
 DEFAULT_MODEL = "gpt-4o-mini"
 # Without a key, a server at one of these hosts (the SDK's default included) refuses every request, so fail at start.
 _KEYED_HOSTS = ("api.openai.com",)
@@ -21,7 +22,7 @@ class LlmConfig:
     LLM_OFFLINE_TOKEN_DELAY_MS; for openai: OPENAI_API_KEY, OPENAI_BASE_URL, LLM_MODEL, LLM_TIMEOUT_S,
     LLM_STALL_TIMEOUT_S, LLM_MAX_RETRIES."""
 
-    provider: str = "offline"
+    provider: str = DEFAULT_LLM_PROVIDER
     history_chars: int = 8000
     max_reply_chars: int = 4000
     turn_timeout_s: float = 120.0
@@ -35,7 +36,7 @@ class LlmConfig:
 
     @classmethod
     def from_env(cls) -> LlmConfig:
-        provider = env_str("LLM_PROVIDER", "offline").strip().lower()
+        provider = env_str("LLM_PROVIDER", DEFAULT_LLM_PROVIDER).strip().lower()
         if provider not in PROVIDERS:
             raise ConfigError(f"LLM_PROVIDER={provider!r} is not supported; choose one of: {', '.join(PROVIDERS)}")
         turn_timeout_s = env_float("LLM_TURN_TIMEOUT_S", 120.0)
@@ -67,7 +68,7 @@ class LlmConfig:
             stall_timeout_s=stall_timeout_s,
             max_retries=env_int("LLM_MAX_RETRIES", 3, minimum=0),
         )
-        if provider == "openai":
+        if provider == OPENAI:
             missing = config.openai_missing()
             if missing:
                 raise ConfigError(missing)
@@ -87,11 +88,11 @@ class LlmConfig:
 def build_provider(config: LlmConfig, name: str | None = None) -> ChatProvider:
     """The provider named `name` (default: `config.provider`); ConfigError for an unknown or unconfigured one."""
     name = config.provider if name is None else name
-    if name == "offline":
+    if name == OFFLINE:
         from services.llm.offline import OfflinePersona
 
         return OfflinePersona(token_delay_s=config.offline_token_delay_ms / 1000.0)
-    if name == "openai":
+    if name == OPENAI:
         missing = config.openai_missing()
         if missing:
             raise ConfigError(missing)

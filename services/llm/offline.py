@@ -16,6 +16,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 
+from services.common.providers import OFFLINE
 from services.llm.provider import ROLE_USER, ChatProvider
 
 DEFAULT_NAME = "Nova"
@@ -166,7 +167,7 @@ def _reflect(fragment: str) -> str:
 class OfflinePersona(ChatProvider):
     """Rule-based stand-in for an LLM (see the module docstring): deterministic for a given conversation."""
 
-    name = "offline"
+    name = OFFLINE
 
     def __init__(
         self, token_delay_s: float = DEFAULT_TOKEN_DELAY_S, clock: Callable[[], datetime] | None = None

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import logging
 import random
-import time
 from collections.abc import AsyncIterator, Sequence
 from copy import copy
 from typing import Any
@@ -28,6 +26,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 
+from services.common.providers import OPENAI
+from services.common.retry_after import retry_after_s
 from services.common.scrub import INTERNAL_ERROR, redact, redact_exception, scrub
 from services.llm.provider import ROLE_ASSISTANT, ROLE_USER, ChatProvider, ProviderError
 
@@ -64,26 +64,6 @@ def public_url(url: str) -> str:
         return "(unparseable URL)"
 
 
-def retry_after_s(headers: Any, now: float | None = None) -> float | None:
-    """Seconds the server asked us to wait (`retry-after-ms`, or `Retry-After` as seconds or an HTTP date), or None."""
-    if headers is None:
-        return None
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        with contextlib.suppress(ValueError):
-            return max(0.0, float(raw_ms) / 1000.0)
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    with contextlib.suppress(ValueError):
-        return max(0.0, float(raw))
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
 class _Malformed(Exception):
     """A stream chunk that is not a chat.completion.chunk."""
 
@@ -91,7 +71,7 @@ class _Malformed(Exception):
 class OpenAIChat(ChatProvider):
     """Streams replies from an OpenAI-compatible `/chat/completions` endpoint (see the module docstring)."""
 
-    name = "openai"
+    name = OPENAI
 
     def __init__(
         self,
@@ -247,13 +227,13 @@ class OpenAIChat(ChatProvider):
             retryable = (status in RETRYABLE_STATUS or status >= 500) and getattr(error, "code", None) not in (
                 "insufficient_quota",
             )
-            server_wait = retry_after_s(getattr(error.response, "headers", None))
+            server_wait = retry_after_s(getattr(error.response, "headers", None), max_s=MAX_RETRY_AFTER_S)
         if not retryable or attempt >= self.max_retries:
             if retryable and attempt:
                 final = ProviderError(final.code, f"{final.message} (gave up after {attempt + 1} attempts)")
             return None, final
         backoff = min(MAX_BACKOFF_S, self.backoff_base_s * 2**attempt) * random.uniform(0.8, 1.2)
-        delay = min(MAX_RETRY_AFTER_S, server_wait) if server_wait is not None else backoff
+        delay = server_wait if server_wait is not None else backoff
         return delay, final
 
     def _provider_message(self, error: BaseException) -> str:

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import grpc
 from prometheus_client import Counter, Gauge, Histogram
 
-from avatar.v1 import llm_pb2, llm_pb2_grpc, media_pb2
+from avatar.v1 import llm_pb2, llm_pb2_grpc
+from infinitetalk_live_client.avatar.v1 import media_pb2
 from services.common.clauses import ClauseSplitter
 from services.common.errors import abort_failed_precondition, abort_invalid_argument
 from services.common.logs import session_id_var

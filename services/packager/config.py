@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from services.common.config import ServerConfig, env_float, env_int, env_str
+from services.common.ports import GRPC_PORTS, METRICS_PORTS, PACKAGER_HTTP_PORT
 from services.common.viewer_urls import signing_key_from_env
 
 
@@ -24,7 +25,7 @@ class PackagerConfig:
     see services.common.viewer_urls).
     """
 
-    http_port: int = 8088
+    http_port: int = PACKAGER_HTTP_PORT
     window_segments: int = 900
     retain_ended_s: float = 600.0
     cors_origins: str = ""
@@ -38,7 +39,7 @@ class PackagerConfig:
     @classmethod
     def from_env(cls) -> PackagerConfig:
         return cls(
-            http_port=env_int("HTTP_PORT", 8088, minimum=0),
+            http_port=env_int("HTTP_PORT", PACKAGER_HTTP_PORT, minimum=0),
             window_segments=env_int("HLS_WINDOW_SEGMENTS", 900, minimum=1),
             retain_ended_s=env_float("HLS_RETAIN_ENDED_S", 600.0),
             cors_origins=env_str("HLS_CORS_ORIGINS", ""),
@@ -52,4 +53,4 @@ class PackagerConfig:
 
 
 def server_config() -> ServerConfig:
-    return ServerConfig.from_env(default_port=50055, default_metrics_port=9105)
+    return ServerConfig.from_env(default_port=GRPC_PORTS["packager"], default_metrics_port=METRICS_PORTS["packager"])

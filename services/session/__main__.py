@@ -6,7 +6,8 @@ import logging
 
 import grpc
 
-from avatar.v1 import llm_pb2_grpc, session_pb2, session_pb2_grpc, tts_pb2_grpc
+from avatar.v1 import llm_pb2_grpc, tts_pb2_grpc
+from infinitetalk_live_client.avatar.v1 import session_pb2, session_pb2_grpc
 from services.common.server import MAX_MESSAGE_BYTES, run, serve
 from services.session.access import require_keys
 from services.session.config import SessionConfig, server_config

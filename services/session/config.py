@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from services.common.config import ConfigError, ServerConfig, env_bool, env_float, env_int, env_str
 from services.common.media import FPS, HEIGHT, WIDTH
+from services.common.ports import GRPC_PORTS, METRICS_PORTS
 from services.common.viewer_urls import signing_key_from_env
 from services.session.access import ApiKeys
 from services.session.placement import parse_addresses, parse_video_spec
@@ -110,4 +111,4 @@ class SessionConfig:
 
 
 def server_config() -> ServerConfig:
-    return ServerConfig.from_env(default_port=50051, default_metrics_port=9101)
+    return ServerConfig.from_env(default_port=GRPC_PORTS["session"], default_metrics_port=METRICS_PORTS["session"])

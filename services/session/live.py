@@ -15,7 +15,6 @@ import contextlib
 import logging
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -23,9 +22,11 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter, Gauge, Histogram
 
-from avatar.v1 import llm_pb2, llm_pb2_grpc, media_pb2, packager_pb2, session_pb2, tts_pb2, tts_pb2_grpc, video_pb2
+from avatar.v1 import llm_pb2, llm_pb2_grpc, packager_pb2, tts_pb2_grpc
+from infinitetalk_live_client.avatar.v1 import media_pb2, session_pb2, tts_pb2, video_pb2
 from services.common.clauses import split_clauses
 from services.common.logs import session_id_var
+from services.common.lru import Lru
 from services.common.media import FPS, SAMPLE_RATE_HZ, frame_start_us
 from services.common.viewer_urls import signed_component
 from services.session.chunks import ChunkPlan, CommitPlan, IdleLoopInfo
@@ -139,7 +140,7 @@ class LiveSession:
             config.max_watchers_per_session, lambda: frame_start_us(self.playout.next_play, self.fps)
         )
         self.utterance: Utterance | None = None
-        self._recent: OrderedDict[str, Utterance] = OrderedDict()
+        self._recent: Lru[str, Utterance] = Lru(RECENT_UTTERANCES)  # the newest, by when they began
         self._publish_token = secrets.token_urlsafe(24)
         self._video_ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._video_connected = False
@@ -387,9 +388,7 @@ class LiveSession:
         self._cut(session_pb2.FINISH_REASON_INTERRUPTED)
         utterance = Utterance(new_id(), source, time.monotonic())
         self.utterance = utterance
-        self._recent[utterance.utterance_id] = utterance
-        while len(self._recent) > RECENT_UTTERANCES:
-            self._recent.popitem(last=False)
+        self._recent.put(utterance.utterance_id, utterance)
         self.timeline.begin(utterance.utterance_id)
         self.playout.speech_from = None
         self.narrator.set_state(session_pb2.SESSION_STATE_THINKING, utterance.utterance_id)
@@ -702,7 +701,7 @@ class LiveSession:
 
     def _play(self, slot: FrameSlot) -> None:
         """A frame's time came: its utterance starts, its words are spoken, or its utterance ends."""
-        utterance = self._recent.get(slot.utterance_id or slot.ends_utterance)
+        utterance = self._recent.peek(slot.utterance_id or slot.ends_utterance)
         if utterance is None:
             return
         index = slot.frame_index

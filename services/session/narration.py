@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from avatar.v1 import session_pb2
+from infinitetalk_live_client.avatar.v1 import session_pb2
 from services.session.events import EventBus
 
 

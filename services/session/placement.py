@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import grpc
 
-from avatar.v1 import packager_pb2_grpc, video_pb2, video_pb2_grpc
+from avatar.v1 import packager_pb2_grpc, video_pb2_grpc
+from infinitetalk_live_client.avatar.v1 import video_pb2
 
 log = logging.getLogger(__name__)
 

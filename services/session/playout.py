@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from prometheus_client import Histogram
 
-from avatar.v1 import video_pb2
+from infinitetalk_live_client.avatar.v1 import video_pb2
 from services.common.media import frame_start_us
 from services.session.chunks import ChunkPlan, CommitPlan
 from services.session.preroll import needs_preroll, preroll_frames

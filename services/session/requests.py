@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from avatar.v1 import session_pb2
+from infinitetalk_live_client.avatar.v1 import session_pb2
 from services.common.media import MAX_PORTRAIT_BYTES
+from services.common.providers import LLM_PROVIDERS as KNOWN_LLM_PROVIDERS
 from services.session.access import Caller, check_grants
 
 NAME_LIMIT = 64
 PERSONA_LIMIT = 4000
-LLM_PROVIDERS = {"", "offline", "openai"}
+LLM_PROVIDERS = {"", *KNOWN_LLM_PROVIDERS}  # "": the llm service's default
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,12 @@ import asyncio
 import logging
 import re
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from avatar.v1 import session_pb2, session_pb2_grpc, tts_pb2, video_pb2
+from infinitetalk_live_client.avatar.v1 import session_pb2, session_pb2_grpc, tts_pb2, video_pb2
 from services.common.errors import (
     abort_failed_precondition,
     abort_invalid_argument,
@@ -21,6 +20,7 @@ from services.common.errors import (
     invalid_argument_reason,
 )
 from services.common.logs import session_id_var
+from services.common.lru import Lru
 from services.session.access import Caller, Refusal, bearer, matches_digest, new_token, same_secret, token_digest
 from services.session.config import SessionConfig
 from services.session.events import WatcherTooSlow
@@ -47,8 +47,8 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         self.stubs = stubs
         self.sessions: dict[str, LiveSession] = {}
         self._buckets: dict[str, TokenBucket] = {}
-        self._create_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
-        self._ended: OrderedDict[str, bytes] = OrderedDict()  # session id -> its control token's SHA-256
+        self._create_buckets: Lru[str, TokenBucket] = Lru(CREATE_BUCKETS)
+        self._ended: Lru[str, bytes] = Lru(ENDED_MEMORY)  # session id -> its control token's SHA-256
         self._starting = 0  # CreateSession calls holding a slot before their session is registered
         self._catalogue_cache: tuple[float, session_pb2.GetCatalogResponse] | None = None
         self._janitor: asyncio.Task[None] | None = None
@@ -88,9 +88,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     def _forget(self, session: LiveSession) -> None:
         self.sessions.pop(session.session_id, None)
         self._buckets.pop(session.session_id, None)
-        self._ended[session.session_id] = token_digest(session.control_token)
-        while len(self._ended) > ENDED_MEMORY:
-            self._ended.popitem(last=False)
+        self._ended.put(session.session_id, token_digest(session.control_token))
 
     # -- helpers -----------------------------------------------------------------------------------------------
     async def _session(self, session_id: str, context: grpc.aio.ServicerContext, steer: bool = True) -> LiveSession:
@@ -112,7 +110,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             )
         session = self.sessions.get(session_id)
         if session is None or not same_secret(token, session.control_token):
-            ended = self._ended.get(session_id)
+            ended = self._ended.peek(session_id)  # a caller's guesses keep nothing alive
             if session is None and ended is not None and matches_digest(token, ended):
                 await abort_not_found(context, "session", session_id, "session has ended; create a new one")
             await context.abort(
@@ -204,12 +202,10 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         # Without keys each client address has its own rate (behind the gateway: Envoy's, whose own limits are
         # per client); with keys, each key.
         who = caller.key_id if self.config.api_keys.enabled else (context.peer() or "").rsplit(":", 1)[0]
-        bucket = self._create_buckets.pop(who, None) or TokenBucket(
-            self.config.creates_per_minute / 60, self.config.create_burst
-        )
-        self._create_buckets[who] = bucket
-        while len(self._create_buckets) > CREATE_BUCKETS:
-            self._create_buckets.popitem(last=False)
+        bucket = self._create_buckets.get(who)
+        if bucket is None:
+            bucket = TokenBucket(self.config.creates_per_minute / 60, self.config.create_burst)
+            self._create_buckets.put(who, bucket)
         if not bucket.take():
             await abort_resource_exhausted(
                 context,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from avatar.v1 import session_pb2, tts_pb2
+from infinitetalk_live_client.avatar.v1 import session_pb2, tts_pb2
 from services.session.timeline import Mark
 
 

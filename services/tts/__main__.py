@@ -20,13 +20,14 @@ import grpc
 
 from avatar.v1 import tts_pb2_grpc
 from services.common.config import ServerConfig
+from services.common.ports import GRPC_PORTS, METRICS_PORTS
 from services.common.server import run, serve
 from services.tts.registry import load_setup
 from services.tts.service import SERVICE_NAME, TtsServicer
 
 
 async def main() -> None:
-    config = ServerConfig.from_env(default_port=50053, default_metrics_port=9103)
+    config = ServerConfig.from_env(default_port=GRPC_PORTS["tts"], default_metrics_port=METRICS_PORTS["tts"])
     setup = await asyncio.to_thread(load_setup)
     servicer = TtsServicer(
         setup.engines,

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import logging
 import re
-import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
 
+from services.common.retry_after import retry_after_s
 from services.common.scrub import scrub
 from services.tts.engine import EngineError, VoiceInfo
 
@@ -82,23 +81,7 @@ def status_error(
     hint = _HINTS.get(status, "the service is unavailable" if status >= 500 else "request failed")
     detail = scrub(detail, *secrets)
     message = f"{provider} returned HTTP {status}: {hint.format(key_var=key_var)}" + (f" ({detail})" if detail else "")
-    return ProviderError(code, message, retryable=retryable, retry_after_s=retry_after(headers or {}), status=status)
-
-
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds from a Retry-After header (delta seconds or HTTP date), or from retry-after-ms; None if absent."""
-    lower = {str(k).lower(): v for k, v in headers.items()}
-    if "retry-after-ms" in lower:
-        with contextlib.suppress(ValueError):
-            return max(0.0, float(lower["retry-after-ms"]) / 1000)
-    value = lower.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return None if parsed is None else max(0.0, parsed.timestamp() - time.time())
+    return ProviderError(code, message, retryable=retryable, retry_after_s=retry_after_s(headers), status=status)
 
 
 @dataclass(frozen=True)

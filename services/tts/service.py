@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -23,9 +23,11 @@ import grpc
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
-from avatar.v1 import media_pb2, tts_pb2, tts_pb2_grpc
+from avatar.v1 import tts_pb2_grpc
+from infinitetalk_live_client.avatar.v1 import media_pb2, tts_pb2
 from services.common.errors import abort_invalid_argument, abort_resource_exhausted
 from services.common.logs import session_id_var
+from services.common.lru import Lru
 from services.common.media import SAMPLE_RATE_HZ
 from services.common.scrub import INTERNAL_ERROR, scrub
 from services.tts.engine import EngineAudio, SpeechEngine, VoiceInfo
@@ -202,13 +204,13 @@ class _Stream:
         self.closed = False
         self.out: asyncio.Queue = asyncio.Queue()
         self.credits = asyncio.Semaphore(MAX_BUFFERED_PIECES)
-        self.dropped: OrderedDict[str, None] = OrderedDict()
+        self.dropped: Lru[str, None] = Lru(DROPPED_MEMORY)
         # Clauses of each utterance taken so far (a clause's rank for the scheduler), and the step waiting for a slot.
-        self.clause_counts: OrderedDict[str, int] = OrderedDict()
+        self.clause_counts: Lru[str, int] = Lru(DROPPED_MEMORY)
         self.waiting: tuple[str, Ticket] | None = None
         # Utterances that have sent audio (a failure after that degrades rather than fails), and those degraded.
-        self.spoken: OrderedDict[str, None] = OrderedDict()
-        self.degraded: OrderedDict[str, None] = OrderedDict()
+        self.spoken: Lru[str, None] = Lru(DROPPED_MEMORY)
+        self.degraded: Lru[str, None] = Lru(DROPPED_MEMORY)
         fallback = servicer.fallback
         self.fallback = fallback if engine.remote and fallback is not None and fallback[1] is not engine else None
 
@@ -320,10 +322,7 @@ class _Stream:
             self._drop(uid)
 
     def _drop(self, uid: str) -> None:
-        self.dropped[uid] = None
-        self.dropped.move_to_end(uid)
-        while len(self.dropped) > DROPPED_MEMORY:
-            self.dropped.popitem(last=False)
+        self.dropped.put(uid, None)
         if any(q.clause.utterance_id == uid for q in self.pending):
             self.pending = deque(q for q in self.pending if q.clause.utterance_id != uid)
         if self.waiting is not None and self.waiting[0] == uid:
@@ -349,7 +348,7 @@ class _Stream:
     async def _speak(self, clause: media_pb2.TextClause) -> None:
         uid, index = clause.utterance_id, clause.clause_index
         rank = self.clause_counts.get(uid, 0)
-        _remember(self.clause_counts, uid, rank + 1)
+        self.clause_counts.put(uid, rank + 1)
         state = _ClauseState(started=time.perf_counter(), rank=rank)
         info, engine = (self.info, self.engine)
         if uid in self.degraded and self.fallback is not None:
@@ -435,7 +434,7 @@ class _Stream:
                         state.first_audio = time.perf_counter() - state.started
                         FIRST_AUDIO_SECONDS.labels(engine.name).observe(state.first_audio)
                     self.out.put_nowait((response, True))
-                    _remember(self.spoken, uid)
+                    self.spoken.put(uid, None)
                     if self.is_dropped(uid):
                         break
                 state.offset += len(pcm)
@@ -462,7 +461,7 @@ class _Stream:
         """Switches the rest of the utterance to the fallback voice and tells the client once."""
         if uid in self.degraded:
             return
-        _remember(self.degraded, uid)
+        self.degraded.put(uid, None)
         log.warning(
             "voice provider failed mid-utterance; the fallback voice speaks the rest",
             extra={"utterance_id": uid, "code": code.name, "reason": message, "fallback": fallback.label},
@@ -523,13 +522,6 @@ class _ClauseState:
     word_index: int = 0
     busy: float = 0.0
     first_audio: float | None = None
-
-
-def _remember(memory: OrderedDict, uid: str, value: object = None) -> None:
-    memory[uid] = value
-    memory.move_to_end(uid)
-    while len(memory) > DROPPED_MEMORY:
-        memory.popitem(last=False)
 
 
 def _describe(error: BaseException, info: VoiceInfo) -> tuple[grpc.StatusCode, str]:

@@ -20,9 +20,11 @@ import logging
 
 import grpc
 
-from avatar.v1 import video_pb2, video_pb2_grpc
+from avatar.v1 import video_pb2_grpc
+from infinitetalk_live_client.avatar.v1 import video_pb2
 from services.common.config import ConfigError, ServerConfig, env_float, env_int, env_str
 from services.common.media import FPS, SAMPLE_RATE_HZ
+from services.common.ports import GRPC_PORTS, METRICS_PORTS
 from services.common.server import run, serve
 from services.video.backend import RendererBackend
 from services.video.calibration import speaking_frame_cpu_s
@@ -43,7 +45,7 @@ async def main() -> None:
         # A sequence-parallel helper rank (torchrun): no gRPC server, it computes its shard of rank 0's forwards.
         await asyncio.to_thread(infinitetalk.follow_from_env)
         return
-    config = ServerConfig.from_env(default_port=50054, default_metrics_port=9104)
+    config = ServerConfig.from_env(default_port=GRPC_PORTS["video"], default_metrics_port=METRICS_PORTS["video"])
     backends: list[RendererBackend] = [DrawnBackend()]
     photo: PhotoBackend | None = None
     if env_int("VIDEO_PHOTO_AVATARS", 1, minimum=0):

@@ -20,12 +20,13 @@ import asyncio
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from services.common.lru import Lru
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,16 @@ class RendererBackend(ABC):
         return f"{self.name}/{avatar}"
 
 
+class PortraitBackend(RendererBackend):
+    """A backend that also animates uploaded portraits (PrepareAvatar, a Render config's `portrait`): the video
+    service hands uploads to the first backend of this kind."""
+
+    @abstractmethod
+    def prepare_portrait(self, data: bytes) -> AvatarInfo:
+        """The avatar an uploaded portrait becomes, prepared (or found prepared); a ValueError (PortraitError: with
+        `reason` and `message`) when it cannot be animated. Slow on a miss: called off the event loop."""
+
+
 @dataclass
 class _ResetRule:
     from_frame_index: int
@@ -193,7 +204,7 @@ class FrameByFrameRenderer(AvatarRenderer):
         self.fps = fps
         self._lock = threading.Lock()
         self._stale = StaleFilter()
-        self._history: OrderedDict[int, Any] = OrderedDict()
+        self._history: Lru[int, Any] = Lru(self.history_frames)  # frame index -> the state before it
         self._avg_render_s = 0.0
 
     @abstractmethod
@@ -228,9 +239,7 @@ class FrameByFrameRenderer(AvatarRenderer):
         with self._lock:
             if self._stale.is_stale(drive.frame_index, drive.epoch):
                 return None
-            self._history[drive.frame_index] = self.snapshot()
-            while len(self._history) > self.history_frames:
-                self._history.popitem(last=False)
+            self._history.put(drive.frame_index, self.snapshot())
             started = time.perf_counter()
             cpu_started = time.thread_time()
             data = self.render_frame(drive)
@@ -255,7 +264,7 @@ class FrameByFrameRenderer(AvatarRenderer):
             later = [index for index in self._history if index >= from_frame_index]
             if not later:
                 return
-            state = self._history[min(later)]
+            state = self._history.peek(min(later))
             for index in later:
-                del self._history[index]
+                self._history.pop(index)
             self.restore(state)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from services.video.pixels import i420_planes
+
 BLOCK = 12
 BITS = 32
 PER_ROW = 16
@@ -19,7 +21,7 @@ WHITE, BLACK = 235, 16
 def burn_clock(i420: bytes, width: int, height: int, wall_ms: int) -> bytes:
     """Returns the I420 frame with `wall_ms` burned in (luma only; chroma set neutral under the code)."""
     frame = np.frombuffer(i420, dtype=np.uint8).copy()
-    luma = frame[: width * height].reshape(height, width)
+    luma, u, v = i420_planes(frame, width, height)
     box_w, box_h = PER_ROW * BLOCK + 2 * MARGIN, (BITS // PER_ROW) * BLOCK + 2 * MARGIN
     luma[:box_h, :box_w] = WHITE
     value = wall_ms % (1 << BITS)
@@ -27,10 +29,7 @@ def burn_clock(i420: bytes, width: int, height: int, wall_ms: int) -> bytes:
         row, col = divmod(bit, PER_ROW)
         y, x = MARGIN + row * BLOCK, MARGIN + col * BLOCK
         luma[y : y + BLOCK, x : x + BLOCK] = BLACK if (value >> (BITS - 1 - bit)) & 1 else WHITE
-    chroma_w, chroma_h = width // 2, height // 2
-    for plane in range(2):
-        start = width * height + plane * chroma_w * chroma_h
-        chroma = frame[start : start + chroma_w * chroma_h].reshape(chroma_h, chroma_w)
+    for chroma in (u, v):
         chroma[: box_h // 2 + 1, : box_w // 2 + 1] = 128
     return frame.tobytes()
 

@@ -15,14 +15,15 @@ import math
 import struct
 import threading
 import zlib
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from services.common.lru import Lru
 from services.video.backend import AvatarInfo, AvatarRenderer, Drive, FrameByFrameRenderer, IdleLoop, RendererBackend
 from services.video.idle import GAZES, IdleSchedule, avatar_seed
+from services.video.pixels import i420_planes, i420_size, rgb_to_i420_planes, to_u8
 from services.video.visemes import MouthShape, MouthTracker, TrackerState
 
 DESIGN = 512.0
@@ -213,38 +214,7 @@ class _Painter:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Color conversion: BT.601 limited range, what H.264 players assume for untagged yuv420p.
-
-_RGB_TO_YUV = np.array(
-    [[65.481, -37.797, 112.0], [128.553, -74.203, -93.786], [24.966, 112.0, -18.214]], dtype=np.float32
-) / np.float32(255.0)
-_YUV_OFFSET = np.array([16.0, 128.0, 128.0], dtype=np.float32)
-
-
-def _to_u8(values: np.ndarray) -> np.ndarray:
-    return np.clip(values + 0.5, 0, 255).astype(np.uint8)
-
-
-def rgb_to_i420_planes(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(Y, U, V) uint8 planes of an RGB image with even height and width (chroma averaged over 2x2 blocks)."""
-    yuv = rgb.astype(np.float32) @ _RGB_TO_YUV + _YUV_OFFSET
-    h, w = rgb.shape[:2]
-    chroma = yuv[:, :, 1:].reshape(h // 2, 2, w // 2, 2, 2).mean(axis=(1, 3))
-    return _to_u8(yuv[:, :, 0]), _to_u8(chroma[:, :, 0]), _to_u8(chroma[:, :, 1])
-
-
-def i420_to_rgb(data: bytes, width: int, height: int) -> np.ndarray:
-    """RGB uint8 image of I420 bytes (nearest-neighbour chroma): for previews and tests."""
-    plane = np.frombuffer(data, dtype=np.uint8)
-    y = plane[: width * height].reshape(height, width).astype(np.float32) - 16.0
-    u = plane[width * height : width * height * 5 // 4].reshape(height // 2, width // 2).astype(np.float32) - 128.0
-    v = plane[width * height * 5 // 4 :].reshape(height // 2, width // 2).astype(np.float32) - 128.0
-    u = u.repeat(2, axis=0).repeat(2, axis=1)
-    v = v.repeat(2, axis=0).repeat(2, axis=1)
-    r = 1.164 * y + 1.596 * v
-    g = 1.164 * y - 0.392 * u - 0.813 * v
-    b = 1.164 * y + 2.017 * u
-    return np.clip(np.stack([r, g, b], axis=-1) + 0.5, 0, 255).astype(np.uint8)
+# Previews.
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:
@@ -451,7 +421,7 @@ def _base(style_name: str, width: int, height: int) -> _Base:
     canvas = np.zeros((height + 2 * margin, width + 2 * margin, 3), dtype=np.float32)
     painter = _Painter(canvas, margin + width / 2, margin + height / 2, scale)
     _draw_static(painter, style, canvas.shape[0] / scale, canvas.shape[1] / scale)
-    rgb = _to_u8(canvas)
+    rgb = to_u8(canvas)
     y, _, _ = rgb_to_i420_planes(rgb)
     chroma = {}
     for py in (0, 1):
@@ -645,26 +615,12 @@ def _draw_eyes(p: _Painter, style: Style, lid: float, gaze: tuple[float, float])
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class _PatchCache:
-    """LRU of rendered patches (Y, U, V) keyed by their quantized parameters, bounded in bytes."""
+# LRU of rendered patches (Y, U, V) keyed by their quantized parameters, bounded in bytes.
+_PatchCache = Lru[tuple, tuple[np.ndarray, ...]]
 
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.items: OrderedDict[tuple, tuple[np.ndarray, ...]] = OrderedDict()
-        self.bytes = 0
 
-    def get(self, key: tuple):
-        item = self.items.get(key)
-        if item is not None:
-            self.items.move_to_end(key)
-        return item
-
-    def put(self, key: tuple, item: tuple[np.ndarray, ...]) -> None:
-        self.items[key] = item
-        self.bytes += sum(plane.nbytes for plane in item)
-        while self.bytes > self.max_bytes and len(self.items) > 1:
-            _, old = self.items.popitem(last=False)
-            self.bytes -= sum(plane.nbytes for plane in old)
+def _patch_bytes(planes: tuple[np.ndarray, ...]) -> int:
+    return sum(plane.nbytes for plane in planes)
 
 
 RESTING_LID = 0.14
@@ -692,8 +648,8 @@ class DrawnRenderer(FrameByFrameRenderer):
         self.mouth_box = mouth_box(width, height)
         self.eye_box = eye_box(width, height)
         patch_bytes = 4 * 1024 * 1024
-        self._mouths = _PatchCache(patch_bytes)
-        self._eyes = _PatchCache(patch_bytes)
+        self._mouths: _PatchCache = Lru(max_weight=patch_bytes, weigh=_patch_bytes)
+        self._eyes: _PatchCache = Lru(max_weight=patch_bytes, weigh=_patch_bytes)
 
     @property
     def settle_frames(self) -> int:
@@ -724,10 +680,8 @@ class DrawnRenderer(FrameByFrameRenderer):
         w, h = self.width, self.height
         ox = base.margin - dx
         oy = base.margin - dy
-        out = np.empty(w * h * 3 // 2, dtype=np.uint8)
-        y_plane = out[: w * h].reshape(h, w)
-        u_plane = out[w * h : w * h * 5 // 4].reshape(h // 2, w // 2)
-        v_plane = out[w * h * 5 // 4 :].reshape(h // 2, w // 2)
+        out = np.empty(i420_size(w, h), dtype=np.uint8)
+        y_plane, u_plane, v_plane = i420_planes(out, w, h)
         np.copyto(y_plane, base.y[oy : oy + h, ox : ox + w])
         u_src, v_src = base.chroma[(oy % 2, ox % 2)]
         np.copyto(u_plane, u_src[oy // 2 : oy // 2 + h // 2, ox // 2 : ox // 2 + w // 2])
@@ -784,7 +738,7 @@ class DrawnRenderer(FrameByFrameRenderer):
             origin_x = margin + self.width / 2 - x0 + sub[0]
             origin_y = margin + self.height / 2 - y0 + sub[1]
             draw(_Painter(canvas, origin_x, origin_y, base.scale))
-            drawn = (_to_u8(canvas),)
+            drawn = (to_u8(canvas),)
             cache.put(key, drawn)
         ox = base.margin - dx
         oy = base.margin - dy

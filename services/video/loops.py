@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from prometheus_client import Counter
 
 from services.common.h264 import loop_content_id
+from services.common.lru import Lru
 from services.video.backend import Drive, IdleLoop, RendererBackend
 from services.video.chunker import ChunkAssembler
 from services.video.encoding import EncoderSettings, FrameEncoder
@@ -107,17 +107,23 @@ class LoopCache:
     """Built loops by spec, least recently used out past `max_loops`; one build at a time."""
 
     def __init__(self, max_loops: int = 32) -> None:
-        self.max_loops = max_loops
-        self._loops: OrderedDict[tuple, EncodedLoop] = OrderedDict()
+        self._loops: Lru[tuple, EncodedLoop] = Lru(max_loops)
         self._building: dict[tuple, asyncio.Task[EncodedLoop]] = {}
         self._one_at_a_time = asyncio.Semaphore(1)
         self.builds = 0
+
+    @property
+    def max_loops(self) -> int | None:
+        return self._loops.max_items
+
+    @max_loops.setter
+    def max_loops(self, value: int) -> None:
+        self._loops.max_items = value
 
     async def get(self, spec: LoopSpec) -> EncodedLoop:
         key = spec.key
         loop = self._loops.get(key)
         if loop is not None:
-            self._loops.move_to_end(key)
             return loop
         task = self._building.get(key)
         if task is None:
@@ -130,9 +136,7 @@ class LoopCache:
                 loop = await build_loop(spec)
             self.builds += 1
             LOOPS_BUILT.inc()
-            self._loops[key] = loop
-            while len(self._loops) > self.max_loops:
-                self._loops.popitem(last=False)
+            self._loops.put(key, loop)
             return loop
         finally:
             self._building.pop(key, None)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
 
-from avatar.v1 import video_pb2
+from infinitetalk_live_client.avatar.v1 import video_pb2
 from services.video.backend import AvatarRenderer, Drive, FrameByFrameRenderer, RenderedFrame
 from services.video.capacity import CapacityMeter
 from services.video.chunker import Chunk, ChunkAssembler

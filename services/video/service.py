@@ -19,16 +19,17 @@ import os
 import secrets
 import socket
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
 from prometheus_client import Counter, Gauge, Histogram
 
-from avatar.v1 import packager_pb2_grpc, video_pb2, video_pb2_grpc
+from avatar.v1 import packager_pb2_grpc, video_pb2_grpc
+from infinitetalk_live_client.avatar.v1 import video_pb2
 from services.common.errors import abort_failed_precondition, abort_invalid_argument, abort_resource_exhausted
 from services.common.logs import session_id_var
-from services.video.backend import AvatarInfo, AvatarRenderer, IdleLoop, RendererBackend
+from services.common.lru import Lru
+from services.video.backend import AvatarInfo, AvatarRenderer, IdleLoop, PortraitBackend, RendererBackend
 from services.video.capacity import CapacityMeter, available_cores
 from services.video.drawn import DEFAULT_AVATAR, DrawnBackend
 from services.video.encoding import EncoderSettings, FrameEncoder
@@ -100,9 +101,11 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
         self._fps = 0.0
         self._streams: set[RenderStream] = set()
         self._opening = 0
-        self._photo = [b for b in self.backends if callable(getattr(b, "prepare_portrait", None))]
+        self._photo = [b for b in self.backends if isinstance(b, PortraitBackend)]
         self.portraits = PortraitPool(max_concurrent_prepares)
-        self._packagers: OrderedDict[str, packager_pb2_grpc.PackagerServiceStub] = OrderedDict()
+        self._packagers: Lru[str, packager_pb2_grpc.PackagerServiceStub] = Lru(
+            MAX_PACKAGER_CHANNELS, on_evict=self._close_channel
+        )
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     @property
@@ -131,7 +134,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
         """In a pool thread: counted by its real outcome, even when the request that asked has been cancelled."""
         started = time.perf_counter()
         try:
-            info = self._photo[0].prepare_portrait(data)  # type: ignore[attr-defined]
+            info = self._photo[0].prepare_portrait(data)
         except ValueError as error:
             PORTRAITS.labels(getattr(error, "reason", "invalid")).inc()
             raise
@@ -193,12 +196,12 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
         if stub is None:
             channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
             self._channels[address] = channel
-            stub = self._packagers[address] = packager_pb2_grpc.PackagerServiceStub(channel)
-            while len(self._packagers) > MAX_PACKAGER_CHANNELS:
-                old, _ = self._packagers.popitem(last=False)
-                asyncio.get_running_loop().create_task(self._channels.pop(old).close())
-        self._packagers.move_to_end(address)
+            stub = packager_pb2_grpc.PackagerServiceStub(channel)
+            self._packagers.put(address, stub)
         return stub
+
+    def _close_channel(self, address: str, _stub: packager_pb2_grpc.PackagerServiceStub) -> None:
+        asyncio.get_running_loop().create_task(self._channels.pop(address).close())
 
     async def Render(
         self, request_iterator: AsyncIterator[video_pb2.RenderRequest], context: grpc.aio.ServicerContext

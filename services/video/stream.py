@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from prometheus_client import Counter
 
-from avatar.v1 import video_pb2
+from infinitetalk_live_client.avatar.v1 import video_pb2
 from services.video.backend import Drive, PhonemeSpan, StaleFilter
 
 STALE_FRAMES = Counter("video_stale_frames_dropped_total", "Drives or frames dropped because a reset superseded them")

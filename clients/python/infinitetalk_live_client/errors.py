@@ -33,6 +33,7 @@ class ApiError(Exception):
     `message`: the server's sentence, e.g. "text is 6000 characters long; the limit is 5000 characters".
     `details`: the decoded google.rpc details, e.g. `error_details_pb2.BadRequest` (an `Any` when of a type this
     client does not know).
+    The helpers raise it `from` the grpc error underneath: that is its `__cause__`.
     """
 
     def __init__(self, code: grpc.StatusCode, message: str, details: Iterable[message.Message] = ()) -> None:

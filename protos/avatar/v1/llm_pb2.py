@@ -22,7 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from avatar.v1 import media_pb2 as avatar_dot_v1_dot_media__pb2
+from infinitetalk_live_client.avatar.v1 import media_pb2 as avatar_dot_v1_dot_media__pb2
 
 
 DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61vatar/v1/llm.proto\x12\tavatar.v1\x1a\x15\x61vatar/v1/media.proto\"V\n\x0eGenerateConfig\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07persona\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\".\n\x08UserTurn\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\x9c\x01\n\x0fGenerateRequest\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x19.avatar.v1.GenerateConfigH\x00\x12#\n\x04turn\x18\x02 \x01(\x0b\x32\x13.avatar.v1.UserTurnH\x00\x12,\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1a.avatar.v1.CancelUtteranceH\x00\x42\t\n\x07request\"6\n\x08TurnDone\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63lause_count\x18\x02 \x01(\x05\"\x98\x01\n\x10GenerateResponse\x12\'\n\x06\x63lause\x18\x01 \x01(\x0b\x32\x15.avatar.v1.TextClauseH\x00\x12#\n\x04\x64one\x18\x02 \x01(\x0b\x32\x13.avatar.v1.TurnDoneH\x00\x12*\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x19.avatar.v1.UtteranceErrorH\x00\x42\n\n\x08response2U\n\nLlmService\x12G\n\x08Generate\x12\x1a.avatar.v1.GenerateRequest\x1a\x1b.avatar.v1.GenerateResponse(\x01\x30\x01\x62\x06proto3')

@@ -1,4 +1,4 @@
-from avatar.v1 import media_pb2 as _media_pb2
+from infinitetalk_live_client.avatar.v1 import media_pb2 as _media_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Mapping as _Mapping

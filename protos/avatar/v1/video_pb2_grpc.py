@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from avatar.v1 import video_pb2 as avatar_dot_v1_dot_video__pb2
+from infinitetalk_live_client.avatar.v1 import video_pb2 as avatar_dot_v1_dot_video__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

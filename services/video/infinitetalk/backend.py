@@ -26,8 +26,8 @@ from services.video.backend import (
     AvatarRenderer,
     Drive,
     IdleLoop,
+    PortraitBackend,
     RenderedFrame,
-    RendererBackend,
     StaleFilter,
 )
 from services.video.idle import avatar_seed
@@ -35,7 +35,8 @@ from services.video.infinitetalk import schedule
 from services.video.infinitetalk.audio import AudioEncoder, frame_windows
 from services.video.infinitetalk.pipeline import Cancelled, ChunkGenerator, Reference, to_rgb
 from services.video.photo.backend import PhotoBackend
-from services.video.photo.renderer import PhotoRenderer, rgb_to_i420
+from services.video.photo.renderer import PhotoRenderer
+from services.video.pixels import rgb_to_i420
 
 SUFFIX = "-infinitetalk"
 DEFAULT_PROMPT = "A person is talking to the camera, natural head movements, clear lip movements, studio lighting."
@@ -211,7 +212,7 @@ class InfiniteTalkRenderer(AvatarRenderer):
         self._cancel.set()
 
 
-class InfiniteTalkBackend(RendererBackend):
+class InfiniteTalkBackend(PortraitBackend):
     """InfiniteTalk avatars: each photo avatar (built-in or uploaded) animated by the model while it speaks."""
 
     name = "infinitetalk"

@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from services.video.infinitetalk.errors import ComponentError  # also caught from here by callers
+from services.video.infinitetalk.official import OfficialConfigs, load_official_parts
+
 TEXT_TOKENS = 512  # Wan pads prompts to 512 tokens and zeroes the embeddings beyond the prompt's length
 NEGATIVE_PROMPT = (
     "bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, images, static, overall "
@@ -22,10 +25,6 @@ NEGATIVE_PROMPT = (
     "poorly drawn faces, deformed, disfigured, misshapen limbs, fused fingers, still picture, messy background, "
     "three legs, many people in the background, walking backwards"
 )
-
-
-class ComponentError(Exception):
-    """A component folder is missing or incomplete (names the folder and what it lacks)."""
 
 
 def _need(folder: Path, *files: str) -> Path:
@@ -71,13 +70,15 @@ class Components:
 
     @classmethod
     def load_official(
-        cls, wan_dir: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32, configs=None
+        cls,
+        wan_dir: str | Path,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        configs: OfficialConfigs | None = None,
     ) -> Components:
         """The same components from the official `Wan-AI/Wan2.1-I2V-14B-480P` folder (`Wan2.1_VAE.pth`, the umT5 and
-        CLIP `.pth` files, `google/umt5-xxl/`), through the key mappings of `official.py`. `configs`
-        (`official.OfficialConfigs`) defaults to the release's architectures."""
-        from services.video.infinitetalk.official import load_official_parts
-
+        CLIP `.pth` files, `google/umt5-xxl/`), through the key mappings of `official.py`. `configs` defaults to the
+        release's architectures."""
         vae, text, tokenizer, image, processor = load_official_parts(Path(wan_dir), dtype, configs)
         target = torch.device(device)
         for module in (vae, text, image):

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from services.video.backend import AvatarInfo, AvatarRenderer, IdleLoop, RendererBackend
+from services.common.lru import Lru
+from services.video.backend import AvatarInfo, AvatarRenderer, IdleLoop, PortraitBackend
 from services.video.idle import avatar_seed
 from services.video.photo.landmarks import Face, FaceLandmarker
 from services.video.photo.portrait import MIN_FACE_PIXELS, PortraitError, decode_portrait
@@ -68,24 +68,6 @@ class PreparedPortrait:
     face: Face
 
 
-class _Lru:
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.items: OrderedDict = OrderedDict()
-
-    def get(self, key):
-        item = self.items.get(key)
-        if item is not None:
-            self.items.move_to_end(key)
-        return item
-
-    def put(self, key, item) -> None:
-        self.items[key] = item
-        self.items.move_to_end(key)
-        while len(self.items) > self.capacity:
-            self.items.popitem(last=False)
-
-
 def portrait_name(data: bytes) -> str:
     """The avatar name of uploaded bytes: content-addressed, so the same photo is prepared once."""
     return PORTRAIT_PREFIX + hashlib.sha256(data).hexdigest()[:32]
@@ -129,7 +111,7 @@ def prepare(rgb: np.ndarray, name: str, description: str, landmarker: FaceLandma
     return PreparedPortrait(name, description, crop, Face(points, face.presence))
 
 
-class PhotoBackend(RendererBackend):
+class PhotoBackend(PortraitBackend):
     """Photo avatars on CPU."""
 
     name = "photo"
@@ -140,8 +122,8 @@ class PhotoBackend(RendererBackend):
         cv2.setNumThreads(1)
         self._lock = threading.Lock()
         self._prepared: dict[str, PreparedPortrait] = {}
-        self._uploads = _Lru(max_uploads)
-        self._warps = _Lru(max_rigs)
+        self._uploads: Lru[str, PreparedPortrait] = Lru(max_uploads)
+        self._warps: Lru[tuple[str, int, int], PhotoWarp] = Lru(max_rigs)
         self._preparing: dict[str, threading.Lock] = {}
 
     def avatars(self) -> list[AvatarInfo]:

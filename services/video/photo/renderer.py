@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
-import numpy as np
-
 from services.video.backend import Drive, FrameByFrameRenderer, IdleLoop
 from services.video.idle import IdleSchedule
 from services.video.photo.warp import Frame, PhotoWarp, Pose
@@ -66,13 +63,3 @@ class PhotoRenderer(FrameByFrameRenderer):
     def render_frame(self, drive: Drive) -> bytes:
         shape = self.tracker.step(drive.frame_index, drive.pcm, drive.phonemes)
         return self.warp.render_i420(self.pose(drive.frame_index, shape), self._frame)
-
-
-def rgb_to_i420(rgb: np.ndarray) -> bytes:
-    """I420 bytes (BT.601, limited range: what H.264 players assume for untagged video) of an RGB frame."""
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).tobytes()
-
-
-def i420_to_rgb(i420: bytes, width: int, height: int) -> np.ndarray:
-    """RGB uint8 of an I420 frame (what a viewer decodes): for measuring output frames."""
-    return cv2.cvtColor(np.frombuffer(i420, np.uint8).reshape(height * 3 // 2, width), cv2.COLOR_YUV2RGB_I420)

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from services.video.photo.rig import Curve, EyeRig, FaceRig
+from services.video.pixels import i420_planes, i420_size, i420_to_rgb, rgb_to_yuv444
 from services.video.visemes import MouthShape
 
 MAX_GAP = 0.7  # inner-lip gap at fully open, in mouth half-widths
@@ -99,11 +100,8 @@ class Frame:
         self.map_y = np.empty((h, w), np.float32)
         self.chroma_x = np.empty((h // 2, w // 2), np.float32)
         self.chroma_y = np.empty((h // 2, w // 2), np.float32)
-        self.out = np.empty(w * h * 3 // 2, np.uint8)
-        luma, chroma = w * h, (w // 2) * (h // 2)
-        self.plane_y = self.out[:luma].reshape(h, w)
-        self.plane_u = self.out[luma : luma + chroma].reshape(h // 2, w // 2)
-        self.plane_v = self.out[luma + chroma :].reshape(h // 2, w // 2)
+        self.out = np.empty(i420_size(w, h), np.uint8)
+        self.plane_y, self.plane_u, self.plane_v = i420_planes(self.out, w, h)
         x0, y0, x1, y1 = warp.mouth_box
         self.params = warp.mouth_params.copy()
         self.table = np.empty((warp.mouth_rig_table.shape[0], kernels.MOUTH_COLUMNS), np.float32)
@@ -207,9 +205,7 @@ class PhotoWarp:
 
     def render(self, pose: Pose) -> np.ndarray:
         """The frame as RGB uint8 (decoded from the I420 the renderer sends)."""
-        h, w = self.rig.height, self.rig.width
-        i420 = np.frombuffer(self.render_i420(pose), np.uint8).reshape(h * 3 // 2, w)
-        return cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)
+        return i420_to_rgb(self.render_i420(pose), self.rig.width, self.rig.height)
 
     def _head_map(self, pose: Pose, frame: Frame) -> None:
         """Backward map of the head (rotation about the neck pivot and shift) and the breathing body.
@@ -279,15 +275,8 @@ def _load_kernels(warp: PhotoWarp) -> None:
 
 
 def _yuv444(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Y (exactly as OpenCV's RGB->I420 computes it), U and V planes of an RGB picture, all at full resolution
-    (BT.601, limited range)."""
-    h = rgb.shape[0]
-    y = np.ascontiguousarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)[:h])
-    f = rgb.astype(np.float32)
-    r, g, b = f[..., 0], f[..., 1], f[..., 2]
-    u = 128.0 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255.0
-    v = 128.0 + (112.0 * r - 93.786 * g - 18.214 * b) / 255.0
-    planes = [y, *(np.clip(p + 0.5, 0, 255).astype(np.uint8) for p in (u, v))]
+    """Y, U and V planes of an RGB picture, all at full resolution (services.video.pixels), read-only."""
+    planes = rgb_to_yuv444(rgb)
     for plane in planes:
         plane.setflags(write=False)
     return planes[0], planes[1], planes[2]

@@ -3,6 +3,9 @@
 For tools that exercise a renderer without the whole stack: the contact sheet, the renderer benchmark and the
 lip-sync tests. The drives carry exactly what the session service would send: each frame's PCM and the phoneme
 marks that start in it.
+
+It joins two services (the tts service's voice, the video service's drives), which no service may do, so it lives
+here in the tool package rather than in services/video.
 """
 
 from __future__ import annotations
