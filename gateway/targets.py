@@ -34,7 +34,7 @@ GRPC_PREFIX = "/avatar.v1.SessionService/"
 UPLOAD_PATH = GRPC_PREFIX + "CreateSession"
 UPLOAD_MAX_REQUEST_BYTES = 11 * 1024 * 1024 + 512 * 1024
 # Route timeouts (the whole exchange). CreateSession may prepare a portrait (up to 30 s in the session service) after
-# the catalogue and placement; the other unary calls answer at once. WatchSession has no total limit: it is cut when
+# the catalog and placement; the other unary calls answer at once. WatchSession has no total limit: it is cut when
 # silent for Limits.stream_idle_timeout_s, and the session service sends a heartbeat well within that.
 CREATE_TIMEOUT_S = 60.0
 API_TIMEOUT_S = 30.0

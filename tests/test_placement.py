@@ -137,7 +137,7 @@ def test_address_lists_are_checked_at_start(video: str, packager: str, words: st
             make()
 
 
-async def test_the_catalogue_comes_from_a_live_worker_when_another_is_dead() -> None:
+async def test_the_catalog_comes_from_a_live_worker_when_another_is_dead() -> None:
     server, addr = await start_worker(2)
     workers = VideoWorkers(f"127.0.0.1:1,{addr}", grpc.aio.insecure_channel)
     try:

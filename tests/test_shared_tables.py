@@ -19,9 +19,8 @@ REPO = Path(__file__).resolve().parent.parent
 K8S_BASE = REPO / "k8s" / "base"
 PORTS = {*GRPC_PORTS.values(), *METRICS_PORTS.values(), PACKAGER_HTTP_PORT, GATEWAY_PORT}
 PORT_IN_TEXT = re.compile(r":(\d{4,5})\b")
-# Python code that may still spell a port out. infinitetalk/cli.py's DEFAULT_ADDR belongs to the CLI's rework and
-# should import GRPC_PORTS too; remove it here when it does.
-SPELLED_OUT_ALLOWED = {"services/common/ports.py", "infinitetalk/cli.py"}
+# The one Python module that spells the ports out.
+SPELLED_OUT_ALLOWED = {"services/common/ports.py"}
 
 
 def test_the_port_table_is_complete_and_distinct() -> None:

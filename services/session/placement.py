@@ -117,7 +117,7 @@ class VideoWorkers:
 
     async def list_avatars(self, timeout_s: float = 10.0) -> video_pb2.ListAvatarsResponse:
         """The avatars on offer, from the first worker that answers (every worker offers the same ones): a dead
-        worker in the list must not make the catalogue, and so CreateSession, fail."""
+        worker in the list must not make the catalog, and so CreateSession, fail."""
         await self.refresh()
         workers = list(self.workers.values())
         if not workers:

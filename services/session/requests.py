@@ -1,5 +1,5 @@
 """What a CreateSession request may ask for: sizes and names first (no await needed), then its choices against the
-catalogue and the caller's grants. Pure: the service turns a refusal into the gRPC status."""
+catalog and the caller's grants. Pure: the service turns a refusal into the gRPC status."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def check_sizes(request: session_pb2.CreateSessionRequest) -> None:
 
 
 def check_choices(
-    request: session_pb2.CreateSessionRequest, caller: Caller, catalogue: session_pb2.GetCatalogResponse
+    request: session_pb2.CreateSessionRequest, caller: Caller, catalog: session_pb2.GetCatalogResponse
 ) -> tuple[str, str]:
     """(avatar, voice) the session will use (avatar "" for a portrait); Refusal when the caller's key lacks a
     grant, InvalidField for a name the server does not offer."""
@@ -57,16 +57,16 @@ def check_choices(
         caller,
         offline=request.options.pacing == session_pb2.PACING_OFFLINE,
         llm_choice=bool(request.options.llm_provider or request.options.llm_model),
-        voice_choice=request.voice not in ("", catalogue.default_voice),
+        voice_choice=request.voice not in ("", catalog.default_voice),
     )
     avatar = ""
     if not request.portrait:
-        avatar = request.avatar or catalogue.default_avatar
-        avatars = [a.name for a in catalogue.avatars]
+        avatar = request.avatar or catalog.default_avatar
+        avatars = [a.name for a in catalog.avatars]
         if avatar not in avatars:
             raise InvalidField("avatar", f"unknown avatar {avatar!r}; choose one of {avatars}")
-    voice = request.voice or catalogue.default_voice
-    voices = [v.name for v in catalogue.voices]
+    voice = request.voice or catalog.default_voice
+    voices = [v.name for v in catalog.voices]
     if voice not in voices:
         raise InvalidField("voice", f"unknown voice {voice!r}; choose one of {voices}")
     return avatar, voice

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
 ENDED_MEMORY = 4096
 CREATE_BUCKETS = 10_000  # callers whose CreateSession rate is remembered (LRU)
-CATALOGUE_TTL_S = 30.0
+CATALOG_TTL_S = 30.0
 # MAX_PORTRAIT_BYTES (shared with the video service) is checked here too, so an oversized upload is refused before
 # it travels on. Memory: a live session keeps its portrait's bytes (for its Render stream's config, resent on every
 # reconnection) and drops them when it ends: at most max_sessions x 8 MiB.
@@ -50,7 +50,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         self._create_buckets: Lru[str, TokenBucket] = Lru(CREATE_BUCKETS)
         self._ended: Lru[str, bytes] = Lru(ENDED_MEMORY)  # session id -> its control token's SHA-256
         self._starting = 0  # CreateSession calls holding a slot before their session is registered
-        self._catalogue_cache: tuple[float, session_pb2.GetCatalogResponse] | None = None
+        self._catalog_cache: tuple[float, session_pb2.GetCatalogResponse] | None = None
         self._janitor: asyncio.Task[None] | None = None
         self._ending: set[asyncio.Task[None]] = set()  # sessions ended in the background (kept from the GC)
 
@@ -144,27 +144,27 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             )
         return cleaned
 
-    async def _catalogue(self) -> session_pb2.GetCatalogResponse:
-        """Avatars and voices from the video and tts services, cached for CATALOGUE_TTL_S."""
-        cached = self._catalogue_cache
-        if cached is not None and time.monotonic() - cached[0] < CATALOGUE_TTL_S:
+    async def _catalog(self) -> session_pb2.GetCatalogResponse:
+        """Avatars and voices from the video and tts services, cached for CATALOG_TTL_S."""
+        cached = self._catalog_cache
+        if cached is not None and time.monotonic() - cached[0] < CATALOG_TTL_S:
             return cached[1]
         avatars = await self.stubs.video.list_avatars()
         voices = await self.stubs.tts.ListVoices(tts_pb2.ListVoicesRequest(), timeout=10)
-        catalogue = session_pb2.GetCatalogResponse(
+        catalog = session_pb2.GetCatalogResponse(
             avatars=avatars.avatars,
             default_avatar=avatars.default_avatar,
             voices=voices.voices,
             default_voice=voices.default_voice,
         )
-        self._catalogue_cache = (time.monotonic(), catalogue)
-        return catalogue
+        self._catalog_cache = (time.monotonic(), catalog)
+        return catalog
 
-    async def _catalogue_or_abort(self, context: grpc.aio.ServicerContext) -> session_pb2.GetCatalogResponse:
+    async def _catalog_or_abort(self, context: grpc.aio.ServicerContext) -> session_pb2.GetCatalogResponse:
         try:
-            return await self._catalogue()
+            return await self._catalog()
         except grpc.aio.AioRpcError as error:  # the transport's detail names internal addresses: logs only
-            log.warning("catalogue unavailable", extra={"code": error.code().name, "detail": error.details()})
+            log.warning("catalog unavailable", extra={"code": error.code().name, "detail": error.details()})
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the avatar or voice service is unavailable; try again")
             raise
 
@@ -230,7 +230,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def _create_session(self, request, context: grpc.aio.ServicerContext, caller: Caller):
         try:
             check_sizes(request)
-            avatar, voice = check_choices(request, caller, await self._catalogue_or_abort(context))
+            avatar, voice = check_choices(request, caller, await self._catalog_or_abort(context))
         except InvalidField as invalid:
             await abort_invalid_argument(context, invalid.field, invalid.message, reason=invalid.reason)
         except Refusal as refusal:
@@ -349,7 +349,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return session_pb2.EndSessionResponse()
 
     async def GetCatalog(self, request, context):
-        return await self._catalogue_or_abort(context)
+        return await self._catalog_or_abort(context)
 
     async def WatchSession(self, request, context) -> AsyncIterator[session_pb2.WatchSessionResponse]:
         session = await self._session(request.session_id, context, steer=False)

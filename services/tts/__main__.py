@@ -14,31 +14,29 @@ TTS_THREADS Piper threads are busy."""
 from __future__ import annotations
 
 import asyncio
-import os
 
 import grpc
 
 from avatar.v1 import tts_pb2_grpc
-from services.common.config import ServerConfig
-from services.common.ports import GRPC_PORTS, METRICS_PORTS
 from services.common.server import run, serve
+from services.tts.config import TtsConfig
 from services.tts.registry import load_setup
 from services.tts.service import SERVICE_NAME, TtsServicer
 
 
 async def main() -> None:
-    config = ServerConfig.from_env(default_port=GRPC_PORTS["tts"], default_metrics_port=METRICS_PORTS["tts"])
+    config = TtsConfig.from_env()
     setup = await asyncio.to_thread(load_setup)
     servicer = TtsServicer(
         setup.engines,
-        default_voice=os.environ.get("TTS_DEFAULT_VOICE") or None,
+        default_voice=config.default_voice,
         fallback_voice=setup.fallback_voice,
     )
 
     def register(server: grpc.aio.Server) -> None:
         tts_pb2_grpc.add_TtsServiceServicer_to_server(servicer, server)
 
-    await serve("tts", config, register, [SERVICE_NAME])
+    await serve("tts", config.server, register, [SERVICE_NAME])
 
 
 if __name__ == "__main__":

@@ -22,13 +22,13 @@ import grpc
 
 from avatar.v1 import video_pb2_grpc
 from infinitetalk_live_client.avatar.v1 import video_pb2
-from services.common.config import ConfigError, ServerConfig, env_float, env_int, env_str
+from services.common.config import ConfigError
 from services.common.media import FPS, SAMPLE_RATE_HZ
-from services.common.ports import GRPC_PORTS, METRICS_PORTS
 from services.common.server import run, serve
 from services.video.backend import RendererBackend
 from services.video.calibration import speaking_frame_cpu_s
-from services.video.capacity import CapacityMeter, available_cores
+from services.video.capacity import CapacityMeter
+from services.video.config import VideoConfig
 from services.video.drawn import DrawnBackend, warm_up
 from services.video.infinitetalk import loader as infinitetalk
 from services.video.photo.backend import DEFAULT_PHOTO_AVATAR, PhotoBackend
@@ -45,10 +45,10 @@ async def main() -> None:
         # A sequence-parallel helper rank (torchrun): no gRPC server, it computes its shard of rank 0's forwards.
         await asyncio.to_thread(infinitetalk.follow_from_env)
         return
-    config = ServerConfig.from_env(default_port=GRPC_PORTS["video"], default_metrics_port=METRICS_PORTS["video"])
+    config = VideoConfig.from_env()
     backends: list[RendererBackend] = [DrawnBackend()]
     photo: PhotoBackend | None = None
-    if env_int("VIDEO_PHOTO_AVATARS", 1, minimum=0):
+    if config.photo_avatars:
         try:
             await asyncio.to_thread(FaceLandmarker.shared)
             photo = PhotoBackend()
@@ -58,28 +58,24 @@ async def main() -> None:
     if photo is not None and infinitetalk.enabled():
         # Slow (loads the models): before the service reports SERVING. Its avatars are `<photo avatar>-infinitetalk`.
         backends.insert(0, await asyncio.to_thread(infinitetalk.backend_from_env, photo))
-    default_avatar = env_str("VIDEO_DEFAULT_AVATAR", DEFAULT_PHOTO_AVATAR if photo else "drawn")
-    warm_size = env_int("VIDEO_WARM_SIZE", 512, minimum=0)
-    budget = env_float("VIDEO_CPU_BUDGET", 0.75 * available_cores())
-    share = env_float("VIDEO_SPEAKING_SHARE", 0.25)
-    if budget <= 0 or not 0 < share <= 1:
-        raise ConfigError("VIDEO_CPU_BUDGET must be positive and VIDEO_SPEAKING_SHARE in (0, 1]")
+    default_avatar = config.default_avatar or (DEFAULT_PHOTO_AVATAR if photo else "drawn")
+    warm_size = config.warm_size
     meter = CapacityMeter(
-        budget_cores=budget,
+        budget_cores=config.cpu_budget_cores,
         fps=FPS,
-        speaking_share=share,
-        max_streams=env_int("VIDEO_MAX_STREAMS", 64, minimum=1),
+        speaking_share=config.speaking_share,
+        max_streams=config.max_streams,
         frame_cpu_s=0.01,
     )
     try:
         servicer = VideoServicer(
             backends=backends,
             default_avatar=default_avatar,
-            max_queued_frames=env_int("VIDEO_MAX_QUEUED_FRAMES", 50, minimum=1),
+            max_queued_frames=config.max_queued_frames,
             meter=meter,
-            crf=env_int("VIDEO_CRF", 23, minimum=0),
-            max_kbps=env_int("VIDEO_MAX_KBPS", 3000, minimum=0),
-            burn_clock=env_int("VIDEO_BURN_CLOCK", 0, minimum=0) > 0,
+            crf=config.crf,
+            max_kbps=config.max_kbps,
+            burn_clock=config.burn_clock,
         )
     except ValueError as error:
         raise ConfigError(f"VIDEO_DEFAULT_AVATAR: {error}") from None
@@ -96,7 +92,7 @@ async def main() -> None:
             "capacity measured",
             extra={
                 "speaking_stream_cores": round(meter.speaking_stream_cores, 3),
-                "cpu_budget_cores": round(budget, 2),
+                "cpu_budget_cores": round(config.cpu_budget_cores, 2),
                 "capacity": meter.capacity(),
                 "speaking_capacity": meter.speaking_capacity(0),
             },
@@ -107,7 +103,7 @@ async def main() -> None:
 
     gauges = asyncio.create_task(servicer.keep_gauges_fresh(), name="video-gauges")
     try:
-        await serve("video", config, register, [SERVICE_NAME])
+        await serve("video", config.server, register, [SERVICE_NAME])
     finally:
         gauges.cancel()
 
