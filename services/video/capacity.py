@@ -87,9 +87,12 @@ class CapacityMeter:
         self._window_work = self._window_stream_seconds = 0.0
 
     def capacity(self) -> int:
+        """At least one: the idle cost is measured only while streams run, so a worker that refused its first stream
+        on a bad estimate (e.g. one taken while numba compiled the renderer's kernels on a fresh machine) would keep
+        that estimate, and refuse, for good."""
         self._maybe_close_window(time.monotonic())
         per_stream = self.idle_stream_cores + self.speaking_share * self.speaking_stream_cores
-        return max(0, min(self.max_streams, math.floor(self.budget_cores / per_stream)))
+        return max(1, min(self.max_streams, math.floor(self.budget_cores / per_stream)))
 
     def speaking_capacity(self, streams: int) -> int:
         """At least one: a worker never refuses its only speaker (who would stall no one but itself)."""
