@@ -39,8 +39,9 @@ from pathlib import Path
 
 import grpc
 
-from infinitetalk.hls import fetch_playlist
-from infinitetalk.stack import StackPorts, Supervisor
+from infinitetalk_live.hls import fetch_playlist
+from infinitetalk_live.ports import StackPorts
+from infinitetalk_live.stack import Supervisor
 from infinitetalk_live_client.avatar.v1 import session_pb2, session_pb2_grpc
 from services.video.clock_burn import BITS, BLOCK, MARGIN, PER_ROW
 from tests.browser import CHROMIUM, CHROMIUM_ARGS

@@ -28,10 +28,11 @@ from pathlib import Path
 import grpc
 
 from avatar.v1 import video_pb2_grpc
-from infinitetalk.client import SessionClient, SpeakResult, control_metadata, playlist_url
-from infinitetalk.hls import fetch_playlist
-from infinitetalk.procstats import cpu_seconds, rss_mb
-from infinitetalk.stack import SERVICE_ORDER, StackPorts, Supervisor
+from infinitetalk_live.client import SessionClient, SpeakResult, control_metadata, playlist_url
+from infinitetalk_live.hls import fetch_playlist
+from infinitetalk_live.ports import SERVICE_ORDER, StackPorts
+from infinitetalk_live.procstats import cpu_seconds, rss_mb
+from infinitetalk_live.stack import Supervisor
 from infinitetalk_live_client.avatar.v1 import session_pb2, video_pb2
 
 SPEECH = (
@@ -123,7 +124,10 @@ async def worker_status(addr: str) -> video_pb2.GetWorkerStatusResponse:
 
 async def run(window_s: float) -> None:
     ports = StackPorts.free()
-    supervisor = Supervisor(ports, log_dir=Path(tempfile.mkdtemp(prefix="infinitetalk-density-")), report=False)
+    # One client opens dozens of sessions within a minute: above the per-client create rate a deployment keeps.
+    limits = {"SESSION_CREATES_PER_MINUTE": "600", "SESSION_CREATE_BURST": "100"}
+    logs = Path(tempfile.mkdtemp(prefix="infinitetalk-density-"))
+    supervisor = Supervisor(ports, log_dir=logs, extra_env=limits, report=False)
     rows: list[Row] = []
     stalls: list[int] = []
     first_speech: list[float] = []

@@ -27,7 +27,7 @@ import time
 import numpy as np
 import torch
 
-from infinitetalk.speech_drives import speak
+from infinitetalk_live.speech_drives import speak
 from services.video.backend import Drive, IdleLoop
 from services.video.infinitetalk import loader, schedule
 from services.video.photo.backend import PhotoBackend

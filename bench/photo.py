@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from infinitetalk.speech_drives import SpokenText, speak
+from infinitetalk_live.speech_drives import SpokenText, speak
 from services.video.backend import Drive, IdleLoop
 from services.video.drawn import DrawnBackend
 from services.video.idle import loop_frames

@@ -24,15 +24,17 @@ import grpc
 import numpy as np
 
 from avatar.v1 import tts_pb2_grpc
-from infinitetalk.client import SessionClient, playlist_url
-from infinitetalk.hls import PlaylistFollower
-from infinitetalk.procstats import cpu_seconds
-from infinitetalk.speech_drives import frame_drives
-from infinitetalk.stack import SERVICE_ORDER, StackPorts, Supervisor
+from infinitetalk_live.client import SessionClient, playlist_url
+from infinitetalk_live.hls import PlaylistFollower
+from infinitetalk_live.ports import SERVICE_ORDER, StackPorts
+from infinitetalk_live.procstats import cpu_seconds
+from infinitetalk_live.speech_drives import frame_drives
+from infinitetalk_live.stack import Supervisor
 from infinitetalk_live_client.avatar.v1 import media_pb2, session_pb2, tts_pb2
 from services.common.clauses import split_clauses
 from services.common.h264 import is_idr_sample
 from services.common.media import FPS, HEIGHT, SAMPLE_RATE_HZ, SAMPLES_PER_FRAME, WIDTH
+from services.packager.audio import ChunkAudio
 from services.packager.muxer import MuxerSettings, SessionMuxer, VideoChunk
 from services.video.backend import Drive, IdleLoop
 from services.video.chunker import ChunkAssembler
@@ -108,7 +110,7 @@ def bench_stages(pcm: bytes) -> tuple[float, float, float]:
         audio = pcm[start : start + CHUNK_FRAMES * SAMPLES_PER_FRAME * 2]
         audio += bytes(CHUNK_FRAMES * SAMPLES_PER_FRAME * 2 - len(audio))
         frames = tuple(chunk.frames)
-        muxer.add_chunk(VideoChunk(frames, tuple(is_idr_sample(f) for f in frames)), audio, True)
+        muxer.add_chunk(VideoChunk(frames, tuple(is_idr_sample(f) for f in frames)), ChunkAudio(audio), True)
     mux_s = time.process_time() - started
     return render_s / media_s, encode_s / media_s, mux_s / media_s
 

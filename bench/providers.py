@@ -17,8 +17,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from infinitetalk.client import SessionClient
-from infinitetalk.stack import StackPorts, Supervisor
+from infinitetalk_live.client import SessionClient
+from infinitetalk_live.ports import StackPorts
+from infinitetalk_live.stack import Supervisor
 from tests.fakes.elevenlabs_server import ElevenLabsServer
 from tests.fakes.openai_server import FakeOpenAI, Reply
 

@@ -45,8 +45,9 @@ from pathlib import Path
 import grpc
 
 from avatar.v1 import tts_pb2_grpc
-from infinitetalk.procstats import cpu_seconds
-from infinitetalk.stack import check_health, free_port
+from infinitetalk_live.ports import free_port
+from infinitetalk_live.procstats import cpu_seconds
+from infinitetalk_live.stack import check_health
 from infinitetalk_live_client.avatar.v1 import media_pb2, tts_pb2
 from services.common.clauses import split_clauses
 from services.common.media import SAMPLE_RATE_HZ

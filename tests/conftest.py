@@ -13,7 +13,8 @@ from unittest import mock
 import pytest
 import pytest_asyncio
 
-from infinitetalk.stack import StackPorts, Supervisor
+from infinitetalk_live.ports import StackPorts
+from infinitetalk_live.stack import Supervisor
 
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "artifacts"))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass
 
 import av
@@ -83,3 +84,34 @@ def loud_span(
     if loud.size == 0:
         return None
     return float(loud[0] * window_s), float((loud[-1] + 1) * window_s)
+
+
+def track_ends(fragment: bytes) -> dict[int, int]:
+    """track id → end of its samples in this moof + mdat fragment (base decode time plus durations), in the
+    track's timescale. Reads what the packager writes: tfdt, and trun with per-sample durations."""
+
+    def children(start: int, end: int) -> dict[bytes, tuple[int, int]]:
+        found = {}
+        while start < end:
+            size, kind = struct.unpack_from(">I4s", fragment, start)
+            found.setdefault(kind, []).append((start + 8, start + size))
+            start += size
+        return found
+
+    ends: dict[int, int] = {}
+    (moof_start, moof_end), *_ = children(0, len(fragment))[b"moof"]
+    for traf_start, traf_end in children(moof_start, moof_end).get(b"traf", []):
+        boxes = children(traf_start, traf_end)
+        (track_id,) = struct.unpack_from(">I", fragment, boxes[b"tfhd"][0][0] + 4)
+        tfdt = boxes[b"tfdt"][0][0]
+        version = fragment[tfdt]
+        (base,) = struct.unpack_from(">Q" if version else ">I", fragment, tfdt + 4)
+        trun = boxes[b"trun"][0][0]
+        flags = struct.unpack_from(">I", fragment, trun)[0] & 0xFFFFFF
+        (count,) = struct.unpack_from(">I", fragment, trun + 4)
+        assert flags & 0x100, "per-sample durations"
+        position = trun + 8 + 4 * bool(flags & 0x1) + 4 * bool(flags & 0x4)
+        entry = 4 * sum(bool(flags & bit) for bit in (0x100, 0x200, 0x400, 0x800))
+        durations = (struct.unpack_from(">I", fragment, position + i * entry)[0] for i in range(count))
+        ends[track_id] = base + sum(durations)
+    return ends

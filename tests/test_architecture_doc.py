@@ -8,11 +8,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "ARCHITECTURE.md"
-PACKAGES = ("services", "infinitetalk", "gateway")
+PACKAGES = ("services", "infinitetalk_live", "gateway")
 
 
 def named_modules() -> set[str]:
-    return set(re.findall(r"`((?:services|infinitetalk|gateway)/[\w/]+\.py)`", DOC.read_text()))
+    return set(re.findall(r"`((?:services|infinitetalk_live|gateway)/[\w/]+\.py)`", DOC.read_text()))
 
 
 def tree_modules() -> set[str]:

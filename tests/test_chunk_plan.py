@@ -132,3 +132,27 @@ def test_render_every_chunk_when_the_worker_asks() -> None:
     h = Harness(IdleLoopInfo("b" * 32, 240, 4, render_every_chunk=True))
     h.idle(N)
     assert h.drives == list(range(N)) and h.commit().rendered
+
+
+def test_a_commit_carries_the_audio_placed_after_its_chunk_and_makes_it_final() -> None:
+    h = Harness()
+    assert h.plan.lookahead_frames == 4  # 3,071 samples at 960 per frame
+    h.idle(N - 2)
+    h.speak("u1", 10)  # frames 10..19: speech starts two frames before chunk 0 ends
+    first = h.commit()
+    assert first.lookahead_samples == 4 * SPF and first.lookahead_pcm_s16le == pcm(4)
+    assert h.plan.final_until == N + 4
+    h.idle(4)  # frames 20..23: the rest of chunk 1
+    second = h.commit()
+    assert second.pcm_s16le[: 2 * 4 * SPF] == first.lookahead_pcm_s16le, "the next chunk starts with the lookahead"
+    assert second.lookahead_samples == 0 and h.plan.final_until == 2 * N, "nothing placed after chunk 1 yet"
+    h.idle(2 * N)
+    third = h.commit()
+    assert third.lookahead_samples == 4 * SPF and third.lookahead_pcm_s16le == b"", "silence: empty"
+    assert h.plan.final_until == 3 * N + 4
+
+
+def test_the_lookahead_stops_at_the_first_frame_not_placed() -> None:
+    h = Harness()
+    h.idle(N + 1)
+    assert h.commit().lookahead_samples == SPF

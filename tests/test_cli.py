@@ -16,7 +16,7 @@ from tests.hls_analysis import decode, loud_span
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
-CLI = [sys.executable, "-m", "infinitetalk"]
+CLI = [sys.executable, "-m", "infinitetalk_live"]
 
 
 def check_mp4_with_speech(path: Path, min_speech_s: float) -> None:
@@ -101,7 +101,7 @@ async def test_contact_sheet_shows_frames_across_a_sentence(tmp_path) -> None:
     out = tmp_path / "sheet.png"
     done = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "infinitetalk.cli", "contact-sheet", "--text", "Hello there, how are you?",
+        [sys.executable, "-m", "infinitetalk_live.cli", "contact-sheet", "--text", "Hello there, how are you?",
          "--size", "256", "--columns", "3", "--rows", "1", "--tile", "128", "--out", str(out)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip

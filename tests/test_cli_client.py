@@ -1,6 +1,6 @@
-"""infinitetalk.client.SessionClient (the CLI's, the tests' and the benchmarks' client) on the client package's asyncio
-helper, against an in-process SessionService: no stack. What it adds is checked here: one utterance's words, errors,
-latency and finish gathered into a SpeakResult, the watch opened before the request, the API key only on
+"""infinitetalk_live.client.SessionClient (the CLI's, the tests' and the benchmarks' client) on the client package's
+asyncio helper, against an in-process SessionService: no stack. What it adds is checked here: one utterance's words,
+errors, latency and finish gathered into a SpeakResult, the watch opened before the request, the API key only on
 CreateSession, and a refusal raised as the grpc error (what the CLI prints)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from infinitetalk.client import SessionClient
+from infinitetalk_live.client import SessionClient
 from infinitetalk_live_client import AsyncClient
 from infinitetalk_live_client.avatar.v1 import session_pb2, session_pb2_grpc
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from infinitetalk.stack import StackPorts, Supervisor
+from infinitetalk_live.ports import StackPorts
+from infinitetalk_live.stack import Supervisor
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 

@@ -30,7 +30,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from infinitetalk.stack import StackPorts, Supervisor
+from infinitetalk_live.ports import StackPorts
+from infinitetalk_live.stack import Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT = ROOT / "clients" / "python"
@@ -43,7 +44,9 @@ SHIPPED.add("session_pb2_grpc.py")
 SERVER_KEEPS = {"llm_pb2.py", "llm_pb2.pyi", "packager_pb2.py", "packager_pb2.pyi"}
 SERVER_KEEPS |= {f"{name}_pb2_grpc.py" for name in ("llm", "packager", "tts", "video")}
 # Import names and distributions of the server that must not come with the client.
-SERVER_MODULES = ("av", "cv2", "piper", "envoy", "torch", "mediapipe", "numpy", "avatar", "services", "infinitetalk")
+SERVER_MODULES = (
+    "av", "cv2", "piper", "envoy", "torch", "mediapipe", "numpy", "avatar", "services", "infinitetalk_live"
+)  # fmt: skip
 SERVER_DISTRIBUTIONS = {
     "av",
     "opencv-python-headless",

@@ -3,7 +3,8 @@ parameterised services/Dockerfile with the right SERVICE and port arguments, gat
 Kubernetes manifests give (k8s/base/kustomization.yaml), ports from services/common/ports.py, peer addresses that name
 compose services, health checks through the services' own gRPC health service (the check itself is run here against
 a real health server), the gateway's Envoy configuration (compose/envoy.yaml) as the renderer's current output with
-upstreams that are compose services, and secrets: none inline, each only where infinitetalk/envscope.py allows it."""
+upstreams that are compose services, and secrets: none inline, each only where infinitetalk_live/envscope.py allows
+it."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import pytest
 import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from infinitetalk.envscope import SCOPES
+from infinitetalk_live.envscope import SCOPES
 from services.common.ports import GATEWAY_PORT, GRPC_PORTS, METRICS_PORTS, PACKAGER_HTTP_PORT
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,7 +42,7 @@ RENDER = [
     "-o",
 ]
 # Secrets, and who may have each (k8s/: provider-keys to llm and tts, API keys to session, the signing key to session
-# and packager; infinitetalk/envscope.py: the same for the local stack).
+# and packager; infinitetalk_live/envscope.py: the same for the local stack).
 SECRETS = {
     "OPENAI_API_KEY": {"llm", "tts"},
     "ELEVENLABS_API_KEY": {"tts"},

@@ -335,5 +335,5 @@ def test_dockerignore_keeps_the_context_small() -> None:
     }
     for entry in MUST_IGNORE:
         assert entry in entries, f".dockerignore must exclude {entry}"
-    for needed in ("protos", "services", "gateway", "infinitetalk", "pyproject.toml", "web"):
+    for needed in ("protos", "services", "gateway", "infinitetalk_live", "pyproject.toml", "web"):
         assert needed not in entries, f".dockerignore excludes {needed}, which the images copy"

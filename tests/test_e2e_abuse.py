@@ -18,9 +18,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from infinitetalk.client import SessionClient, control_metadata
-from infinitetalk.procstats import rss_mb
-from infinitetalk.stack import StackPorts, Supervisor
+from infinitetalk_live.client import SessionClient, control_metadata
+from infinitetalk_live.ports import StackPorts
+from infinitetalk_live.procstats import rss_mb
+from infinitetalk_live.stack import Supervisor
 from infinitetalk_live_client.avatar.v1 import session_pb2, session_pb2_grpc
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]

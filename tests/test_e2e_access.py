@@ -18,9 +18,10 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from infinitetalk.client import SessionClient, control_metadata
-from infinitetalk.hls import fetch_playlist
-from infinitetalk.stack import StackPorts, Supervisor
+from infinitetalk_live.client import SessionClient, control_metadata
+from infinitetalk_live.hls import fetch_playlist
+from infinitetalk_live.ports import StackPorts
+from infinitetalk_live.stack import Supervisor
 from infinitetalk_live_client.avatar.v1 import session_pb2, session_pb2_grpc
 from tests.grpc_web import create_session, end_session, first_watch_event, grpc_web_status
 

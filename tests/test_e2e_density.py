@@ -10,7 +10,6 @@ import os
 import signal
 import tempfile
 import time
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,12 +19,14 @@ import pytest_asyncio
 from google.protobuf import descriptor as pb_descriptor
 
 from avatar.v1 import llm_pb2, packager_pb2, video_pb2_grpc
-from infinitetalk.client import SessionClient, control_metadata, playlist_url
-from infinitetalk.hls import PlaylistFollower, fetch_playlist
-from infinitetalk.procstats import cpu_seconds, io_bytes, rss_mb
-from infinitetalk.stack import SERVICE_ORDER, StackPorts, Supervisor
+from infinitetalk_live.client import SessionClient, control_metadata, playlist_url
+from infinitetalk_live.hls import PlaylistFollower, fetch_playlist
+from infinitetalk_live.ports import SERVICE_ORDER, StackPorts
+from infinitetalk_live.procstats import cpu_seconds, io_bytes, rss_mb
+from infinitetalk_live.stack import Supervisor
 from infinitetalk_live_client.avatar.v1 import session_pb2, tts_pb2, video_pb2
 from tests.hls_analysis import decode, lip_sync, loud_span
+from tests.prometheus import metric
 
 pytestmark = pytest.mark.e2e
 
@@ -34,12 +35,6 @@ LONG = (
     "Once upon a time, in a quiet village by the sea, there lived an old lighthouse keeper who knew every ship by "
     "the sound of its horn. Each night he climbed the winding stairs and watched the dark water for travellers."
 )
-
-
-def metric(port: int, name: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ") or
-               line.startswith(name + "{"))  # fmt: skip
 
 
 async def worker_status(ports: StackPorts) -> video_pb2.GetWorkerStatusResponse:

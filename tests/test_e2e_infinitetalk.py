@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from infinitetalk.client import SessionClient, control_metadata
-from infinitetalk.hls import fetch
-from infinitetalk.stack import StackPorts, Supervisor
+from infinitetalk_live.client import SessionClient, control_metadata
+from infinitetalk_live.hls import fetch
+from infinitetalk_live.ports import StackPorts
+from infinitetalk_live.stack import Supervisor
 from infinitetalk_live_client.avatar.v1 import session_pb2
 
 pytestmark = pytest.mark.e2e

@@ -19,10 +19,15 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from infinitetalk.client import SessionClient, control_metadata
-from infinitetalk.hls import fetch_playlist, parse_playlist
-from infinitetalk.stack import StackPorts, Supervisor
+from infinitetalk_live.client import SessionClient, control_metadata
+from infinitetalk_live.hls import fetch_playlist, parse_playlist
+from infinitetalk_live.ports import StackPorts
+from infinitetalk_live.stack import Supervisor
 from infinitetalk_live_client.avatar.v1 import session_pb2
+from services.common.media import FPS, SAMPLE_RATE_HZ
+from services.packager.fmp4 import AUDIO_TRACK_ID, VIDEO_TRACK_ID
+from tests.hls_analysis import track_ends
+from tests.prometheus import metric
 
 pytestmark = pytest.mark.e2e
 
@@ -103,6 +108,43 @@ async def test_fifty_viewers_held_at_once_are_all_answered(gateway_stack: Superv
     assert [status for status, _, _, _ in answers] == [200] * 50
     assert all(f'URI="seg{msn}.{part}.m4s"' in body for _, body, _, _ in answers)
     assert max(waited for _, _, waited, _ in answers) < 2.0
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_every_parts_audio_reaches_its_videos_end(gateway_stack: Supervisor) -> None:
+    """Players stop at the end of the shorter track: with each commit's lookahead the packager ends every part's
+    audio at (less than one AAC packet after) its video's end, through speech, an interrupt and silence, and the
+    lookahead is never contradicted by the audio committed after it."""
+    parts_per_segment = 6  # 960 ms segments of 160 ms parts
+    packet_s = 1024 / SAMPLE_RATE_HZ
+    ends: list[tuple[float, float]] = []
+    async with live_session(gateway_stack) as (client, session, url), aiohttp.ClientSession() as http:
+        await asyncio.sleep(1.0)
+        _, text, _, _ = await get(http, url)
+        msn, part = next_part(text)
+        base = url.rsplit("/", 1)[0]
+
+        async def speak_and_interrupt() -> None:
+            metadata = control_metadata(session)
+            request = session_pb2.SayRequest(session_id=session.session_id, text=LONG_ANSWER)
+            await client.stub.Say(request, metadata=metadata)
+            await asyncio.sleep(2.5)
+            await client.stub.Interrupt(session_pb2.InterruptRequest(session_id=session.session_id), metadata=metadata)
+
+        speaking = asyncio.create_task(speak_and_interrupt())
+        for _ in range(50):  # 8 s: idle, speech, the interrupt, idle again
+            async with http.get(f"{base}/seg{msn}.{part}.m4s") as response:  # held until the part exists
+                assert response.status == 200
+                tracks = track_ends(await response.read())
+            ends.append((tracks[VIDEO_TRACK_ID] / (FPS * 1000), tracks[AUDIO_TRACK_ID] / SAMPLE_RATE_HZ))
+            msn, part = (msn + 1, 0) if part + 1 == parts_per_segment else (msn, part + 1)
+        await speaking
+        mismatches = await asyncio.to_thread(
+            metric, gateway_stack.ports.metrics["packager"], "packager_audio_lookahead_mismatches_total"
+        )
+    short = [(video, audio) for video, audio in ends if not video <= audio < video + packet_s]
+    assert not short, f"parts whose audio does not end with their video: {short[:5]}"
+    assert mismatches == 0
 
 
 @pytest.mark.skipif(FFMPEG is None or FFPROBE is None, reason="Debian's ffmpeg is not installed")

@@ -14,9 +14,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from avatar.v1 import tts_pb2_grpc
-from infinitetalk.client import SessionClient, control_metadata, media_time, playlist_url
-from infinitetalk.hls import PlaylistFollower, fetch, fetch_playlist
-from infinitetalk.stack import SERVICE_ORDER, check_health
+from infinitetalk_live.client import SessionClient, control_metadata, media_time, playlist_url
+from infinitetalk_live.hls import PlaylistFollower, fetch, fetch_playlist
+from infinitetalk_live.ports import SERVICE_ORDER
+from infinitetalk_live.stack import check_health
 from infinitetalk_live_client.avatar.v1 import media_pb2, session_pb2, tts_pb2
 from services.common.clauses import split_clauses
 from services.common.media import FPS, SAMPLE_RATE_HZ

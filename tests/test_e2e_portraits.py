@@ -13,8 +13,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
-from infinitetalk.client import control_metadata
-from infinitetalk.hls import PlaylistFollower, fetch
+from infinitetalk_live.client import control_metadata
+from infinitetalk_live.hls import PlaylistFollower, fetch
 from infinitetalk_live_client.avatar.v1 import session_pb2
 from services.common.errors import invalid_argument_reason
 from tests.hls_analysis import decode

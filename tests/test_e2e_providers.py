@@ -12,9 +12,10 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from infinitetalk.client import SessionClient, control_metadata, playlist_url
-from infinitetalk.hls import PlaylistFollower
-from infinitetalk.stack import StackPorts, Supervisor
+from infinitetalk_live.client import SessionClient, control_metadata, playlist_url
+from infinitetalk_live.hls import PlaylistFollower
+from infinitetalk_live.ports import StackPorts
+from infinitetalk_live.stack import Supervisor
 from infinitetalk_live_client.avatar.v1 import session_pb2
 from tests.fakes._base import Failure
 from tests.fakes.elevenlabs_server import ElevenLabsServer

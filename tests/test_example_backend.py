@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from infinitetalk.stack import StackPorts, Supervisor, free_port
+from infinitetalk_live.ports import StackPorts, free_port
+from infinitetalk_live.stack import Supervisor
 from tests.browser import launched_chromium
 from tests.test_client_node import build_client, npm
 

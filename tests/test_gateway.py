@@ -20,7 +20,7 @@ from gateway.model import Address, Gateway
 from gateway.process import envoy_argv, envoy_binary
 from gateway.render import render_yaml
 from gateway.targets import K8S_WEB_ROOT, REPO_ROOT, describe
-from infinitetalk.stack import free_port
+from infinitetalk_live.ports import free_port
 from infinitetalk_live_client.avatar.v1 import session_pb2
 from tests.grpc_web import (
     GRPC_WEB,

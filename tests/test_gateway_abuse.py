@@ -24,7 +24,7 @@ from gateway.model import Bucket, Limits, RateLimit
 from gateway.process import envoy_argv
 from gateway.render import UNKNOWN_HOST_STATUS, render_yaml
 from gateway.targets import describe
-from infinitetalk.stack import free_port
+from infinitetalk_live.ports import free_port
 from infinitetalk_live_client.avatar.v1 import session_pb2, session_pb2_grpc
 from tests.grpc_web import GRPC_WEB, grpc_frame, parse_frames, request
 

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from infinitetalk.speech_drives import SpokenText, speak
+from infinitetalk_live.speech_drives import SpokenText, speak
 from services.video.backend import Drive, IdleLoop, PhonemeSpan, RendererBackend
 from services.video.drawn import DrawnBackend
 from services.video.idle import BLINK_GAP_S, GAZES, IDLE_LOOP_SECONDS, IdleSchedule, avatar_seed, loop_frames

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from infinitetalk.speech_drives import SpokenText, speak
+from infinitetalk_live.speech_drives import SpokenText, speak
 from services.video.backend import Drive, IdleLoop
 from services.video.infinitetalk import schedule
 from services.video.infinitetalk.audio import AudioEncoder, save_tiny_wav2vec2

@@ -12,15 +12,10 @@ from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffu
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from services.video.infinitetalk.checkpoint import (
-    DIT_INDEX,
-    CheckpointError,
-    is_audio_key,
-    load_transformer,
-    merge_lora,
-    official_to_ours,
-    ours_to_official,
-)
+from services.video.infinitetalk.checkpoint import load_transformer
+from services.video.infinitetalk.checkpoint_files import DIT_INDEX, CheckpointError
+from services.video.infinitetalk.checkpoint_names import is_audio_key, official_to_ours, ours_to_official
+from services.video.infinitetalk.lora import merge_lora
 from services.video.infinitetalk.model import (
     OFFICIAL_14B,
     TINY,

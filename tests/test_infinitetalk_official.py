@@ -14,14 +14,8 @@ import torch
 from services.common.config import ConfigError
 from services.video.infinitetalk import loader, official
 from services.video.infinitetalk.components import ComponentError, Components
-from services.video.infinitetalk.official import (
-    CLIP_FILE,
-    T5_FILE,
-    TOKENIZER_DIR,
-    VAE_FILE,
-    ClipPreprocessor,
-    OfficialConfigs,
-)
+from services.video.infinitetalk.official import CLIP_FILE, T5_FILE, TOKENIZER_DIR, VAE_FILE, ClipPreprocessor
+from services.video.infinitetalk.official_configs import OfficialConfigs
 
 TEXT_DIM, IMAGE_DIM = 32, 48
 

@@ -28,7 +28,7 @@ sizes = _load()
     [
         "services/session/live.py",
         "services/common/stream.py",
-        "infinitetalk/cli.py",
+        "infinitetalk_live/cli.py",
         "gateway/render.py",
         "clients/python/infinitetalk_live_client/client.py",
         "clients/node/src/client.ts",

@@ -1195,3 +1195,48 @@ def test_aac_track_keeps_the_first_frame_of_sound(offset: int) -> None:
     sent = np.frombuffer(tone(start, 1024), "<i2") / 32768
     # A continuously running encoder gets the first 1024 samples right within ~0.01 RMS.
     assert np.sqrt(np.mean((audio[start : start + 1024] - sent) ** 2)) < 0.05
+
+
+@pytest.mark.parametrize("sound", ["speech", "silence", "onset"])
+def test_aac_track_with_lookahead_ends_every_chunks_audio_at_its_end(sound: str) -> None:
+    """With the final audio after each chunk, every chunk's packets reach its end (players stop at the end of the
+    shorter track), and the audio decodes as if it had been encoded in one go."""
+    track = AacTrack(RATE, 64_000)
+    lookahead = 4 * SPF  # four frames, as the session sends
+    total = 30 * CHUNK_SAMPLES
+    onset = 7 * CHUNK_SAMPLES + 300
+    audio = np.frombuffer(tone(0, total + lookahead), "<i2").copy()
+    if sound == "silence":
+        audio[:] = 0
+    elif sound == "onset":
+        audio[:onset] = 0
+        audio[onset + 5 * CHUNK_SAMPLES :] = 0
+    packets: list[bytes] = []
+    for start in range(0, total, CHUNK_SAMPLES):
+        end = start + CHUNK_SAMPLES
+        ahead = audio[end : end + lookahead]
+        packets += track.add(audio[start:end].tobytes(), CHUNK_SAMPLES, ahead.tobytes(), lookahead)
+        assert track.emitted >= track.committed, "the chunk's audio reaches its end"
+        assert track.emitted < track.committed + AAC_FRAME_SAMPLES, "and not a packet beyond"
+    packets += track.flush()
+    assert track.lookahead_mismatches == 0
+    assert len(packets) * AAC_FRAME_SAMPLES == track.emitted == -(-total // 1024) * 1024
+    decoded = decode_aac(packets, track.audio_specific_config, RATE)
+    sent = audio[:total] / 32768
+    if sound == "silence":
+        assert track.encoder_starts == 0 and np.max(np.abs(decoded)) == 0
+        return
+    if sound == "onset":
+        assert track.encoder_starts == 1 and not track.encoding, "one encoder, around the sound only"
+    inner = slice(2048, total - 2048)
+    assert np.sqrt(np.mean((decoded[inner] - sent[inner]) ** 2)) < 0.02
+
+
+def test_aac_track_counts_a_chunk_that_differs_from_its_lookahead() -> None:
+    track = AacTrack(RATE, 64_000)
+    track.add(None, CHUNK_SAMPLES, tone(CHUNK_SAMPLES, 2048), 2048)
+    assert track.lookahead_mismatches == 0
+    track.add(None, CHUNK_SAMPLES)  # silence where the lookahead said a tone: what was fed stands
+    assert track.lookahead_mismatches == 1
+    packets = track.flush()
+    assert track.emitted == -(-track.committed // 1024) * 1024 and packets

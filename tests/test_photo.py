@@ -14,7 +14,7 @@ from PIL import Image
 from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from infinitetalk.speech_drives import SpokenText, frame_drives, speak
+from infinitetalk_live.speech_drives import SpokenText, frame_drives, speak
 from services.common.media import MAX_PORTRAIT_BYTES
 from services.video.backend import Drive, IdleLoop
 from services.video.drawn import DrawnBackend

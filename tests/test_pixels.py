@@ -76,7 +76,7 @@ def test_no_other_module_converts_pixels() -> None:
     markers = ("COLOR_RGB2YUV", "COLOR_YUV2RGB", "37.797", "65.481")
     found = sorted(
         str(path.relative_to(REPO))
-        for folder in ("services", "infinitetalk", "gateway")
+        for folder in ("services", "infinitetalk_live", "gateway")
         for path in (REPO / folder).rglob("*.py")
         if any(marker in path.read_text("utf-8") for marker in markers)
     )

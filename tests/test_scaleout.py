@@ -13,9 +13,10 @@ import grpc
 import pytest
 
 from avatar.v1 import video_pb2_grpc
-from infinitetalk.client import SessionClient, control_metadata
-from infinitetalk.hls import fetch_playlist
-from infinitetalk.stack import StackPorts, Supervisor
+from infinitetalk_live.client import SessionClient, control_metadata
+from infinitetalk_live.hls import fetch_playlist
+from infinitetalk_live.ports import StackPorts
+from infinitetalk_live.stack import Supervisor
 from infinitetalk_live_client.avatar.v1 import session_pb2, video_pb2
 
 pytestmark = pytest.mark.e2e

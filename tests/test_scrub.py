@@ -9,7 +9,7 @@ import pytest
 from services.common.scrub import ADDRESS, MAX_INPUT_CHARS, REDACTED, redact, redact_exception, scrub
 from services.llm import openai as llm_openai
 from services.tts import remote
-from services.tts import service as tts_service
+from services.tts import synthesis as tts_synthesis
 from services.tts.engine import VoiceInfo
 
 KEY = "sk-test-SECRET123"
@@ -100,10 +100,10 @@ def test_llm_and_tts_use_the_one_copy() -> None:
 
 
 def test_the_tts_service_scrubs_bearer_tokens_of_unexpected_failures() -> None:
-    assert tts_service.scrub is scrub
+    assert tts_synthesis.scrub is scrub
     info = VoiceInfo("elevenlabs:voice", "en", "elevenlabs", "a voice", "elevenlabs:voice")
     error = RuntimeError(f"upstream said: Authorization: Bearer {SELF_HOSTED_KEY} (Bearer tok.en-123456)")
-    _, message = tts_service._describe(error, info)
+    _, message = tts_synthesis._describe(error, info)
     assert SELF_HOSTED_KEY not in message and "tok.en-123456" not in message and "Bearer " + REDACTED in message
 
 

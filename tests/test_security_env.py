@@ -1,5 +1,5 @@
 """Each process of the local stack sees only the environment it needs: provider keys reach the llm and the tts
-only, the session service's API keys the session only, Envoy the base only (infinitetalk/envscope.py). Checked on
+only, the session service's API keys the session only, Envoy the base only (infinitetalk_live/envscope.py). Checked on
 the computed environments, against every variable the services' code reads, and in /proc/<pid>/environ of a real
 running stack."""
 
@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from infinitetalk import envscope
-from infinitetalk.stack import GATEWAY, SERVICE_ORDER, StackPorts, Supervisor, service_of
+from infinitetalk_live import envscope
+from infinitetalk_live.ports import GATEWAY, SERVICE_ORDER, StackPorts, service_of
+from infinitetalk_live.stack import Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
 OPENAI_KEY = "sk-envtest-OPENAI-0123456789"
@@ -157,7 +158,7 @@ def test_every_variable_a_service_reads_reaches_it() -> None:
         own = variables_read(ROOT / "services" / service)
         assert own, f"found no variable read in services/{service}: the patterns have rotted"
         missing = sorted(name for name in own | common_variables(service) if not envscope.allowed(service, name))
-        assert not missing, f"services/{service} reads {missing}, which infinitetalk/envscope.py does not give it"
+        assert not missing, f"services/{service} reads {missing}, which infinitetalk_live/envscope.py does not give it"
     assert {"OPENAI_API_KEY", "LLM_MODEL"} <= variables_read(ROOT / "services" / "llm")
     assert {"ELEVENLABS_API_KEY", "TTS_THREADS", "TTS_FIRST_BYTE_TIMEOUT_S"} <= variables_read(
         ROOT / "services" / "tts"

@@ -41,7 +41,7 @@ def _docstrings(tree: ast.AST) -> set[int]:
 
 def test_python_code_takes_ports_from_the_table() -> None:
     spelled_out = []
-    for folder in ("services", "gateway", "infinitetalk"):
+    for folder in ("services", "gateway", "infinitetalk_live"):
         for path in sorted((REPO / folder).rglob("*.py")):
             name = str(path.relative_to(REPO))
             if name in SPELLED_OUT_ALLOWED:
@@ -107,7 +107,7 @@ def test_k8s_peer_addresses_use_the_port_table() -> None:
 
 
 def test_the_services_and_the_supervisor_default_to_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
-    from infinitetalk import stack
+    from infinitetalk_live.ports import StackPorts
     from services.llm import __main__ as llm_main
     from services.packager.config import PackagerConfig
     from services.packager.config import server_config as packager_server
@@ -119,7 +119,7 @@ def test_the_services_and_the_supervisor_default_to_the_table(monkeypatch: pytes
     assert (packager_server().port, packager_server().metrics_port) == (GRPC_PORTS["packager"], 9105)
     assert PackagerConfig().http_port == PACKAGER_HTTP_PORT
     assert (GRPC_PORTS["llm"], METRICS_PORTS["llm"]) == (llm_main.DEFAULT_PORT, llm_main.DEFAULT_METRICS_PORT)
-    defaults = stack.StackPorts.defaults()
+    defaults = StackPorts.defaults()
     assert defaults.grpc == dict(GRPC_PORTS) and defaults.metrics == dict(METRICS_PORTS)
     assert defaults.http == PACKAGER_HTTP_PORT
 

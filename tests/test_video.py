@@ -18,7 +18,8 @@ from infinitetalk_live_client.avatar.v1 import video_pb2
 from services.common.errors import invalid_argument_reason
 from services.video.backend import AvatarInfo, Drive, FrameByFrameRenderer, IdleLoop, PhonemeSpan, RendererBackend
 from services.video.capacity import CapacityMeter
-from services.video.drawn import DrawnBackend, mouth_box
+from services.video.drawn import DrawnBackend
+from services.video.drawn_geometry import mouth_box
 from services.video.idle import loop_frames
 from services.video.visemes import MouthTracker, viseme_of
 from tests.video_harness import (

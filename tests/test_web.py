@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from infinitetalk.stack import check_health
+from infinitetalk_live.stack import check_health
 from tests.browser import launched_chromium
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]

@@ -35,7 +35,7 @@ from services.packager.store import HlsStore
 from services.video.backend import RendererBackend
 from services.video.calibration import speech_drives
 from services.video.capacity import CapacityMeter
-from services.video.drawn import DEFAULT_AVATAR
+from services.video.drawn_style import DEFAULT_AVATAR
 from services.video.service import VideoServicer
 from tests.packager_media import CHANNEL_OPTIONS, read_all, serve_packager
 

@@ -1,8 +1,8 @@
 """The stack's default ports, one table: each service's gRPC and metrics port, the packager's HLS port, the gateway's.
 
 Why here: the services' own defaults (PORT, METRICS_PORT, the packager's HTTP_PORT), the local supervisor
-(infinitetalk.stack) and the gateway's targets (gateway.targets) all need these numbers; each used to spell them out,
-copies that could drift apart. They import this table instead. The Kubernetes manifests (YAML) keep their own
+(infinitetalk_live.stack) and the gateway's targets (gateway.targets) all need these numbers; each used to spell them
+out, copies that could drift apart. They import this table instead. The Kubernetes manifests (YAML) keep their own
 copies; tests/test_shared_tables.py checks those against this table."""
 
 from __future__ import annotations

@@ -27,9 +27,9 @@ from prometheus_client import Counter, Gauge, Histogram
 from avatar.v1 import llm_pb2, llm_pb2_grpc
 from infinitetalk_live_client.avatar.v1 import media_pb2
 from services.common.clauses import ClauseSplitter
-from services.common.errors import abort_failed_precondition, abort_invalid_argument
-from services.common.logs import session_id_var
+from services.common.errors import abort_failed_precondition
 from services.common.scrub import INTERNAL_ERROR, redact_exception, scrub
+from services.common.stream import Duplex, InvalidRequest, Outbox, bidi_stream
 from services.llm.provider import ROLE_ASSISTANT, ROLE_USER, ChatProvider, ProviderError
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,6 @@ TIME_TO_FIRST_CLAUSE = Histogram(
 TURNS = Counter("llm_turns_total", "Turns by outcome (completed, cancelled, superseded, failed, rejected)", ["outcome"])
 CLAUSES = Counter("llm_clauses_total", "Clauses sent")
 ACTIVE_STREAMS = Gauge("llm_active_streams", "Open Generate streams")
-
-_END = object()
 
 
 class History:
@@ -98,48 +96,42 @@ async def _close_iterator(iterator: AsyncIterator[str]) -> None:
             await aclose()
 
 
-class _Conversation:
-    """State of one Generate stream: its persona, memory, the turn in progress, and the outbox of responses."""
+class _Conversation(Duplex[llm_pb2.GenerateRequest, llm_pb2.GenerateResponse]):
+    """State of one Generate stream: its persona, memory and the turn in progress. A refused request is answered
+    with an UtteranceError and the stream goes on; each response sent for a turn is tagged with it (`admit`)."""
 
     def __init__(self, servicer: LlmServicer, persona: str, provider: ChatProvider | None = None) -> None:
+        super().__init__(Outbox(OUTBOX_SIZE))
         self.servicer = servicer
         self.persona = persona
         self.provider = provider or servicer.provider
         self.history = History(servicer.history_chars)
-        self.outbox: asyncio.Queue = asyncio.Queue(OUTBOX_SIZE)
         self.current: _Turn | None = None
-        self.tasks: set[asyncio.Task] = set()
 
-    # -- requests (reader task) ----------------------------------------------------------------------------------
-    async def read(self, requests: AsyncIterator[llm_pb2.GenerateRequest]) -> None:
-        """Handles requests until the client half-closes, lets the running turn finish, then ends the outbox."""
-        try:
-            async for request in requests:
-                kind = request.WhichOneof("request")
-                if kind == "turn":
-                    await self.start_turn(request.turn)
-                elif kind == "cancel":
-                    self.cancel(request.cancel.utterance_id)
-                elif kind == "config":
-                    await self.reject(
-                        "", "config was already received; it may only be the first message (ignored)", False
-                    )
-                else:
-                    await self.reject("", "empty GenerateRequest: set one of config, turn or cancel (ignored)", False)
-            running = self.current.task if self.current is not None else None
-            if running is not None:
-                await asyncio.wait([running])  # unlike `await running`, never raises the turn's own cancellation
-            await self.outbox.put(_END)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # e.g. an unparseable request: the handler re-raises it
-            await self.outbox.put(error)
+    # -- requests (the reader task) ------------------------------------------------------------------------------
+    async def receive(self, request: llm_pb2.GenerateRequest) -> None:
+        kind = request.WhichOneof("request")
+        if kind == "turn":
+            await self.start_turn(request.turn)
+        elif kind == "cancel":
+            self.cancel(request.cancel.utterance_id)
+        elif kind == "config":
+            await self.reject("", "config was already received; it may only be the first message (ignored)", False)
+        else:
+            await self.reject("", "empty GenerateRequest: set one of config, turn or cancel (ignored)", False)
+
+    async def half_closed(self) -> None:
+        """The client sent its last request: the running turn finishes, then the stream ends."""
+        running = self.current.task if self.current is not None else None
+        if running is not None:
+            await asyncio.wait([running])  # unlike `await running`, never raises the turn's own cancellation
+        self.outbox.end()
 
     async def reject(self, utterance_id: str, message: str, is_turn: bool = True) -> None:
         if is_turn:
             TURNS.labels("rejected").inc()
         log.info("request rejected", extra={"utterance_id": utterance_id, "reason": message})
-        await self.outbox.put((None, _error(utterance_id, grpc.StatusCode.INVALID_ARGUMENT, message)))
+        await self.outbox.send(_error(utterance_id, grpc.StatusCode.INVALID_ARGUMENT, message))
 
     async def start_turn(self, turn: llm_pb2.UserTurn) -> None:
         utterance_id = turn.utterance_id
@@ -166,9 +158,7 @@ class _Conversation:
         self.history.add(ROLE_USER, text)
         state = _Turn(utterance_id, time.monotonic())
         self.current = state
-        state.task = asyncio.create_task(self.generate(state, self.history.snapshot()), name=f"llm-{utterance_id}")
-        self.tasks.add(state.task)
-        state.task.add_done_callback(self.tasks.discard)
+        state.task = self.spawn(self.generate(state, self.history.snapshot()), name=f"llm-{utterance_id}")
 
     def cancel(self, utterance_id: str) -> None:
         turn = self.current
@@ -199,7 +189,7 @@ class _Conversation:
             nonlocal count
             for clause in clauses:
                 message = media_pb2.TextClause(utterance_id=turn.utterance_id, clause_index=count, text=clause)
-                await self.outbox.put((turn, llm_pb2.GenerateResponse(clause=message)))
+                await self.outbox.send(llm_pb2.GenerateResponse(clause=message), turn)
                 count += 1
 
         try:
@@ -218,30 +208,36 @@ class _Conversation:
                     await _close_iterator(replies)
             await send_clauses(splitter.flush())
             done = llm_pb2.TurnDone(utterance_id=turn.utterance_id, clause_count=count)
-            await self.outbox.put((turn, llm_pb2.GenerateResponse(done=done)))
+            await self.outbox.send(llm_pb2.GenerateResponse(done=done), turn)
         except asyncio.CancelledError:
             raise
         except TimeoutError:
             message = f"the language model did not finish its reply within {servicer.turn_timeout_s:g} s"
-            await self.outbox.put((turn, _error(turn.utterance_id, grpc.StatusCode.DEADLINE_EXCEEDED, message)))
+            await self.outbox.send(_error(turn.utterance_id, grpc.StatusCode.DEADLINE_EXCEEDED, message), turn)
         except ProviderError as error:
             message = scrub(error.message, *self.provider.secrets(), limit=MAX_ERROR_CHARS)
-            await self.outbox.put((turn, _error(turn.utterance_id, error.code, message)))
+            await self.outbox.send(_error(turn.utterance_id, error.code, message), turn)
         except Exception as error:
             detail = redact_exception(error, *self.provider.secrets())
             log.error("provider failed", extra={"utterance_id": turn.utterance_id, "error": detail})
-            await self.outbox.put((turn, _error(turn.utterance_id, grpc.StatusCode.INTERNAL, UNEXPECTED_FAILURE)))
+            await self.outbox.send(_error(turn.utterance_id, grpc.StatusCode.INTERNAL, UNEXPECTED_FAILURE), turn)
 
-    # -- responses (handler) ------------------------------------------------------------------------------------
-    def on_send(self, turn: _Turn, response: llm_pb2.GenerateResponse) -> None:
-        """Book-keeping for a response about to go out (so memory holds what the client actually received)."""
+    # -- responses (the response loop) --------------------------------------------------------------------------
+    def admit(self, tag: object, response: llm_pb2.GenerateResponse) -> bool:
+        """Book-keeping for a response about to go out (so memory holds what the client actually received); nothing
+        more goes out for a turn that was stopped."""
+        if not isinstance(tag, _Turn):
+            return True
+        turn = tag
+        if turn.closed:
+            return False
         kind = response.WhichOneof("response")
         if kind == "clause":
             if not turn.sent:
                 TIME_TO_FIRST_CLAUSE.observe(time.monotonic() - turn.received_at)
             turn.sent.append(response.clause.text)
             CLAUSES.inc()
-            return
+            return True
         turn.closed = True
         self._remember_reply(turn)
         outcome = "completed" if kind == "done" else "failed"
@@ -256,17 +252,11 @@ class _Conversation:
         )
         if self.current is turn:
             self.current = None
+        return True
 
     def _remember_reply(self, turn: _Turn) -> None:
         if turn.sent:
             self.history.add(ROLE_ASSISTANT, " ".join(turn.sent))
-
-    async def close(self) -> None:
-        tasks = list(self.tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class LlmServicer(llm_pb2_grpc.LlmServiceServicer):
@@ -302,65 +292,42 @@ class LlmServicer(llm_pb2_grpc.LlmServiceServicer):
                 )
             if name not in self.providers:
                 known = sorted({*self.providers, *self.unavailable})
-                await abort_invalid_argument(
-                    context,
-                    "config.provider",
-                    f"config.provider {name[:40]!r} is unknown; choose one of: {', '.join(known)}",
+                raise InvalidRequest(
+                    "config.provider", f"config.provider {name[:40]!r} is unknown; choose one of: {', '.join(known)}"
                 )
             provider = self.providers[name]
         if model:
             if len(model) > MAX_MODEL_CHARS or not model.isprintable():
-                await abort_invalid_argument(
-                    context, "config.model", f"config.model must be printable and at most {MAX_MODEL_CHARS} characters"
+                raise InvalidRequest(
+                    "config.model", f"config.model must be printable and at most {MAX_MODEL_CHARS} characters"
                 )
             provider = provider.for_model(model)
         return provider
 
+    @bidi_stream("Generate", empty_ok=True)
     async def Generate(
-        self, request_iterator: AsyncIterator[llm_pb2.GenerateRequest], context: grpc.aio.ServicerContext
+        self,
+        config: llm_pb2.GenerateConfig,
+        requests: AsyncIterator[llm_pb2.GenerateRequest],
+        context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[llm_pb2.GenerateResponse]:
-        first = await anext(request_iterator, None)
-        if first is None:
-            return
-        kind = first.WhichOneof("request")
-        if kind != "config":
-            await abort_invalid_argument(
-                context, "config", f"the first GenerateRequest must carry `config`, not {kind or 'nothing'}"
-            )
-        persona = first.config.persona
+        persona = config.persona
         if len(persona) > MAX_PERSONA_CHARS:
-            await abort_invalid_argument(
-                context,
+            raise InvalidRequest(
                 "config.persona",
                 f"config.persona has {len(persona)} characters; the limit is {MAX_PERSONA_CHARS} characters",
             )
-        if first.config.session_id and not session_id_var.get():
-            session_id_var.set(first.config.session_id[:64])
-        provider = await self._choose_provider(first.config, context)
+        provider = await self._choose_provider(config, context)
         conversation = _Conversation(self, persona, provider)
-        reader = asyncio.create_task(conversation.read(request_iterator), name="llm-reader")
         ACTIVE_STREAMS.inc()
         log.info(
             "stream opened",
             extra={"persona_chars": len(persona), "provider": provider.name, "model": getattr(provider, "model", "")},
         )
         try:
-            while True:
-                item = await conversation.outbox.get()
-                if item is _END:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                turn, response = item
-                if turn is not None:
-                    if turn.closed:
-                        continue
-                    conversation.on_send(turn, response)
-                yield response
+            async with contextlib.aclosing(conversation.responses(requests)) as responses:
+                async for response in responses:
+                    yield response
         finally:
             ACTIVE_STREAMS.dec()
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
-            await conversation.close()
             log.info("stream closed")

@@ -5,8 +5,9 @@ a chunk of the avatar's idle loop or one the video worker rendered for speech. S
 the samples are re-stamped (video frame n has time n / fps) and framed in a fragment (moof + mdat); the idle loop's
 sample bytes are shared, not copied. Each chunk's fragment is a Low-Latency HLS part, available at once; a segment
 is `styp` and the fragments of `chunks_per_segment` chunks. Audio is AAC (`AacTrack`: silent stretches cost
-nothing); each fragment carries the AAC packets finished by then, so audio stays continuous across fragments (it
-runs up to ~85 ms behind the video while an encoder is running, and one packet behind in silence).
+nothing); each fragment carries the AAC packets finished by then, so audio stays continuous across fragments. With
+the session's lookahead (the final audio after the chunk) every fragment's audio reaches its video's end (ending
+less than one packet after it); without, it runs up to ~85 ms behind.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from services.packager import fmp4
-from services.packager.audio import AAC_FRAME_SAMPLES, AacTrack
+from services.packager.audio import AAC_FRAME_SAMPLES, AacTrack, ChunkAudio
 
 VIDEO_TICKS_PER_FRAME = 1000  # video timescale = fps * 1000: exact for every whole fps
 
@@ -111,17 +112,21 @@ class SessionMuxer:
         self._pending = _Pending()
 
     def add_chunk(
-        self, video: VideoChunk, pcm_s16le: bytes | None, speech: bool
+        self, video: VideoChunk, audio: ChunkAudio | None, speech: bool
     ) -> tuple[MuxedPart, MuxedSegment | None]:
-        """Appends the next chunk (`chunk_frames` frames and their audio, or None for silence); returns its part
-        and the segment it completed, if any."""
+        """Appends the next chunk (`chunk_frames` frames and their audio, or None for silence without lookahead);
+        returns its part and the segment it completed, if any."""
         settings = self.settings
         if len(video.frames) != settings.chunk_frames or not video.sync[0]:
             raise ValueError(f"a chunk is {settings.chunk_frames} frames starting with an IDR frame")
         pending = self._pending
         if pending.start_frame is None:
             pending.start_frame = self.next_frame
-        self._add_audio(self.audio.add(pcm_s16le, settings.chunk_frames * settings.samples_per_frame))
+        audio = audio or ChunkAudio()
+        audio_samples = settings.chunk_frames * settings.samples_per_frame
+        self._add_audio(
+            self.audio.add(audio.pcm_s16le, audio_samples, audio.lookahead_pcm_s16le, audio.lookahead_samples)
+        )
         first = self.next_frame
         samples = [
             fmp4.Sample(data, VIDEO_TICKS_PER_FRAME, sync) for data, sync in zip(video.frames, video.sync, strict=True)

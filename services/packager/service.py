@@ -10,26 +10,24 @@ Publish stream stops (end, half-close, error, cancel, server shutdown) the playl
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge
 
 from avatar.v1 import packager_pb2, packager_pb2_grpc
 from services.common.errors import abort_failed_precondition, abort_invalid_argument, abort_resource_exhausted
 from services.common.interceptors import SESSION_ID_METADATA_KEY
-from services.common.logs import session_id_var
+from services.common.stream import InvalidRequest, bidi_stream
 from services.packager.chunks import ChunkRejected, RenderedChunks
 from services.packager.config import PackagerConfig
 from services.packager.loops import IdleLoops, LoopError, LoopUpload, StoredLoop
-from services.packager.muxer import MuxedPart, MuxedSegment, SessionMuxer, VideoChunk
-from services.packager.playlist import PlaylistPart, part_uri, segment_uri
+from services.packager.muxer import SessionMuxer, VideoChunk
+from services.packager.publishing import mux, publish_part, publish_remains, publish_segment
 from services.packager.store import HlsStore, HlsStream, StreamExists
-from services.packager.validation import InvalidRequest, check_commit, check_video_config, settings_from_config
+from services.packager.validation import check_commit, check_video_config, settings_from_config
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +35,6 @@ OFFLINE_WAIT_S = 600.0  # offline pacing: how long a commit waits for its render
 
 CHUNKS = Counter("packager_chunks_total", "Chunks muxed, by source", ["source"])
 STALLED_CHUNKS = Counter("packager_stalled_chunks_total", "Rendered chunks not usable at their time", ["reason"])
-SEGMENTS_PUBLISHED = Counter("packager_segments_total", "Media segments put on playlists")
-SEGMENT_BYTES = Counter("packager_segment_bytes_total", "Bytes of media segments produced")
-# How late a part reaches its playlist after the wall-clock end of its media (epoch + end; negative: early). A
-# low-latency player holds PART-HOLD-BACK behind the edge: lateness near that is a stall in every viewer.
-PART_LATENESS = Histogram(
-    "packager_part_lateness_seconds",
-    "Wall time a part reaches its playlist after the end of its media (media epoch + end), by content",
-    ["content"],
-    buckets=(-0.1, -0.04, 0, 0.04, 0.08, 0.12, 0.16, 0.24, 0.32, 0.4, 0.48, 0.64, 1.0, 2.0),
-)
 LIVE_STREAMS = Gauge("packager_live_streams", "Playlists being published")
 LOOPS_HELD = Gauge("packager_idle_loops", "Idle loops held")
 
@@ -106,25 +94,20 @@ class PackagerServicer(packager_pb2_grpc.PackagerServiceServicer):
 
     # -- the session's stream -------------------------------------------------------------------------------------
 
+    @bidi_stream("Publish", session_field="stream_id")
     async def Publish(
-        self, request_iterator: AsyncIterator[packager_pb2.PublishRequest], context: grpc.aio.ServicerContext
+        self,
+        config: packager_pb2.PublishConfig,
+        requests: AsyncIterator[packager_pb2.PublishRequest],
+        context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[packager_pb2.PublishResponse]:
-        requests = aiter(request_iterator)
-        first = await anext(requests, None)
-        if first is None or first.WhichOneof("request") != "config":
-            await abort_invalid_argument(context, "config", "the first message of a Publish stream must be config")
-        config = first.config
-        try:
-            settings = settings_from_config(config, self.config)
-        except InvalidRequest as problem:
-            await abort_invalid_argument(context, problem.field, problem.message)
+        settings = settings_from_config(config, self.config)
         session_id = config.stream_id  # the stream's id: the packager keeps playlists by it
         caller_id = dict(context.invocation_metadata() or ()).get(SESSION_ID_METADATA_KEY)
         if caller_id and caller_id != session_id:
-            await abort_invalid_argument(
-                context, "config.stream_id", f"config.stream_id differs from the {SESSION_ID_METADATA_KEY} metadata"
+            raise InvalidRequest(
+                "config.stream_id", f"config.stream_id differs from the {SESSION_ID_METADATA_KEY} metadata"
             )
-        session_id_var.set(session_id)
         if self._shutting_down:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the packager is shutting down")
         if self.store.get(session_id) is not None:
@@ -148,9 +131,7 @@ class PackagerServicer(packager_pb2_grpc.PackagerServiceServicer):
             settings.fps,
             settings.chunk_frames,
         ):
-            await abort_invalid_argument(
-                context, "config.idle_loop_id", "the idle loop's size, rate or chunking differ"
-            )
+            raise InvalidRequest("config.idle_loop_id", "the idle loop's size, rate or chunking differ")
         media = await self._join(session_id, config.publish_token, settings.chunk_frames, context)
         if media.publishing:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"session {session_id} is already publishing")
@@ -185,12 +166,9 @@ class PackagerServicer(packager_pb2_grpc.PackagerServiceServicer):
                     break
                 if kind != "chunk":
                     problem = "config may be sent only once" if kind == "config" else "set chunk or end"
-                    await abort_invalid_argument(context, kind or "request", problem)
+                    raise InvalidRequest(kind or "request", problem)
                 commit = request.chunk
-                try:
-                    check_commit(commit, expected, settings)
-                except InvalidRequest as problem:
-                    await abort_invalid_argument(context, problem.field, problem.message)
+                check_commit(commit, expected, settings)
                 loop = self._current_loop(loop, commit.idle_loop_id)
                 video = loop.chunk(commit.idle_chunk_index)
                 if commit.rendered:
@@ -214,18 +192,18 @@ class PackagerServicer(packager_pb2_grpc.PackagerServiceServicer):
                 else:
                     CHUNKS.labels("loop").inc()
                 expected += settings.chunk_frames
-                part, segment = await self._mux(muxer, video, commit.pcm_s16le, commit.speech)
+                part, segment = await mux(muxer, video, commit)
                 if stream.playlist.ended:  # ended by shutdown: what comes now has nowhere to go
                     continue
                 # Both on the playlist before anyone (a held request) can see it in between.
-                published = self._publish_part(stream, part)
-                completed = self._publish(stream, segment) if segment is not None else None
+                published = publish_part(self.store, stream, part)
+                completed = publish_segment(self.store, stream, segment) if segment is not None else None
                 yield packager_pb2.PublishResponse(part=published)
                 if completed is not None:
                     yield packager_pb2.PublishResponse(segment=completed)
             last = muxer.finish() if not stream.playlist.ended else None
             if last is not None:
-                yield packager_pb2.PublishResponse(segment=self._publish(stream, last))
+                yield packager_pb2.PublishResponse(segment=publish_segment(self.store, stream, last))
             finished = True
             self.store.end(stream)
             log.info("publish ended", extra={"segments": stream.playlist.next_sequence})
@@ -234,7 +212,7 @@ class PackagerServicer(packager_pb2_grpc.PackagerServiceServicer):
             )
         finally:
             if not finished and not stream.playlist.ended:
-                self._publish_remains(stream, muxer)
+                publish_remains(self.store, stream, muxer)
             self.store.end(stream)
             self.loops.unpin(loop)
             media.publishing = False
@@ -242,15 +220,6 @@ class PackagerServicer(packager_pb2_grpc.PackagerServiceServicer):
                 del self._live[session_id]
             LIVE_STREAMS.set(len(self._live))
             self._leave(session_id, media)
-
-    def _publish_remains(self, stream: HlsStream, muxer: SessionMuxer) -> None:
-        """Lists what the muxer still holds when a stream breaks off; never raises (the cleanup must run)."""
-        try:
-            last = muxer.finish()
-            if last is not None:
-                self._publish(stream, last)
-        except ValueError as problem:  # a part that never reached the playlist: the segment cannot be listed
-            log.warning("the last segment of a broken-off stream was dropped", extra={"why": str(problem)})
 
     def _current_loop(self, loop: StoredLoop, loop_id: str) -> StoredLoop:
         """The loop a commit names (re-pinned when it changes, e.g. the session moved to another worker); the
@@ -267,59 +236,17 @@ class PackagerServicer(packager_pb2_grpc.PackagerServiceServicer):
         self.loops.unpin(loop)
         return named
 
-    @staticmethod
-    async def _mux(
-        muxer: SessionMuxer, video: VideoChunk, pcm: bytes, speech: bool
-    ) -> tuple[MuxedPart, MuxedSegment | None]:
-        if pcm:  # AAC encoding: off the event loop
-            return await asyncio.to_thread(muxer.add_chunk, video, pcm, speech)
-        return muxer.add_chunk(video, None, speech)
-
-    def _publish_part(self, stream: HlsStream, part: MuxedPart) -> packager_pb2.PartPublished:
-        self.store.add_part(stream, PlaylistPart(part.sequence, part.index, part.duration_us), part.data)
-        end_us = stream.playlist.media_epoch_us + part.start_us + part.duration_us
-        PART_LATENESS.labels("speech" if part.has_speech else "idle").observe(time.time() - end_us / 1e6)
-        return packager_pb2.PartPublished(
-            sequence=part.sequence,
-            index=part.index,
-            uri=part_uri(part.sequence, part.index),
-            start_frame_index=part.start_frame_index,
-            frame_count=part.frame_count,
-            start_us=part.start_us,
-            duration_us=part.duration_us,
-            has_speech=part.has_speech,
-        )
-
-    def _publish(self, stream: HlsStream, segment: MuxedSegment) -> packager_pb2.SegmentPublished:
-        self.store.add_segment(stream, segment.sequence, segment.start_us, segment.duration_us, segment.parts)
-        SEGMENTS_PUBLISHED.inc()
-        SEGMENT_BYTES.inc(segment.size)
-        return packager_pb2.SegmentPublished(
-            sequence=segment.sequence,
-            uri=segment_uri(segment.sequence),
-            start_frame_index=segment.start_frame_index,
-            frame_count=segment.frame_count,
-            start_us=segment.start_us,
-            duration_us=segment.duration_us,
-            has_speech=segment.has_speech,
-        )
-
     # -- the video worker's stream --------------------------------------------------------------------------------
 
+    @bidi_stream("PublishVideo", session_field="stream_id")
     async def PublishVideo(
-        self, request_iterator: AsyncIterator[packager_pb2.PublishVideoRequest], context: grpc.aio.ServicerContext
+        self,
+        config: packager_pb2.PublishVideoConfig,
+        requests: AsyncIterator[packager_pb2.PublishVideoRequest],
+        context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[packager_pb2.PublishVideoResponse]:
-        requests = aiter(request_iterator)
-        first = await anext(requests, None)
-        if first is None or first.WhichOneof("request") != "config":
-            await abort_invalid_argument(context, "config", "the first message of a PublishVideo stream must be config")
-        config = first.config
-        try:
-            check_video_config(config)
-        except InvalidRequest as problem:
-            await abort_invalid_argument(context, problem.field, problem.message)
+        check_video_config(config)
         session_id = config.stream_id  # the stream's id: the packager keeps playlists by it
-        session_id_var.set(session_id)
         if self._shutting_down:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the packager is shutting down")
         media = await self._join(session_id, config.publish_token, config.chunk_frames, context)
@@ -341,15 +268,15 @@ class PackagerServicer(packager_pb2_grpc.PackagerServiceServicer):
             if loop is not None:
                 self.loops.pin(loop)
                 if (loop.sps, loop.pps) != (config.sps, config.pps):
-                    await abort_invalid_argument(context, "config.sps", "parameter sets differ from the idle loop's")
+                    raise InvalidRequest("config.sps", "parameter sets differ from the idle loop's")
             else:
                 yield packager_pb2.PublishVideoResponse(loop_wanted=packager_pb2.IdleLoopWanted())
-                loop = await self._receive_loop(config, requests, context)
+                loop = await self._receive_loop(config, requests)
             LOOPS_HELD.set(len(self.loops))
             yield packager_pb2.PublishVideoResponse(ready=packager_pb2.PublishVideoReady())
             async for request in requests:
                 if request.WhichOneof("request") != "chunk":
-                    await abort_invalid_argument(context, "chunk", "after the loop, send only chunks")
+                    raise InvalidRequest("chunk", "after the loop, send only chunks")
                 if media.video_generation != generation:
                     continue  # a newer stream for this session took over
                 chunk = request.chunk
@@ -372,7 +299,6 @@ class PackagerServicer(packager_pb2_grpc.PackagerServiceServicer):
         self,
         config: packager_pb2.PublishVideoConfig,
         requests: AsyncIterator[packager_pb2.PublishVideoRequest],
-        context: grpc.aio.ServicerContext,
     ) -> StoredLoop:
         try:
             upload = LoopUpload(
@@ -392,7 +318,7 @@ class PackagerServicer(packager_pb2_grpc.PackagerServiceServicer):
                 upload.add(request.loop_chunk.index, request.loop_chunk.frames, self.config.loop_cache_bytes)
             stored = upload.finish()
         except LoopError as problem:
-            await abort_invalid_argument(context, "loop_chunk", str(problem))
+            raise InvalidRequest("loop_chunk", str(problem)) from None
         log.info("idle loop received", extra={"loop": stored.loop_id, "bytes": stored.size})
         return self.loops.add_pinned(stored)
 

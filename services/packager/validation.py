@@ -1,10 +1,12 @@
-"""What the packager accepts on its two streams: every field checked, each refusal a sentence naming the field."""
+"""What the packager accepts on its two streams: every field checked, each refusal (the shared InvalidRequest) a
+sentence naming the field."""
 
 from __future__ import annotations
 
 import re
 
 from avatar.v1 import packager_pb2
+from services.common.stream import InvalidRequest
 from services.packager.audio import AAC_SAMPLE_RATES
 from services.packager.config import PackagerConfig
 from services.packager.muxer import MuxerSettings
@@ -15,13 +17,6 @@ MAX_TOKEN_CHARS = 128
 MAX_PARAMETER_SET_BYTES = 1024
 MAX_LOOP_CHUNKS = 10_000
 MAX_CHUNK_FRAMES = 60
-
-
-class InvalidRequest(Exception):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 def _check_geometry(prefix: str, width: int, height: int, fps: int, chunk_frames: int) -> None:
@@ -115,6 +110,19 @@ def check_commit(commit: packager_pb2.ChunkCommit, expected_start: int, settings
             "chunk.pcm_s16le",
             f"chunk at frame {expected_start} has {len(commit.pcm_s16le)} bytes of PCM; it needs {pcm_bytes} "
             f"({settings.chunk_frames} frames of {settings.samples_per_frame} samples s16le) or none for silence",
+        )
+    chunk_samples = settings.chunk_frames * settings.samples_per_frame
+    if not 0 <= commit.lookahead_samples <= chunk_samples:
+        raise InvalidRequest(
+            "chunk.lookahead_samples",
+            f"chunk at frame {expected_start} has a lookahead of {commit.lookahead_samples} samples; it may be 0 to "
+            f"{chunk_samples} (one chunk)",
+        )
+    if len(commit.lookahead_pcm_s16le) not in (0, 2 * commit.lookahead_samples):
+        raise InvalidRequest(
+            "chunk.lookahead_pcm_s16le",
+            f"chunk at frame {expected_start} has {len(commit.lookahead_pcm_s16le)} bytes of lookahead PCM; it needs "
+            f"{2 * commit.lookahead_samples} (lookahead_samples s16le) or none for silence",
         )
     _check_loop_id("chunk.idle_loop_id", commit.idle_loop_id)
     if commit.idle_chunk_index < 0:

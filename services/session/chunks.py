@@ -6,6 +6,10 @@ speech, or any of the `settle_frames` frames after speech (the renderer's way ba
 is rendered: every one of its frames is driven to the video worker, idle ones included, so the worker can encode the
 whole chunk from an IDR frame. A cut (interrupt) may leave a chunk with nothing to render any more: it shows the loop
 again. Drives are handed out in frame order, each once per worker connection.
+
+A commit also carries the audio of the frames placed after its chunk (up to `AUDIO_LOOKAHEAD_SAMPLES`): the AAC
+encoder finishes a packet only with the audio after it, and with this the packager ends each part's audio with its
+video. Those frames are final from then on (`final_until`): a cut never reaches them.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from dataclasses import dataclass
 from services.session.timeline import FrameSlot
 
 NEVER = -(10**12)
+# Audio after a chunk that lets the packager finish every AAC packet reaching the chunk's end: the rest of the last
+# 1024-sample packet and the two frames FFmpeg's AAC encoder holds before it emits a packet.
+AUDIO_LOOKAHEAD_SAMPLES = 3071
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,8 @@ class CommitPlan:
     idle_chunk_index: int
     rendered: bool
     epoch: int
+    lookahead_samples: int = 0
+    lookahead_pcm_s16le: bytes = b""
 
 
 class ChunkPlan:
@@ -50,6 +59,8 @@ class ChunkPlan:
         self.rendered: set[int] = set()  # starts of the uncommitted chunks the worker renders
         self.sent: set[int] = set()  # frames whose drive went to the current worker connection
         self.committed = 0  # the next frame to commit (a chunk start)
+        self.final_until = 0  # frames before this are final: committed, or a commit's audio lookahead
+        self.lookahead_frames = -(-AUDIO_LOOKAHEAD_SAMPLES // samples_per_frame)
         self._last_speech = NEVER  # the latest frame holding speech
         self._committed_speech = NEVER  # the latest committed frame holding speech
 
@@ -110,21 +121,31 @@ class ChunkPlan:
         speech = any(slot.speech for slot in chunk)
         if speech:
             self._committed_speech = max(slot.frame_index for slot in chunk if slot.speech)
-        pcm = b""
-        if any(slot.pcm for slot in chunk):
-            silence = bytes(2 * self.samples_per_frame)
-            pcm = b"".join(slot.pcm or silence for slot in chunk)
+        end = start + self.chunk_frames
+        lookahead: list[FrameSlot] = []
+        while len(lookahead) < self.lookahead_frames and (slot := slots.get(end + len(lookahead))) is not None:
+            lookahead.append(slot)
         rendered = start in self.rendered
         self.rendered.discard(start)
-        self.sent.difference_update(range(start, start + self.chunk_frames))
-        self.committed = start + self.chunk_frames
+        self.sent.difference_update(range(start, end))
+        self.committed = end
+        self.final_until = max(self.final_until, end + len(lookahead))
         phase = (start + self.phase_offset) % loop.frames
         return CommitPlan(
             start_frame_index=start,
-            pcm_s16le=pcm,
+            pcm_s16le=self._pcm(chunk),
             speech=speech,
             idle_loop_id=loop.loop_id,
             idle_chunk_index=phase // self.chunk_frames,
             rendered=rendered,
             epoch=max(slot.epoch for slot in chunk),
+            lookahead_samples=len(lookahead) * self.samples_per_frame,
+            lookahead_pcm_s16le=self._pcm(lookahead),
         )
+
+    def _pcm(self, slots: list[FrameSlot]) -> bytes:
+        """The slots' audio, or nothing when all of it is silence."""
+        if not any(slot.pcm for slot in slots):
+            return b""
+        silence = bytes(2 * self.samples_per_frame)
+        return b"".join(slot.pcm or silence for slot in slots)

@@ -91,8 +91,9 @@ class Playout:
         return max(0, int((time.monotonic() - self.t0) * self.fps)) + 1
 
     def cut_frame(self) -> int:
-        """Where an interrupt takes effect: CUT_MARGIN frames after the clock, never in a committed chunk."""
-        return max(min(self.next_due() + CUT_MARGIN, self.timeline.write_head), self.plan.committed)
+        """Where an interrupt takes effect: CUT_MARGIN frames after the clock, never in a committed chunk or in the
+        audio a commit sent ahead of it."""
+        return max(min(self.next_due() + CUT_MARGIN, self.timeline.write_head), self.plan.final_until)
 
     # -- placing frames -------------------------------------------------------------------------------------------
 

@@ -9,12 +9,12 @@ mouth. Voice names are `elevenlabs:<voice_id>` or `elevenlabs:<voice_id>@<model_
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import grpc
 import numpy as np
 
 from services.tts.engine import EngineAudio, EngineError, PhonemeSpan, SpeechEngine, VoiceInfo, WordSpan
@@ -23,8 +23,8 @@ from services.tts.remote import (
     NamedVoices,
     ProviderError,
     RetryPolicy,
-    next_item,
-    open_stream,
+    no_audio,
+    provider_items,
     status_error,
     transport_error,
 )
@@ -257,7 +257,7 @@ class _Timeline:
 
 
 class ElevenLabsEngine(NamedVoices, SpeechEngine):
-    """ElevenLabs voices. The SDK's own retries are off: `open_stream` retries 429/5xx only before the first audio."""
+    """ElevenLabs voices. The SDK's own retries are off: `provider_items` retries 429/5xx before the first audio."""
 
     name = "elevenlabs"
     voice_name = _VOICE_NAME
@@ -330,27 +330,18 @@ class ElevenLabsEngine(NamedVoices, SpeechEngine):
                 request_options={"max_retries": 0},
             )
 
-        stream, item = await open_stream(start, self._classify, self.policy, PROVIDER)
         timeline = _Timeline(text, self.sample_rate_hz)
         leftover = b""
-        try:
-            while item is not None:
+        async with contextlib.aclosing(provider_items(start, self._classify, self.policy, PROVIDER)) as items:
+            async for item in items:
                 raw = leftover + base64.b64decode(item.audio_base_64 or "")
                 usable = len(raw) - len(raw) % 2
                 leftover = raw[usable:]
                 timeline.add(np.frombuffer(raw[:usable], dtype="<i2").astype(np.int16), item.alignment)
                 while (chunk := timeline.take(final=False)) is not None:
                     yield chunk
-                try:
-                    item = await next_item(stream, self._classify, self.policy, PROVIDER)
-                except StopAsyncIteration:
-                    item = None
-        finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()
         if timeline.total == 0:
-            raise ProviderError(grpc.StatusCode.UNAVAILABLE, f"{PROVIDER} returned no audio", retryable=True)
+            raise no_audio(PROVIDER)
         if not timeline.timed:
             log.debug("ElevenLabs sent no alignment; word times estimated from the audio")
         final = timeline.take(final=True)

@@ -7,12 +7,12 @@ service then moves the mouth with the audio's energy. Voice names are `openai:<v
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import grpc
 import numpy as np
 
 from services.tts.engine import EngineAudio, EngineError, SpeechEngine, VoiceInfo
@@ -21,8 +21,7 @@ from services.tts.remote import (
     NamedVoices,
     ProviderError,
     RetryPolicy,
-    next_item,
-    open_stream,
+    provider_items,
     status_error,
     transport_error,
 )
@@ -99,7 +98,7 @@ class _Estimator:
 
 
 class OpenAITtsEngine(NamedVoices, SpeechEngine):
-    """OpenAI voices. The SDK's own retries are off: `open_stream` retries 429/5xx only before the first audio."""
+    """OpenAI voices. The SDK's own retries are off: `provider_items` retries 429/5xx before the first audio."""
 
     name = "openai"
     remote = True
@@ -164,22 +163,12 @@ class OpenAITtsEngine(NamedVoices, SpeechEngine):
         if match is None:
             raise EngineError(f"not an OpenAI voice: {voice!r} (use openai:<voice>[@<model>])")
         name, model = match.group(1), match.group(2) or self.model
-        stream, data = await open_stream(lambda: self._bytes(text, name, model), self._classify, self.policy, PROVIDER)
         estimator = _Estimator(text, self._s_per_char)
-        received = 0
-        try:
-            while data is not None:
-                received += len(data)
+        answer = provider_items(lambda: self._bytes(text, name, model), self._classify, self.policy, PROVIDER)
+        async with contextlib.aclosing(answer) as pieces:
+            async for data in pieces:
                 for piece in estimator.add(data):
                     yield piece
-                try:
-                    data = await next_item(stream, self._classify, self.policy, PROVIDER)
-                except StopAsyncIteration:
-                    data = None
-        finally:
-            await stream.aclose()  # type: ignore[attr-defined]
-        if received == 0:
-            raise ProviderError(grpc.StatusCode.UNAVAILABLE, f"{PROVIDER} returned no audio", retryable=True)
         last = estimator.finish()
         if last is not None:
             yield last

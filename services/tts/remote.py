@@ -164,6 +164,35 @@ async def next_item(
         raise classify(error) from None
 
 
+async def provider_items(
+    start: Callable[[], AsyncIterator[T]],
+    classify: Callable[[BaseException], ProviderError],
+    policy: RetryPolicy,
+    provider: str,
+) -> AsyncIterator[T]:
+    """Every item of a provider's streamed answer: the request retried until its first item (`open_stream`), each
+    later item within the stall deadline (`next_item`), the stream closed however the caller stops. Use it under
+    `contextlib.aclosing` so an abandoned answer closes its connection at once. Raises ProviderError; an answer
+    without a single item is one (UNAVAILABLE, retryable)."""
+    stream, item = await open_stream(start, classify, policy, provider)
+    if item is None:
+        await _close(stream)
+        raise no_audio(provider)
+    try:
+        while True:
+            yield item
+            try:
+                item = await next_item(stream, classify, policy, provider)
+            except StopAsyncIteration:
+                return
+    finally:
+        await _close(stream)
+
+
+def no_audio(provider: str) -> ProviderError:
+    return ProviderError(grpc.StatusCode.UNAVAILABLE, f"{provider} returned no audio", retryable=True)
+
+
 def transport_error(provider: str, error: BaseException, secrets: Iterable[str]) -> ProviderError:
     """A ProviderError for a connection-level failure (refused, reset, dropped mid-stream, timed out)."""
     name = type(error).__name__

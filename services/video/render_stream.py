@@ -25,13 +25,14 @@ from dataclasses import dataclass
 from prometheus_client import Counter, Histogram
 
 from infinitetalk_live_client.avatar.v1 import video_pb2
+from services.common.stream import InvalidRequest
 from services.video.backend import AvatarRenderer, Drive, FrameByFrameRenderer, RenderedFrame
 from services.video.capacity import CapacityMeter
 from services.video.chunker import Chunk, ChunkAssembler
 from services.video.clock_burn import burn_clock
 from services.video.encoding import FrameEncoder
 from services.video.publisher import VideoPublisher
-from services.video.stream import STALE_FRAMES, BadRequest, DriveQueue, StreamState
+from services.video.stream import STALE_FRAMES, DriveQueue, StreamState
 
 log = logging.getLogger(__name__)
 
@@ -283,10 +284,10 @@ class RenderStream:
                     epoch = request.clock.media_epoch
                     self._clock_epoch_ms = epoch.seconds * 1000 + epoch.nanos // 1_000_000
                 elif kind == "config":
-                    raise BadRequest("config", "config may only be sent once, as the first message of the stream")
+                    raise InvalidRequest("config", "config may only be sent once, as the first message of the stream")
                 else:
-                    raise BadRequest("request", "empty request: set frame, reset or clock")
-        except BadRequest as bad:
+                    raise InvalidRequest("request", "empty request: set frame, reset or clock")
+        except InvalidRequest as bad:
             state.error = bad
         except asyncio.CancelledError:
             raise

@@ -27,8 +27,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from avatar.v1 import packager_pb2_grpc, video_pb2_grpc
 from infinitetalk_live_client.avatar.v1 import video_pb2
 from services.common.errors import abort_failed_precondition, abort_invalid_argument, abort_resource_exhausted
-from services.common.logs import session_id_var
 from services.common.lru import Lru
+from services.common.stream import bidi_stream
 from services.video.backend import AvatarInfo, AvatarRenderer, IdleLoop, PortraitBackend, RendererBackend
 from services.video.capacity import CapacityMeter, available_cores
 from services.video.drawn import DEFAULT_AVATAR, DrawnBackend
@@ -38,7 +38,7 @@ from services.video.loops import LoopCache, LoopSpec
 from services.video.portraits import PortraitPool
 from services.video.publisher import PublishFailed, VideoPublisher
 from services.video.render_stream import RenderStream, StreamParts, pace_of
-from services.video.stream import BadRequest, check_config
+from services.video.stream import check_config
 
 log = logging.getLogger(__name__)
 
@@ -203,20 +203,14 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
     def _close_channel(self, address: str, _stub: packager_pb2_grpc.PackagerServiceStub) -> None:
         asyncio.get_running_loop().create_task(self._channels.pop(address).close())
 
+    @bidi_stream("Render")
     async def Render(
-        self, request_iterator: AsyncIterator[video_pb2.RenderRequest], context: grpc.aio.ServicerContext
+        self,
+        config: video_pb2.RenderConfig,
+        requests: AsyncIterator[video_pb2.RenderRequest],
+        context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[video_pb2.RenderResponse]:
-        requests = aiter(request_iterator)
-        first = await anext(requests, None)
-        if first is None or first.WhichOneof("request") != "config":
-            await abort_invalid_argument(context, "config", "the first message of a Render stream must be config")
-        config = first.config
-        try:
-            check_config(config, list(self._avatars), self.default_avatar)
-        except BadRequest as bad:
-            await abort_invalid_argument(context, bad.field, bad.message)
-        if not session_id_var.get() and config.session_id:
-            session_id_var.set(config.session_id[:64])
+        check_config(config, list(self._avatars), self.default_avatar)
         capacity = self.meter.capacity()
         if self.active >= capacity:
             await abort_resource_exhausted(
@@ -284,12 +278,9 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
             )
             yield video_pb2.RenderResponse(ready=ready)
             yield video_pb2.RenderResponse(status=pace_of(renderer))
-            try:
-                async for pace in stream.run(requests):
-                    self._fps = pace.frames_per_second
-                    yield video_pb2.RenderResponse(status=pace)
-            except BadRequest as bad:
-                await abort_invalid_argument(context, bad.field, bad.message)
+            async for pace in stream.run(requests):
+                self._fps = pace.frames_per_second
+                yield video_pb2.RenderResponse(status=pace)
         finally:
             if stream is None:
                 self._opening -= 1

@@ -36,7 +36,7 @@ class PublishConfig(_message.Message):
     def __init__(self, stream_id: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[int] = ..., sample_rate_hz: _Optional[int] = ..., segment_duration_ms: _Optional[int] = ..., media_epoch: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., chunk_frames: _Optional[int] = ..., publish_token: _Optional[str] = ..., idle_loop_id: _Optional[str] = ..., offline: _Optional[bool] = ...) -> None: ...
 
 class ChunkCommit(_message.Message):
-    __slots__ = ("start_frame_index", "pcm_s16le", "speech", "idle_loop_id", "idle_chunk_index", "rendered", "epoch")
+    __slots__ = ("start_frame_index", "pcm_s16le", "speech", "idle_loop_id", "idle_chunk_index", "rendered", "epoch", "lookahead_samples", "lookahead_pcm_s16le")
     START_FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
     PCM_S16LE_FIELD_NUMBER: _ClassVar[int]
     SPEECH_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,8 @@ class ChunkCommit(_message.Message):
     IDLE_CHUNK_INDEX_FIELD_NUMBER: _ClassVar[int]
     RENDERED_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LOOKAHEAD_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    LOOKAHEAD_PCM_S16LE_FIELD_NUMBER: _ClassVar[int]
     start_frame_index: int
     pcm_s16le: bytes
     speech: bool
@@ -51,7 +53,9 @@ class ChunkCommit(_message.Message):
     idle_chunk_index: int
     rendered: bool
     epoch: int
-    def __init__(self, start_frame_index: _Optional[int] = ..., pcm_s16le: _Optional[bytes] = ..., speech: _Optional[bool] = ..., idle_loop_id: _Optional[str] = ..., idle_chunk_index: _Optional[int] = ..., rendered: _Optional[bool] = ..., epoch: _Optional[int] = ...) -> None: ...
+    lookahead_samples: int
+    lookahead_pcm_s16le: bytes
+    def __init__(self, start_frame_index: _Optional[int] = ..., pcm_s16le: _Optional[bytes] = ..., speech: _Optional[bool] = ..., idle_loop_id: _Optional[str] = ..., idle_chunk_index: _Optional[int] = ..., rendered: _Optional[bool] = ..., epoch: _Optional[int] = ..., lookahead_samples: _Optional[int] = ..., lookahead_pcm_s16le: _Optional[bytes] = ...) -> None: ...
 
 class EndOfStream(_message.Message):
     __slots__ = ()

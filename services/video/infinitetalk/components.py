@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from services.video.infinitetalk.errors import ComponentError  # also caught from here by callers
-from services.video.infinitetalk.official import OfficialConfigs, load_official_parts
+from services.video.infinitetalk.official import load_official_parts
+from services.video.infinitetalk.official_configs import OfficialConfigs
 
 TEXT_TOKENS = 512  # Wan pads prompts to 512 tokens and zeroes the embeddings beyond the prompt's length
 NEGATIVE_PROMPT = (

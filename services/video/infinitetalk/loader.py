@@ -44,7 +44,8 @@ from services.video.infinitetalk.backend import DEFAULT_FPS_ESTIMATE, DEFAULT_PR
 from services.video.infinitetalk.checkpoint import load_transformer
 from services.video.infinitetalk.components import Components
 from services.video.infinitetalk.model import OFFICIAL_14B, TINY, InfiniteTalkConfig
-from services.video.infinitetalk.official import OfficialConfigs, save_tiny_official
+from services.video.infinitetalk.official import save_tiny_official
+from services.video.infinitetalk.official_configs import OfficialConfigs
 from services.video.infinitetalk.pipeline import ChunkGenerator, SamplingOptions
 from services.video.infinitetalk.speedups import DEFAULT_WARMUP_STEPS
 from services.video.infinitetalk.tiny import save_tiny_checkpoints

@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from services.video.infinitetalk.checkpoint import DIT_INDEX, is_audio_key, ours_to_official
+from services.video.infinitetalk.checkpoint_files import DIT_INDEX
+from services.video.infinitetalk.checkpoint_names import is_audio_key, ours_to_official
 from services.video.infinitetalk.model import TINY, InfiniteTalkConfig, InfiniteTalkTransformer
 
 DIT_FOLDER = "Wan2.1-I2V-14B-480P"

@@ -1,20 +1,22 @@
-"""The per-pixel loops of the photo warp, compiled with numba (the pictures they make are described in `warp`).
-
-One pass per part, with no temporaries: the head map over the whole frame, the mouth and jaw field over the mouth
-box, the eyelids over the eye boxes (while blinking), the interior's paint over the rows where the lips part. The
-resampling itself is OpenCV's `remap`, straight into the I420 planes.
+"""The mouth's per-pixel loops of the photo warp, compiled with numba (the pictures they make are described in
+`warp`): the per-frame table of the lip curves, then one pass over the mouth box that replaces the head map by the
+mouth and jaw field and works out the interior's paint where the lips part. The other loops (head map, eyelids,
+chroma maps, the paint's blend) are in `frame_kernels`; the resampling itself is OpenCV's `remap`, straight into the
+I420 planes.
 
 Curves of u (the lips' seam and inner edge, the opening across the mouth, the jaw profile) are tables on a regular
-grid, so no pixel pays for a search, a power or a log; the mouth reads the nearest entry (8 a pixel), the eyelids
-interpolate. The mouth's loops are written to vectorise (LLVM's loop vectoriser does it, no fast-math): each box row
-is a row view indexed from 0 (an index like `x0 + j` makes numba wrap negative indices, which hides the access
-pattern), the per-row scratch is one flat array with fields at constant distances (separate arrays would need
-run-time overlap checks, and past eight of them the vectoriser gives up), the table reads (gathers) sit in their own
-loop, and exp is a polynomial. Without fast-math the same inputs give the same bits whichever code path a pixel
-takes, so an idle pose always renders the same frame (the idle loop relies on it).
+grid, so no pixel pays for a search, a power or a log; the mouth reads the nearest entry (8 a pixel). The loops are
+written to vectorise (LLVM's loop vectoriser does it, no fast-math): each box row is a row view indexed from 0 (an
+index like `x0 + j` makes numba wrap negative indices, which hides the access pattern), the per-row scratch is one
+flat array with fields at constant distances (separate arrays would need run-time overlap checks, and past eight of
+them the vectoriser gives up), the table reads (gathers) sit in their own loop, and exp is a polynomial. Without
+fast-math the same inputs give the same bits whichever code path a pixel takes, so an idle pose always renders the
+same frame (the idle loop relies on it). The interior's colours are converted to Y, U, V inline with BT.601's
+coefficients (the one place besides `services.video.pixels` that has them: the loop is fused).
 
-Compiled on first use (a few seconds) and cached next to this file, or in numba's user cache directory when that
-is read-only (NUMBA_CACHE_DIR overrides); a process with a warm cache loads them in about 0.3 s.
+Every kernel of the photo warp (here and in `frame_kernels`) is compiled with `JIT`: on first use (a few seconds) and
+cached next to its file, or in numba's user cache directory when that is read-only (NUMBA_CACHE_DIR overrides); a
+process with a warm cache loads them in about 0.3 s.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-_JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
+# Compile options of every photo-warp kernel: cached on disk, GIL released, numpy-style float errors.
+JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 # Columns of the per-frame mouth table (functions of the source column u_src).
 SEAM, LOWER_SRC, GAP, JAW, ACROSS, TEETH_WEIGHT = 0, 1, 2, 3, 4, 5
@@ -41,35 +44,6 @@ TONGUE = (122.0, 56.0, 60.0)
 TEETH = (232.0, 226.0, 214.0)
 
 
-@numba.njit(**_JIT)
-def _index(value: float, origin: float, inverse_step: float, size: int) -> tuple[int, float]:
-    """Grid cell and fraction of `value` on a table of `size` entries (clamped: flat beyond the ends)."""
-    f = min(max((value - origin) * inverse_step, 0.0), size - 1.000001)
-    i = int(f)
-    return i, f - i
-
-
-@numba.njit(**_JIT)
-def _at(table: np.ndarray, i: int, t: float, column: int) -> float:
-    a = table[i, column]
-    return a + (table[i + 1, column] - a) * t
-
-
-@numba.njit(**_JIT)
-def head_maps(
-    row_x: np.ndarray, row_y: np.ndarray, row_w: np.ndarray, col_y: np.ndarray, map_x: np.ndarray, map_y: np.ndarray
-) -> None:
-    """map_x = x - row_x[y], map_y = row_y[y] - row_w[y] * col_y[x]: the head's backward map (float32)."""
-    h, w = map_x.shape
-    for y in range(h):
-        ax = row_x[y]
-        ay = row_y[y]
-        aw = row_w[y]
-        for x in range(w):
-            map_x[y, x] = np.float32(x) - ax
-            map_y[y, x] = ay - aw * col_y[x]
-
-
 # float32 constants: the mouth's per-pixel passes run in single precision, twice as many lanes per instruction.
 _0, _1, _2, _3, _HALF = np.float32(0.0), np.float32(1.0), np.float32(2.0), np.float32(3.0), np.float32(0.5)
 _SHARE = np.float32(0.2)  # the upper lip's share of the gap
@@ -78,13 +52,13 @@ _C2, _C3, _C4 = np.float32(1.0 / 2.0), np.float32(1.0 / 6.0), np.float32(1.0 / 2
 _C5, _C6, _C7 = np.float32(1.0 / 120.0), np.float32(1.0 / 720.0), np.float32(1.0 / 64.0)
 
 
-@numba.njit(inline="always", **_JIT)
+@numba.njit(inline="always", **JIT)
 def _smooth32(t):
     t = min(max(t, _0), _1)
     return t * t * (_3 - _2 * t)
 
 
-@numba.njit(inline="always", **_JIT)
+@numba.njit(inline="always", **JIT)
 def _exp_neg32(x):
     """e**x for x <= 0 (float32) with plain arithmetic, so the loops that use it vectorise: a Taylor polynomial of
     e**(x/64) squared six times (relative error below 1e-5 down to x = -13; absolute error below 3e-6)."""
@@ -98,7 +72,7 @@ def _exp_neg32(x):
     return p * p
 
 
-@numba.njit(**_JIT)
+@numba.njit(**JIT)
 def mouth_table(rig: np.ndarray, gap_max: float, exponent: float, out: np.ndarray, bounds: np.ndarray) -> None:
     """The per-frame functions of u_src (MOUTH_* columns, float32) from the rig's (RIG_* columns) and the shape;
     `bounds` gets the lowest upper-lip edge and the highest lower-lip edge over all columns."""
@@ -123,7 +97,7 @@ def mouth_table(rig: np.ndarray, gap_max: float, exponent: float, out: np.ndarra
     bounds[1] = lower_max
 
 
-@numba.njit(inline="always", **_JIT)
+@numba.njit(inline="always", **JIT)
 def _spread(u, vz, corner, half_w, inv_half, inv_beyond):
     """u_src of a pixel at u (vz: its squared distance from the lips in units of the fade): the corners spread (or
     round inwards), fading beyond the corners and away from the lips, inverted with two fixed-point steps."""
@@ -133,7 +107,7 @@ def _spread(u, vz, corner, half_w, inv_half, inv_beyond):
     return u - corner * min(max(first * inv_half, -_1), _1) * _exp_neg32(-(vz + b * b))
 
 
-@numba.njit(inline="always", **_JIT)
+@numba.njit(inline="always", **JIT)
 def _lift(v, seam, gap, nose):
     """Above the seam: the upper lip rises by its share of the gap, fading out at the nose."""
     rise = _SHARE * gap
@@ -144,7 +118,7 @@ def _lift(v, seam, gap, nose):
     return min(above, seam)
 
 
-@numba.njit(inline="always", **_JIT)
+@numba.njit(inline="always", **JIT)
 def _drop(v, seam, lower_src, gap, jaw, jaw_amp, chin, inv_neck):
     """Below the lower lip: the lip's shift blends into the jaw's drop at the chin and fades out down the neck."""
     shift = seam + (_1 - _SHARE) * gap - lower_src
@@ -167,7 +141,7 @@ F_ALPHA, F_Y, F_U, F_V_CHROMA = 8, 9, 10, 11
 ROW_FIELDS = 12
 
 
-@numba.njit(**_JIT)
+@numba.njit(**JIT)
 def mouth_warp(
     map_x: np.ndarray,
     map_y: np.ndarray,
@@ -325,77 +299,3 @@ def mouth_warp(
     painted[1] = py0
     painted[2] = x1
     painted[3] = py1
-
-
-@numba.njit(**_JIT)
-def eyelid_warp(
-    map_x: np.ndarray,
-    map_y: np.ndarray,
-    box: np.ndarray,
-    params: np.ndarray,
-    curves: np.ndarray,
-    blink: float,
-) -> None:
-    """The upper lid slides down to the lower lid, the lid skin above it stretches (in place, inside the eye box).
-    params: centre x, y, axis ux, uy, half width, table origin, inverse step; curves: upper lid, lower lid, and
-    where the stretch starts, per table entry."""
-    cx, cy, ux, uy, half = params[0], params[1], params[2], params[3], params[4]
-    u0, u_inv = params[5], params[6]
-    size = curves.shape[0]
-    closure = min(blink, 1.0)
-    for y in range(box[1], box[3]):
-        for x in range(box[0], box[2]):
-            dx = np.float64(map_x[y, x]) - cx
-            dy = np.float64(map_y[y, x]) - cy
-            u = dx * ux + dy * uy
-            if abs(u) >= half:
-                continue
-            v = dy * ux - dx * uy
-            i, t = _index(u, u0, u_inv, size)
-            start = _at(curves, i, t, 2)
-            if v <= start:
-                continue
-            upper = _at(curves, i, t, 0)
-            lid = upper + closure * (_at(curves, i, t, 1) - upper)
-            if v >= lid:
-                continue
-            vs = start + (v - start) * ((upper - start) / max(lid - start, 1e-3))
-            map_x[y, x] = np.float32(cx + u * ux - vs * uy)
-            map_y[y, x] = np.float32(cy + u * uy + vs * ux)
-
-
-@numba.njit(**_JIT)
-def chroma_maps(map_x: np.ndarray, map_y: np.ndarray, out_x: np.ndarray, out_y: np.ndarray) -> None:
-    """The maps of the chroma planes: each chroma sample takes its 2x2 block's top-left pixel, as rgb_to_i420 does."""
-    h, w = out_x.shape
-    for y in range(h):
-        for x in range(w):
-            out_x[y, x] = map_x[2 * y, 2 * x]
-            out_y[y, x] = map_y[2 * y, 2 * x]
-
-
-@numba.njit(**_JIT)
-def paint(
-    plane_y: np.ndarray,
-    plane_u: np.ndarray,
-    plane_v: np.ndarray,
-    box: np.ndarray,
-    painted: np.ndarray,
-    paint4: np.ndarray,
-) -> None:
-    """Blends the interior's colour over the resampled planes where its coverage is above 0 (chroma: each 2x2
-    block's top-left pixel, as rgb_to_i420 samples it)."""
-    bx, by = box[0], box[1]
-    for y in range(painted[1], painted[3]):
-        for x in range(painted[0], painted[2]):
-            a = np.float64(paint4[0, y - by, x - bx])
-            if a <= 0.0:
-                continue
-            old = np.float64(plane_y[y, x])
-            plane_y[y, x] = np.uint8(min(max(old + (paint4[1, y - by, x - bx] - old) * a + 0.5, 0.0), 255.0))
-            if (x | y) & 1 == 0:
-                cy, cx = y >> 1, x >> 1
-                old = np.float64(plane_u[cy, cx])
-                plane_u[cy, cx] = np.uint8(min(max(old + (paint4[2, y - by, x - bx] - old) * a + 0.5, 0.0), 255.0))
-                old = np.float64(plane_v[cy, cx])
-                plane_v[cy, cx] = np.uint8(min(max(old + (paint4[3, y - by, x - bx] - old) * a + 0.5, 0.0), 255.0))

@@ -11,9 +11,9 @@ inverted per pixel with a few fixed-point steps (they are contractions: displace
 Cost: the portrait is converted to Y, U and V planes once per rig (chroma at full resolution), so a frame is one
 `cv2.remap` of the Y plane with the full map and one each of U and V with the map of every 2x2 block's top-left
 pixel (the sample `rgb_to_i420` keeps), written into the output buffer; no RGB frame exists. The maps are built by
-the compiled loops in `kernels`: the head map over the frame, the mouth only in its box (tables of u for the lip
-curves), the eyelids only in their boxes while blinking, and the interior is painted only where it shows. The same
-pose always gives the same bytes (the idle loop relies on it).
+compiled loops: the head map over the frame (`frame_kernels`), the mouth only in its box (`kernels`, tables of u for
+the lip curves), the eyelids only in their boxes while blinking (`frame_kernels`), and the interior is painted only
+where it shows. The same pose always gives the same bytes (the idle loop relies on it).
 """
 
 from __future__ import annotations
@@ -39,17 +39,21 @@ INVERSE_STEPS = 4  # fixed-point steps that invert the mouth's fields (kernels._
 TABLE_STEPS_PER_PIXEL = 8  # resolution of the curve tables (the mouth reads the nearest entry)
 HEAD_REACH_PX = 6.0  # head motion and rounding margin around boxes, in pixels at 512 (scaled)
 
-# The compiled loops (services.video.photo.kernels, where the interior's colours are too), imported with the first
-# PhotoWarp: importing numba takes a moment that processes without photo avatars need not spend.
+# The compiled loops (services.video.photo.kernels: the mouth, where the interior's colours are too;
+# services.video.photo.frame_kernels: head map, eyelids, chroma maps, paint), imported with the first PhotoWarp:
+# importing numba takes a moment that processes without photo avatars need not spend.
 kernels: Any = None
+frame_kernels: Any = None
 
 
 def _import_kernels() -> None:
-    global kernels
-    if kernels is None:
-        from services.video.photo import kernels as module
+    global kernels, frame_kernels
+    if kernels is None or frame_kernels is None:
+        from services.video.photo import frame_kernels as frame_module
+        from services.video.photo import kernels as mouth_module
 
-        kernels = module
+        kernels = mouth_module
+        frame_kernels = frame_module
 
 
 assert UPPER_LIP_SHARE == 0.2, "kernels._SHARE hard-codes the upper lip's share"
@@ -193,14 +197,14 @@ class PhotoWarp:
         painted = self._mouth(pose.mouth, frame)
         if pose.blink > 0.02:
             for eye in self.eyes:
-                kernels.eyelid_warp(frame.map_x, frame.map_y, eye.box, eye.params, eye.curves, float(pose.blink))
-        kernels.chroma_maps(frame.map_x, frame.map_y, frame.chroma_x, frame.chroma_y)
+                frame_kernels.eyelid_warp(frame.map_x, frame.map_y, eye.box, eye.params, eye.curves, float(pose.blink))
+        frame_kernels.chroma_maps(frame.map_x, frame.map_y, frame.chroma_x, frame.chroma_y)
         replicate = cv2.BORDER_REPLICATE
         cv2.remap(self.plane_y, frame.map_x, frame.map_y, cv2.INTER_LINEAR, frame.plane_y, replicate)
         cv2.remap(self.plane_u, frame.chroma_x, frame.chroma_y, cv2.INTER_LINEAR, frame.plane_u, replicate)
         cv2.remap(self.plane_v, frame.chroma_x, frame.chroma_y, cv2.INTER_LINEAR, frame.plane_v, replicate)
         if painted:
-            kernels.paint(frame.plane_y, frame.plane_u, frame.plane_v, self.mouth_box, frame.painted, frame.paint)
+            frame_kernels.paint(frame.plane_y, frame.plane_u, frame.plane_v, self.mouth_box, frame.painted, frame.paint)
         return frame.out.tobytes()
 
     def render(self, pose: Pose) -> np.ndarray:
@@ -219,7 +223,7 @@ class PhotoWarp:
         hy = np.float32(pose.head_dy) + theta * (self.xs - np.float32(px))
         row_x = self.head_weight * hx
         row_y = self.ys - self.body_weight * np.float32(pose.breath_dy)
-        kernels.head_maps(row_x, row_y, self.head_weight, hy, frame.map_x, frame.map_y)
+        frame_kernels.head_maps(row_x, row_y, self.head_weight, hy, frame.map_x, frame.map_y)
 
     def _mouth(self, shape: MouthShape, frame: Frame) -> bool:
         """Applies the mouth and jaw warp inside the mouth box (in place); True when there is interior to paint."""
@@ -270,7 +274,7 @@ def _load_kernels(warp: PhotoWarp) -> None:
             return
         frame = Frame(warp)
         warp.render_i420(Pose(MouthShape(0.8, 0.8, 0.4), blink=1.0), frame)
-        kernels.paint(frame.plane_y, frame.plane_u, frame.plane_v, warp.mouth_box, frame.painted, frame.paint)
+        frame_kernels.paint(frame.plane_y, frame.plane_u, frame.plane_v, warp.mouth_box, frame.painted, frame.paint)
         _kernels_loaded = True
 
 

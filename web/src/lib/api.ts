@@ -3,7 +3,7 @@
 // to the session service).
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
-import { SessionService } from "@/gen/avatar/v1/session_pb";
+import { SessionService } from "../gen/avatar/v1/session_pb";
 import type { SessionSource } from "./session-source";
 
 export type SessionClient = Client<typeof SessionService>;
@@ -22,6 +22,12 @@ export function createSessionClient(baseUrl: string = window.location.origin, ke
  * stays on the backend that created the session). */
 export function steering(session: { controlToken: string }): { headers: Record<string, string> } {
   return { headers: { authorization: `Bearer ${session.controlToken}` } };
+}
+
+/** Ends `session` without waiting or minding failure (best effort: the server frees it now rather than at its idle
+ * timeout). Use a keepalive client (createSessionClient(url, true)) when the page may be leaving. */
+export function endSessionQuietly(client: SessionClient, session: { sessionId: string; controlToken: string }): void {
+  client.endSession({ sessionId: session.sessionId }, steering(session)).catch(() => undefined);
 }
 
 /** Standalone mode: the page creates its own session through the gateway (a server without API keys, or one that

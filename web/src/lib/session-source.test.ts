@@ -4,7 +4,13 @@ import assert from "node:assert/strict";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describeError } from "./errors";
-import { backendUrlFrom, BackendSessionSource, sessionFromGrant } from "./session-source";
+import {
+  backendUrlFrom,
+  BackendSessionSource,
+  pageSessionSource,
+  sessionFromGrant,
+  type SessionSource,
+} from "./session-source";
 
 const GRANT = {
   sessionId: "s1",
@@ -78,4 +84,17 @@ test("the backend's refusals read like the API's own", async () => {
     new BackendSessionSource("http://b", fakeFetch(200, GRANT)).create({ ...ASK, portrait: new Uint8Array(1) }, 5000),
   );
   assert.equal(describeError(photo).kind, "invalid");
+});
+
+test("the page's source: the backend it names, else the gateway; a bad backend URL refuses why", async () => {
+  const gateway: SessionSource = { kind: "gateway", create: () => Promise.reject(new Error("not called")) };
+  assert.equal(pageSessionSource("", undefined, () => gateway), gateway);
+  const named = pageSessionSource("?backend=http://127.0.0.1:9000", undefined, () => gateway);
+  assert.ok(named instanceof BackendSessionSource);
+  assert.ok(pageSessionSource("", "https://app.example", () => gateway) instanceof BackendSessionSource);
+  const bad = pageSessionSource("?backend=ftp://files.example", undefined, () => gateway);
+  assert.equal(bad.kind, "backend");
+  const error = await refusal(bad.create({ avatar: "", voice: "" }, 1000));
+  assert.equal(error.code, Code.InvalidArgument);
+  assert.match(describeError(error).detail, /is not http\(s\)/);
 });

@@ -117,3 +117,21 @@ function codeFromName(name: string): Code | undefined {
   const code = (Code as unknown as Record<string, Code>)[camel];
   return typeof code === "number" ? code : undefined;
 }
+
+/** The page's source: embedded when the page names a backend (`search`'s `?backend=<url>`, or `built`, the build's
+ * NEXT_PUBLIC_SESSION_BACKEND), standalone (`gateway()`) otherwise. A backend URL that is not http(s) gives a source
+ * that refuses every session with the reason (INVALID_ARGUMENT, shown in the banner). */
+export function pageSessionSource(
+  search: string,
+  built: string | undefined,
+  gateway: () => SessionSource,
+): SessionSource {
+  let backend: string | null;
+  try {
+    backend = backendUrlFrom(search, built);
+  } catch (error) {
+    const refusal = new ConnectError(String(error instanceof Error ? error.message : error), Code.InvalidArgument);
+    return { kind: "backend", create: () => Promise.reject(refusal) };
+  }
+  return backend ? new BackendSessionSource(backend) : gateway();
+}

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import grpc
 
-from infinitetalk import contact_sheet
-from infinitetalk.client import SessionClient, playlist_url
-from infinitetalk.hls import PlaylistFollower
-from infinitetalk.stack import StackPorts, Supervisor
+from infinitetalk_live import contact_sheet
+from infinitetalk_live.client import SessionClient, playlist_url
+from infinitetalk_live.hls import PlaylistFollower
+from infinitetalk_live.ports import StackPorts
+from infinitetalk_live.stack import Supervisor
 from infinitetalk_live_client.avatar.v1 import session_pb2
 from services.common.ports import GRPC_PORTS
 

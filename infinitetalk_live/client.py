@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 
-from infinitetalk.hls import PlaylistFollower
+from infinitetalk_live.hls import PlaylistFollower
 from infinitetalk_live_client import (
     ApiError,
     AsyncClient,

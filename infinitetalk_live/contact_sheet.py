@@ -2,7 +2,7 @@
 the word being spoken, over a strip that plots the speech envelope against the mouth opening that the landmark model
 reads from the same frames.
 
-Runs the video renderer in-process (no stack needed): `python -m infinitetalk.contact_sheet --out sheet.png`
+Runs the video renderer in-process (no stack needed): `python -m infinitetalk_live.contact_sheet --out sheet.png`
 (or `infinitetalk contact-sheet`).
 """
 
@@ -47,7 +47,7 @@ async def make_sheet(
     text: str, avatar: str, portrait: bytes | None, size: int, columns: int, rows: int, tile: int
 ) -> np.ndarray:
     """The contact sheet as an RGB image."""
-    from infinitetalk.speech_drives import speak
+    from infinitetalk_live.speech_drives import speak
     from services.video.backend import IdleLoop
     from services.video.drawn import DrawnBackend
     from services.video.idle import loop_frames

@@ -1,5 +1,0 @@
-import sys
-
-from infinitetalk.cli import main
-
-sys.exit(main())
