@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import AsyncIterator, Sequence
 from copy import copy
 from typing import Any
@@ -26,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 
+from services.common.provider_retry import RetryPlan, retryable_status
 from services.common.providers import OPENAI
 from services.common.retry_after import retry_after_s
 from services.common.scrub import INTERNAL_ERROR, redact, redact_exception, scrub
@@ -45,9 +45,8 @@ DEFAULT_PERSONA = (
     "You are a friendly assistant speaking through a talking avatar. Answer in plain spoken sentences: short, warm "
     "and natural, without markdown, lists, code or emoji, since everything you write is read aloud."
 )
-MAX_RETRY_AFTER_S = 20.0  # a longer Retry-After is waited for this long at most
+MAX_RETRY_AFTER_S = 20.0  # a longer Retry-After is not waited for: the turn fails with the provider's sentence
 MAX_BACKOFF_S = 8.0
-RETRYABLE_STATUS = frozenset({408, 409, 429})  # plus every 5xx
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_PERSONA", "OpenAIChat", "public_url", "retry_after_s", "scrub"]
 
@@ -88,8 +87,12 @@ class OpenAIChat(ChatProvider):
         self.model = model
         self.timeout_s = timeout_s
         self.stall_timeout_s = stall_timeout_s
-        self.max_retries = max(0, max_retries)
-        self.backoff_base_s = backoff_base_s
+        self.retry = RetryPlan(
+            attempts=max(0, max_retries) + 1,
+            backoff_s=backoff_base_s,
+            max_backoff_s=MAX_BACKOFF_S,
+            max_wait_s=MAX_RETRY_AFTER_S,
+        )
         self._api_key = api_key
         # The SDK's own timeout is only a backstop behind our asyncio deadlines.
         self._client = client or openai.AsyncOpenAI(
@@ -224,16 +227,11 @@ class OpenAIChat(ChatProvider):
         server_wait = None
         if isinstance(error, openai.APIStatusError):
             status = error.status_code
-            retryable = (status in RETRYABLE_STATUS or status >= 500) and getattr(error, "code", None) not in (
-                "insufficient_quota",
-            )
-            server_wait = retry_after_s(getattr(error.response, "headers", None), max_s=MAX_RETRY_AFTER_S)
-        if not retryable or attempt >= self.max_retries:
-            if retryable and attempt:
-                final = ProviderError(final.code, f"{final.message} (gave up after {attempt + 1} attempts)")
-            return None, final
-        backoff = min(MAX_BACKOFF_S, self.backoff_base_s * 2**attempt) * random.uniform(0.8, 1.2)
-        delay = server_wait if server_wait is not None else backoff
+            retryable = retryable_status(status) and getattr(error, "code", None) != "insufficient_quota"
+            server_wait = retry_after_s(getattr(error.response, "headers", None))
+        delay = self.retry.delay(attempt + 1, retryable, server_wait)
+        if delay is None and retryable and attempt:
+            final = ProviderError(final.code, f"{final.message} (gave up after {attempt + 1} attempts)")
         return delay, final
 
     def _provider_message(self, error: BaseException) -> str:

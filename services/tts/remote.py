@@ -20,6 +20,7 @@ from typing import TypeVar
 
 import grpc
 
+from services.common.provider_retry import RetryPlan, retryable_status
 from services.common.retry_after import retry_after_s
 from services.common.scrub import scrub
 from services.tts.engine import EngineError, VoiceInfo
@@ -77,7 +78,7 @@ def status_error(
 ) -> ProviderError:
     """A ProviderError for an HTTP error status, with the provider's own explanation (scrubbed, shortened)."""
     code = _STATUS_CODES.get(status, grpc.StatusCode.UNAVAILABLE if status >= 500 else grpc.StatusCode.UNKNOWN)
-    retryable = status in (408, 409, 429) or status >= 500
+    retryable = retryable_status(status)
     hint = _HINTS.get(status, "the service is unavailable" if status >= 500 else "request failed")
     detail = scrub(detail, *secrets)
     message = f"{provider} returned HTTP {status}: {hint.format(key_var=key_var)}" + (f" ({detail})" if detail else "")
@@ -85,15 +86,12 @@ def status_error(
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class RetryPolicy(RetryPlan):
     """Deadlines and retries of one provider request (environment: TTS_FIRST_BYTE_TIMEOUT_S, TTS_STALL_TIMEOUT_S,
-    TTS_RETRIES)."""
+    TTS_RETRIES); when to retry is services.common.provider_retry's rule, all before any audio."""
 
     first_byte_timeout_s: float = 10.0
     stall_timeout_s: float = 10.0
-    attempts: int = 3  # the first try plus retries, all before any audio
-    backoff_s: float = 0.25
-    max_wait_s: float = 8.0  # a Retry-After longer than this is not waited for
 
 
 async def _close(iterator: AsyncIterator) -> None:
@@ -132,8 +130,8 @@ async def open_stream(
         except Exception as error:
             await _close(iterator)
             failure = classify(error)
-        wait = failure.retry_after_s if failure.retry_after_s is not None else policy.backoff_s * 2 ** (attempt - 1)
-        if not failure.retryable or attempt == policy.attempts or wait > policy.max_wait_s:
+        wait = policy.delay(attempt, failure.retryable, failure.retry_after_s)
+        if wait is None:
             raise failure from None
         log.info(
             "provider request failed; retrying",
