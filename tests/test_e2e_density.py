@@ -167,7 +167,7 @@ async def test_a_second_idle_session_of_an_avatar_costs_less_than_the_first(shar
 @pytest.mark.asyncio(loop_scope="module")
 async def test_the_session_service_carries_no_pixels(shared: Supervisor) -> None:
     # By the contract: nothing the session service sends or receives has a field that can hold a picture.
-    allowed_bytes = {"pcm_s16le", "portrait", "image"}
+    allowed_bytes = {"pcm_s16le", "lookahead_pcm_s16le", "portrait", "image"}  # audio, and uploads on the way in
     seen: set[str] = set()
 
     def check(message: pb_descriptor.Descriptor) -> None:
