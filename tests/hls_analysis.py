@@ -86,27 +86,32 @@ def loud_span(
     return float(loud[0] * window_s), float((loud[-1] + 1) * window_s)
 
 
+def boxes(data: bytes, start: int = 0, end: int | None = None) -> list[tuple[bytes, int, int]]:
+    """(type, payload start, box end) of the boxes in data[start:end]."""
+    end = len(data) if end is None else end
+    found = []
+    while start < end:
+        size, kind = struct.unpack_from(">I4s", data, start)
+        assert 8 <= size <= end - start, f"bad box size {size} at {start}"
+        found.append((kind, start + 8, start + size))
+        start += size
+    return found
+
+
 def track_ends(fragment: bytes) -> dict[int, int]:
     """track id → end of its samples in this moof + mdat fragment (base decode time plus durations), in the
     track's timescale. Reads what the packager writes: tfdt, and trun with per-sample durations."""
-
-    def children(start: int, end: int) -> dict[bytes, tuple[int, int]]:
-        found = {}
-        while start < end:
-            size, kind = struct.unpack_from(">I4s", fragment, start)
-            found.setdefault(kind, []).append((start + 8, start + size))
-            start += size
-        return found
-
     ends: dict[int, int] = {}
-    (moof_start, moof_end), *_ = children(0, len(fragment))[b"moof"]
-    for traf_start, traf_end in children(moof_start, moof_end).get(b"traf", []):
-        boxes = children(traf_start, traf_end)
-        (track_id,) = struct.unpack_from(">I", fragment, boxes[b"tfhd"][0][0] + 4)
-        tfdt = boxes[b"tfdt"][0][0]
-        version = fragment[tfdt]
-        (base,) = struct.unpack_from(">Q" if version else ">I", fragment, tfdt + 4)
-        trun = boxes[b"trun"][0][0]
+    (moof, moof_start, moof_end), *_ = boxes(fragment)
+    assert moof == b"moof"
+    for kind, traf_start, traf_end in boxes(fragment, moof_start, moof_end):
+        if kind != b"traf":
+            continue
+        children = {k: start for k, start, _ in boxes(fragment, traf_start, traf_end)}
+        (track_id,) = struct.unpack_from(">I", fragment, children[b"tfhd"] + 4)
+        tfdt = children[b"tfdt"]
+        (base,) = struct.unpack_from(">Q" if fragment[tfdt] else ">I", fragment, tfdt + 4)
+        trun = children[b"trun"]
         flags = struct.unpack_from(">I", fragment, trun)[0] & 0xFFFFFF
         (count,) = struct.unpack_from(">I", fragment, trun + 4)
         assert flags & 0x100, "per-sample durations"

@@ -3,7 +3,8 @@ frame of them), what each commit says, and how cuts and reconnections change it.
 
 from __future__ import annotations
 
-from services.session.chunks import ChunkPlan, IdleLoopInfo
+from services.packager.audio import FULL_LOOKAHEAD_SAMPLES
+from services.session.chunks import AUDIO_LOOKAHEAD_SAMPLES, ChunkPlan, IdleLoopInfo
 from services.session.timeline import Mark, Timeline
 
 N = 12
@@ -136,6 +137,7 @@ def test_render_every_chunk_when_the_worker_asks() -> None:
 
 def test_a_commit_carries_the_audio_placed_after_its_chunk_and_makes_it_final() -> None:
     h = Harness()
+    assert AUDIO_LOOKAHEAD_SAMPLES == FULL_LOOKAHEAD_SAMPLES, "what the packager needs to finish every packet"
     assert h.plan.lookahead_frames == 4  # 3,071 samples at 960 per frame
     h.idle(N - 2)
     h.speak("u1", 10)  # frames 10..19: speech starts two frames before chunk 0 ends

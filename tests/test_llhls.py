@@ -33,6 +33,7 @@ from services.packager.playlist import LivePlaylist, PlaylistPart, PlaylistSegme
 from services.packager.service import PackagerServicer
 from services.packager.store import HlsStore
 from services.video.chunker import ChunkAssembler
+from tests.hls_analysis import boxes
 from tests.packager_media import (
     LEVEL_TOLERANCE,
     RATE,
@@ -440,18 +441,6 @@ def check_playlist(text: str, *, parts_per_segment: int | None = PARTS_PER_SEGME
 
 
 # -- ISO BMFF --------------------------------------------------------------------------------------------------------
-
-
-def boxes(data: bytes, start: int = 0, end: int | None = None) -> list[tuple[bytes, int, int]]:
-    """(type, payload start, box end) of the boxes in data[start:end]."""
-    end = len(data) if end is None else end
-    found = []
-    while start < end:
-        size, kind = struct.unpack_from(">I4s", data, start)
-        assert 8 <= size <= end - start, f"bad box size {size} at {start}"
-        found.append((kind, start + 8, start + size))
-        start += size
-    return found
 
 
 def first_video_sample(fragment: bytes) -> tuple[bool, bytes]:

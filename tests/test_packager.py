@@ -23,7 +23,7 @@ from services.common.errors import invalid_argument_reason
 from services.common.h264 import is_idr_sample
 from services.common.interceptors import SESSION_ID_METADATA_KEY
 from services.packager import fmp4
-from services.packager.audio import AAC_FRAME_SAMPLES, QUIET_PACKETS, AacTrack
+from services.packager.audio import AAC_FRAME_SAMPLES, FULL_LOOKAHEAD_SAMPLES, QUIET_PACKETS, AacTrack
 from services.packager.config import PackagerConfig
 from services.packager.playlist import LivePlaylist, PlaylistSegment, format_duration, format_program_date_time
 from services.packager.service import PackagerServicer
@@ -1203,6 +1203,7 @@ def test_aac_track_with_lookahead_ends_every_chunks_audio_at_its_end(sound: str)
     shorter track), and the audio decodes as if it had been encoded in one go."""
     track = AacTrack(RATE, 64_000)
     lookahead = 4 * SPF  # four frames, as the session sends
+    assert lookahead >= FULL_LOOKAHEAD_SAMPLES
     total = 30 * CHUNK_SAMPLES
     onset = 7 * CHUNK_SAMPLES + 300
     audio = np.frombuffer(tone(0, total + lookahead), "<i2").copy()

@@ -34,7 +34,8 @@ AAC_SAMPLE_RATES = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44
 QUIET_PACKETS = 3
 # The encoder emits packet k once it has frames k + 1 and k + 2.
 ENCODER_DELAY_SAMPLES = 2 * AAC_FRAME_SAMPLES
-# Lookahead that finishes every packet reaching a chunk's end: the rest of that packet and the encoder's delay.
+# Lookahead that finishes every packet reaching a chunk's end: the rest of that packet and the encoder's delay (the
+# session sends at least this much: tests/test_chunk_plan.py holds its figure to this one).
 FULL_LOOKAHEAD_SAMPLES = AAC_FRAME_SAMPLES - 1 + ENCODER_DELAY_SAMPLES
 
 
