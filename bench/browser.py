@@ -15,6 +15,8 @@ it is (hls.js lowLatencyMode: 160 ms parts, blocking playlist reload), `plain` i
   one frame: a seek to the live edge, often right after a freeze, or dropped frames), hls.js BUFFER_STALLED_ERROR
   events, `waiting` events on the <video> (rebuffers), and player reloads (the page's stall watchdog or fatal
   errors). A freeze followed by a seek to live is both: the viewer saw the picture stop, then lost what was said.
+  Frames Chromium presented while the page's clock reader was held up (requestVideoFrameCallback's presentedFrames
+  moved on by more than one) were on screen: they are counted apart, not as freezes or skips.
 
 `--minutes N` makes each pass a long run (N minutes) that mixes short answers, long answers interrupted part-way
 (the page's Stop button) and idle pauses, after the --runs measured answers.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import itertools
 import random
@@ -82,6 +85,12 @@ CLOCK_READER = f"""
     window.__waitingAt.push([performance.timeOrigin + performance.now(), video.currentTime, ranges]);
   }});
   window.__seeks = [];
+  window.__rates = [];
+  video.addEventListener('ratechange', () => {{
+    window.__rates.push([performance.timeOrigin + performance.now(), video.playbackRate]);
+  }});
+  window.__unseen = [];
+  let presented = -1;
   let shownTime = 0;
   video.addEventListener('timeupdate', () => {{ if (!video.seeking) shownTime = video.currentTime; }});
   video.addEventListener('seeking', () => {{
@@ -100,6 +109,10 @@ CLOCK_READER = f"""
       value = (value * 2) + (luma < 128 ? 1 : 0);
     }}
     window.__frames.push([performance.timeOrigin + meta.expectedDisplayTime, value]);
+    if (presented >= 0 && meta.presentedFrames - presented > 1) {{
+      window.__unseen.push([performance.timeOrigin + meta.expectedDisplayTime, meta.presentedFrames - presented - 1]);
+    }}
+    presented = meta.presentedFrames;
     video.requestVideoFrameCallback(onFrame);
   }};
   video.requestVideoFrameCallback(onFrame);
@@ -125,25 +138,40 @@ class Continuity:
     repeats: int = 0
     backwards: int = 0
     jumps: int = 0
+    unseen: int = 0  # frames Chromium presented that the clock reader missed (its main thread was busy)
 
 
-def continuity(frames: list[tuple[float, int]]) -> Continuity:
-    """Freezes, repeated or backward clocks and forward jumps between consecutive displayed frames."""
-    seen = Continuity()
+def frame_gaps(frames: list[tuple[float, int]], unseen: list[list]):
+    """(display ms, ms shown longer than one frame, burned-clock advance beyond one frame, frames presented unseen)
+    between consecutive frames the reader saw; a backward clock as advance None. Frames Chromium presented that the
+    reader missed (requestVideoFrameCallback's presentedFrames) were on screen: they shorten the gap."""
+    unseen_at = sorted((t, n) for t, n in unseen)
+    times = [t for t, _ in unseen_at]
     for (t0, v0), (t1, v1) in itertools.pairwise(frames):
-        shown = t1 - t0
+        lo, hi = bisect.bisect_right(times, t0), bisect.bisect_right(times, t1 + 1)
+        missed = sum(n for _, n in unseen_at[lo:hi])
         advance = (v1 - v0) % WRAP
         if advance > WRAP // 2:
+            yield t0, 0.0, None, missed
+            continue
+        yield t0, t1 - t0 - (missed + 1) * FRAME_MS, advance - (missed + 1) * FRAME_MS, missed
+
+
+def continuity(frames: list[tuple[float, int]], unseen: list[list]) -> Continuity:
+    """Freezes, repeated or backward clocks and forward jumps between consecutive displayed frames."""
+    seen = Continuity()
+    for _, longer, advance, missed in frame_gaps(frames, unseen):
+        seen.unseen += missed
+        if advance is None:
             seen.backwards += 1
-            continue
-        if advance == 0:
+        elif advance == -FRAME_MS * (missed + 1):
             seen.repeats += 1
-            continue
-        if shown - FRAME_MS >= FREEZE_MS:
-            seen.freezes += 1
-            seen.frozen_ms += shown - FRAME_MS
-        if advance - FRAME_MS >= JUMP_MS:
-            seen.jumps += 1
+        else:
+            if longer >= FREEZE_MS:
+                seen.freezes += 1
+                seen.frozen_ms += longer
+            if advance >= JUMP_MS:
+                seen.jumps += 1
     return seen
 
 
@@ -158,6 +186,8 @@ class Pass:
     pressed: list[float] = field(default_factory=list)  # wall ms of each Say
     interrupted: list[float] = field(default_factory=list)  # wall ms of each Stop
     waiting_at: list[list] = field(default_factory=list)  # each rebuffer: [wall ms, currentTime, buffered ranges]
+    rates: list[list] = field(default_factory=list)  # each playback-rate change: [wall ms, rate]
+    unseen: list[list] = field(default_factory=list)  # frames presented that the clock reader missed: [wall ms, n]
     seeks: list[list] = field(default_factory=list)  # each seek by the player: [wall ms, from, to]
     hls_requests: list[tuple[float, str, str]] = field(default_factory=list)  # (wall ms, asked|done|failed, name)
     console: list[tuple[float, str]] = field(default_factory=list)
@@ -296,6 +326,8 @@ async def run_pass(browser, stub, ports: StackPorts, mode: str, runs: int, minut
         result.playback["waiting"] = await page.evaluate("() => window.__waiting")
         result.seeks = await page.evaluate("() => window.__seeks")
         result.waiting_at = await page.evaluate("() => window.__waitingAt")
+        result.rates = await page.evaluate("() => window.__rates")
+        result.unseen = await page.evaluate("() => window.__unseen")
         result.lateness = await asyncio.to_thread(part_lateness, ports)
         result.page_readout = hook["latencies"]
     finally:
@@ -325,16 +357,37 @@ def late_share(buckets: dict[float, float], bound: float) -> str:
     return f"{total - on_time:.0f} / {total:.0f}"
 
 
+def since_text(pass_: Pass, at: float) -> str:
+    """Seconds since the last Say and the last Stop before wall ms `at` (speech starts ~1 s after Say)."""
+    said = [t for t in pass_.pressed if t <= at]
+    stopped = [t for t in pass_.interrupted if t <= at]
+    since = f"Say +{(at - max(said)) / 1000:.1f} s" if said else "before any Say"
+    if stopped and (not said or max(stopped) >= max(said)):
+        since += f", Stop +{(at - max(stopped)) / 1000:.1f} s"
+    return since
+
+
+def freeze_report(pass_: Pass) -> list[str]:
+    """Each visible freeze: when, how long, how far the picture then jumped, the playback rate in effect, and how many
+    frames Chromium presented meanwhile that the clock reader did not see (the reader's lag, not the viewer's)."""
+    out = []
+    for t0, longer, advance, missed in frame_gaps(pass_.frames, pass_.unseen):
+        if advance is None or longer < FREEZE_MS:
+            continue
+        rate = next((r for t, r in reversed(pass_.rates) if t <= t0), 1)
+        out.append(
+            f"{since_text(pass_, t0)}; frozen {longer:.0f} ms longer than a frame, then the clock advanced "
+            f"{advance:.0f} ms more than a frame; rate {rate}; presented but unseen frames: {missed}"
+        )
+    return out
+
+
 def rebuffer_report(pass_: Pass) -> list[str]:
-    """Each rebuffer: seconds since the last Say and the last Stop (speech starts ~1 s after Say), the playhead and
-    how much was buffered ahead of it (0: the buffer ran dry; a later range: a hole in the buffer)."""
+    """Each rebuffer: when (since_text), the playhead and how much was buffered ahead of it (0: the buffer ran dry;
+    a later range: a hole in the buffer)."""
     out = []
     for at, current, ranges in pass_.waiting_at:
-        said = [t for t in pass_.pressed if t <= at]
-        stopped = [t for t in pass_.interrupted if t <= at]
-        since = f"Say +{(at - max(said)) / 1000:.1f} s" if said else "before any Say"
-        if stopped and (not said or max(stopped) >= max(said)):
-            since += f", Stop +{(at - max(stopped)) / 1000:.1f} s"
+        since = since_text(pass_, at)
         ahead = [f"{start - current:+.2f}..{end - current:+.2f}" for start, end in ranges if end > current - 0.5]
         out.append(f"{since}; buffered around the playhead: {', '.join(ahead) or 'nothing'}")
         if DEBUG_REQUESTS:
@@ -374,7 +427,7 @@ def print_tables(passes: list[Pass], burned: bool = True) -> None:
     minutes = ", ".join(f"{MODES[p.mode]} {p.minutes:.1f} min" for p in passes)
     print(f"\n| over the run ({minutes}) | " + " | ".join(names) + " |")
     print("|" + " --- |" * (1 + len(passes)))
-    seen = [continuity(p.frames) for p in passes]
+    seen = [continuity(p.frames, p.unseen) for p in passes]
     counts = (
         [
             ("answers (of which interrupted)", [f"{p.answers} ({p.interrupts})" for p in passes]),
@@ -383,6 +436,7 @@ def print_tables(passes: list[Pass], burned: bool = True) -> None:
             ("visible freezes >= 150 ms (total ms)", [f"{c.freezes} ({c.frozen_ms:.0f})" for c in seen]),
             ("burned clock repeated / went backwards", [f"{c.repeats} / {c.backwards}" for c in seen]),
             ("skips >= 200 ms (seek to live, dropped frames)", [str(c.jumps) for c in seen]),
+            ("frames on screen the clock reader missed (its lag, not counted above)", [str(c.unseen) for c in seen]),
         ]
         * burned
         + [
@@ -406,9 +460,13 @@ def print_tables(passes: list[Pass], burned: bool = True) -> None:
         print()
         for line in rebuffer_report(p):
             print(f"{MODES[p.mode]}: rebuffer at {line}")
+        for line in freeze_report(p):
+            print(f"{MODES[p.mode]}: freeze at {line}")
+        print(f"{MODES[p.mode]}: playback-rate changes: {len(p.rates)}")
         print(f"{MODES[p.mode]}: hls.js errors it recovered from: {p.playback.get('recoveredErrors')}")
         seeks = f"{p.playback.get('segmentEndSeeks')} / {p.playback.get('unloadedPartSeeks')}"
         print(f"{MODES[p.mode]}: the page's seeks past a segment's end / to an unloaded part: {seeks}")
+        print(f"{MODES[p.mode]}: the page's back-buffer trims: {p.playback.get('backBufferTrims')}")
         jumps = [f"{to - start:+.2f} s" for _, start, to in p.seeks]
         print(f"{MODES[p.mode]}: the player seeked {len(p.seeks)} times while measured: {', '.join(jumps)}")
         for content, buckets in sorted(p.lateness.items()):

@@ -317,6 +317,14 @@ async def test_page_plays_low_latency_hls_and_words_follow_the_picture(browser, 
         assert await page.inner_text("#latency"), "a latency readout is shown"
         latencies = await page.evaluate("() => window.__avatar.latencies")
         assert latencies and 0 < latencies[-1] < 5000, latencies
+
+        # The page trims what was played itself (hls.js's own trimming can make it stop loading parts): a trim once
+        # 12 s lie behind the playhead (back-buffer.ts), down to 4 s.
+        await page.wait_for_function("() => window.__avatar.playback.backBufferTrims >= 1", timeout=30_000)
+        played = await page.evaluate(
+            "() => { const v = document.querySelector('#video'); return [v.currentTime, v.buffered.start(0)]; }"
+        )
+        assert played[0] - played[1] < 12.5, f"back buffer not trimmed: playhead, buffered start = {played}"
     finally:
         await context.close()
 

@@ -105,7 +105,8 @@ export const STALL_FORGET_MS = 30_000;
  * it after STALL_FORGET_MS without a stall); jumps to the aim when more than ~2 s past it. Plain: whole segments
  * only, two segments behind. hls.js's own playback-rate catch-up (maxLiveSyncPlaybackRate) is off: it only acts with
  * more than a second buffered ahead, which a half-second latency never has; the player runs `catchUpRate` instead.
- * Small buffers (a live stream cannot buffer past its edge anyway); a missed part or segment is asked again quickly.
+ * Small buffers (a live stream cannot buffer past its edge anyway; the page trims what was played, back-buffer.ts);
+ * a missed part or segment is asked again quickly.
  */
 export function hlsConfig(lowLatency: boolean, timing: PlaylistTiming): Partial<HlsConfig> {
   const sync = liveSyncSeconds(lowLatency, timing);
@@ -120,7 +121,8 @@ export function hlsConfig(lowLatency: boolean, timing: PlaylistTiming): Partial<
     liveDurationInfinity: true,
     maxBufferLength: 4,
     maxMaxBufferLength: 8,
-    backBufferLength: 4,
+    // The page trims the played media itself (back-buffer.ts): hls.js's own trimming can make it stop loading.
+    backBufferLength: Infinity,
     startFragPrefetch: true,
     enableWorker: true,
     manifestLoadPolicy: policy(12, 10000),

@@ -14,6 +14,7 @@ import {
   relaxedTarget,
   type PlaylistTiming,
 } from "./playback";
+import { BackBufferTrimmer } from "./back-buffer";
 import { Unsticker } from "./unstick";
 
 export type PlayerStatus = "idle" | "loading" | "playing" | "stalled" | "retrying" | "ended";
@@ -52,6 +53,8 @@ export interface PlaybackInfo {
   segmentEndSeeks: number;
   /** Seeks to a listed part hls.js left unloaded while playback stood at its buffer's end (seekToUnloadedPart). */
   unloadedPartSeeks: number;
+  /** Times the page trimmed the media already played (back-buffer.ts). */
+  backBufferTrims: number;
 }
 
 const STALL_RELOAD_MS = 8000;
@@ -76,6 +79,7 @@ export class Player {
   private waiting = 0;
   private reloads = 0;
   private readonly recoveredErrors: Record<string, number> = {};
+  private backBufferTrims = 0;
   private readonly unsticker: Unsticker;
   private playedOnce = false;
   private firstPlayingAt = 0;
@@ -161,6 +165,7 @@ export class Player {
       recoveredErrors: { ...this.recoveredErrors },
       segmentEndSeeks: this.unsticker.segmentEndSeeks,
       unloadedPartSeeks: this.unsticker.unloadedPartSeeks,
+      backBufferTrims: this.backBufferTrims,
     };
   }
 
@@ -264,9 +269,14 @@ export class Player {
     if (Hls.isSupported()) {
       const hls = new Hls(hlsConfig(this.lowLatency, timing));
       this.hls = hls;
+      const trimmer = new BackBufferTrimmer(video, () => hls.latestLevelDetails, hls.lowLatencyMode, (end) => {
+        this.backBufferTrims++;
+        hls.trigger(Events.BUFFER_FLUSHING, { startOffset: 0, endOffset: end, type: null });
+      });
       hls.on(Events.MANIFEST_PARSED, () => this.play());
-      hls.on(Events.FRAG_BUFFERED, () => {
+      hls.on(Events.FRAG_BUFFERED, (_event, data) => {
         this.attempt = 0;
+        trimmer.onBuffered(data);
       });
       hls.on(Events.ERROR, (_event, data) => this.onHlsError(generation, data));
       hls.attachMedia(video);

@@ -1,6 +1,7 @@
-// Moving playback on where hls.js (1.7, lowLatencyMode) stops loading parts that are listed: at a finished segment's
-// end (the parts' audio ends a little before their video) and, rarer, elsewhere. Without it hls.js waits until it is
-// two seconds behind live and jumps there: a two-second freeze and two seconds lost. See playback.ts for the rules.
+// Moving playback on where hls.js (1.7, lowLatencyMode) stops loading parts that are listed. The known causes are
+// removed at their source (each part's audio reaches its video's end: the packager's audio lookahead; no back-buffer
+// trim while a part loads: back-buffer.ts); this stays as the fallback for any other. Without it hls.js waits until
+// it is two seconds behind live and jumps there: a two-second freeze and two seconds lost. Rules: playback.ts.
 import type Hls from "hls.js";
 import { seekPastSegmentEnd, seekToUnloadedPart, UNLOADED_PARTS_WAIT_MS } from "./playback";
 
