@@ -282,6 +282,7 @@ class Playlist:
     segments: list[Segment]  # complete ones, then the one in progress when it has parts
     hint: str | None
     ended: bool
+    skipped: int = 0  # segments a delta update replaced with EXT-X-SKIP
 
     @property
     def complete(self) -> list[Segment]:
@@ -298,7 +299,7 @@ class Playlist:
     def next_part_after_listed(self) -> tuple[int, int]:
         if self.in_progress is not None:
             return self.in_progress.sequence, len(self.in_progress.parts)
-        return self.media_sequence + len(self.complete), 0
+        return self.media_sequence + self.skipped + len(self.complete), 0
 
 
 HEADER = [
@@ -338,11 +339,22 @@ def check_playlist(text: str, *, parts_per_segment: int | None = PARTS_PER_SEGME
     assert part_hold_back_us >= 3 * part_target_us  # SHOULD: three times (what the packager promises)
     if "HOLD-BACK" in control:
         assert micros(control["HOLD-BACK"]) >= 3 * target_duration_s * 1_000_000
+    if "CAN-SKIP-UNTIL" in control:  # 4.4.3.8: at least six target durations
+        assert micros(control["CAN-SKIP-UNTIL"]) >= 6 * target_duration_s * 1_000_000
     media_sequence = int(values["#EXT-X-MEDIA-SEQUENCE"])
     assert values["#EXT-X-MAP"] == 'URI="init.mp4"'
 
     segments: list[Segment] = []
     body = lines[len(HEADER) :]
+    skipped = 0
+    if body and body[0].startswith("#EXT-X-SKIP:"):  # a delta update (6.2.5.1): in place of the first segments
+        skip = attributes(body[0].partition(":")[2])
+        assert set(skip) == {"SKIPPED-SEGMENTS"}, skip
+        skipped = int(skip["SKIPPED-SEGMENTS"])
+        assert skipped > 0 and "CAN-SKIP-UNTIL" in control
+        assert version >= 9  # EXT-X-SKIP needs protocol version 9 (section 7)
+        body = body[1:]
+    assert not any(line.startswith("#EXT-X-SKIP") for line in body), "EXT-X-SKIP only before the first segment"
     ended = body[-1:] == ["#EXT-X-ENDLIST"]
     hints = [line for line in body if line.startswith("#EXT-X-PRELOAD-HINT:")]
     if ended:
@@ -357,7 +369,7 @@ def check_playlist(text: str, *, parts_per_segment: int | None = PARTS_PER_SEGME
         tag, _, value = line.partition(":")
         if tag == "#EXT-X-PROGRAM-DATE-TIME":
             assert current is None, "PROGRAM-DATE-TIME inside a segment: it must come before the segment's parts"
-            current = Segment(media_sequence + len(segments), pdt_ms(value), [], None, None)
+            current = Segment(media_sequence + skipped + len(segments), pdt_ms(value), [], None, None)
         elif tag == "#EXT-X-PART":
             assert current is not None and current.duration_us is None, "EXT-X-PART outside a segment"
             part = attributes(value)
@@ -390,6 +402,7 @@ def check_playlist(text: str, *, parts_per_segment: int | None = PARTS_PER_SEGME
         segments,
         None if ended else attributes(hints[0].partition(":")[2]).get("URI"),
         ended,
+        skipped,
     )
     complete = playlist.complete
     for segment in complete:
@@ -1092,3 +1105,53 @@ def test_live_playlist_parts_pure() -> None:
         LivePlaylist(0, 960_000, window=3).add_part(PlaylistPart(0, 0, PART_US))
     with pytest.raises(ValueError, match="part target"):
         LivePlaylist(0, 960_000, window=3, part_target_us=960_001)
+
+
+def test_delta_update_pure() -> None:
+    """6.2.5.1: a delta update lists exactly the segments that end within CAN-SKIP-UNTIL of the end (and the parts,
+    the hint and everything else as the whole playlist has them) and skips the rest with one EXT-X-SKIP."""
+    playlist = LivePlaylist(EPOCH_S * 1_000_000, 960_000, window=900, part_target_us=PART_US)
+    for sequence in range(20):
+        for index in range(PARTS_PER_SEGMENT):
+            playlist.add_part(PlaylistPart(sequence, index, PART_US))
+        playlist.add(PlaylistSegment(sequence, sequence * 960_000, 960_000))
+    playlist.add_part(PlaylistPart(20, 0, PART_US))
+    whole = check_playlist(playlist.render())
+    assert micros(attributes(whole.text.split("\n")[4].partition(":")[2])["CAN-SKIP-UNTIL"]) == 6_000_000
+    assert whole.skipped == 0 and len(whole.complete) == 20 and whole.version == 7
+    delta = check_playlist(playlist.render(delta=True))
+    # The end is 20 x 0.96 + 0.16 = 19.36 s; the boundary 13.36 s: segments 0..12 end at or before it.
+    assert delta.skipped == 13 and delta.version == 9
+    assert delta.media_sequence == whole.media_sequence == 0
+    assert [segment.sequence for segment in delta.segments] == list(range(13, 21))
+    assert delta.segments == whole.segments[13:] and delta.hint == whole.hint
+    # Nothing to skip in a short playlist, or once it ended: the whole playlist either way.
+    short = LivePlaylist(0, 960_000, window=900, part_target_us=PART_US)
+    short.add_part(PlaylistPart(0, 0, PART_US))
+    assert short.render(delta=True) == short.render()
+    playlist.end()
+    assert playlist.render(delta=True) == playlist.render() and "#EXT-X-SKIP" not in playlist.render()
+
+
+async def test_delta_update_through_http(packager: Packager) -> None:
+    """`_HLS_skip=YES` (and `v2`) gets the delta update, with or without a blocking directive; other values are
+    refused; without it, the whole playlist."""
+    session = await start_session(packager, "delta")
+    await session.commit_many(10 * PARTS_PER_SEGMENT + 1)
+    path = session.path + "index.m3u8"
+    status, _, body = await packager.get(path)
+    whole = check_playlist(body.decode())
+    assert status == 200 and whole.skipped == 0 and len(whole.complete) == 10
+    for query in ({"_HLS_skip": "YES"}, {"_HLS_skip": "v2"}, {"_HLS_skip": "YES", "_HLS_msn": 10, "_HLS_part": 0}):
+        status, headers, body = await packager.get(path, **query)
+        delta = check_playlist(body.decode())
+        assert status == 200 and headers["Cache-Control"] == "no-cache", query
+        assert delta.skipped == 3 and delta.segments == whole.segments[3:], (query, delta.text)
+    request = await held(packager.get(path, _HLS_skip="YES", _HLS_msn=10, _HLS_part=1), "a held delta request")
+    await session.commit()
+    status, _, body = await request
+    assert status == 200 and "seg10.1.m4s" in check_playlist(body.decode()).part_uris
+    for value in ("NO", "yes", "", "v3"):
+        status, _, body = await packager.get(path, _HLS_skip=value)
+        assert status == 400 and b"_HLS_skip must be YES or v2" in body, value
+    await session.end()

@@ -344,7 +344,7 @@ async def test_main_path_idle_and_rendered_chunks_in_sync(packager: Packager) ->
         "#EXT-X-VERSION:7",
         "#EXT-X-TARGETDURATION:1",
         "#EXT-X-PART-INF:PART-TARGET=0.48",
-        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.44",
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=6.0,PART-HOLD-BACK=1.44",
         "#EXT-X-MEDIA-SEQUENCE:0",
         "#EXT-X-INDEPENDENT-SEGMENTS",
         '#EXT-X-MAP:URI="init.mp4"',

@@ -325,6 +325,11 @@ async def test_page_plays_low_latency_hls_and_words_follow_the_picture(browser, 
             "() => { const v = document.querySelector('#video'); return [v.currentTime, v.buffered.start(0)]; }"
         )
         assert played[0] - played[1] < 12.5, f"back buffer not trimmed: playhead, buffered start = {played}"
+        # Once the playlist lasts longer than CAN-SKIP-UNTIL (6 s), hls.js asks for delta updates, and plays on.
+        deltas = [url for url in requests if "/index.m3u8" in url and "_HLS_skip=YES" in url]
+        assert deltas, [url for url in requests if "/index.m3u8" in url][-3:]
+        start = await current_time(page)
+        await page.wait_for_function(f"() => document.querySelector('#video').currentTime > {start + 1.0}")
     finally:
         await context.close()
 

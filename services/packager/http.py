@@ -9,7 +9,9 @@ Runs on the same event loop as the gRPC server (the store is loop-owned, so no l
                                     400 when M is more than two segments ahead of the last one listed or P more
                                     than three target durations of parts ahead, or _HLS_part comes alone; 503 when it
                                     has not come within three target durations; ignored once the playlist ended.
-                                    `_HLS_skip` is ignored (no delta updates: the whole playlist is small).
+                                    `_HLS_skip=YES` (or `v2`: there are no date ranges to skip) asks for a delta
+                                    update: the segments more than CAN-SKIP-UNTIL before the end become one
+                                    EXT-X-SKIP tag; 400 for another value; the whole playlist once ended.
   /hls/{stream_id}/init.mp4        video/mp4; immutable (a stream id is never reused while retained)
   /hls/{stream_id}/seg{n}.m4s      video/iso.segment; immutable
   /hls/{stream_id}/seg{n}.{p}.m4s  a part; immutable. A request for the next few parts (the preload hint's) is
@@ -39,6 +41,7 @@ INIT_NAME = "init.mp4"
 _SEGMENT_NAME = re.compile(r"seg(0|[1-9][0-9]{0,17})\.m4s")
 _PART_NAME = re.compile(r"seg(0|[1-9][0-9]{0,17})\.(0|[1-9][0-9]{0,3})\.m4s")
 _NUMBER = re.compile(r"[0-9]{1,18}")
+_SKIP_VALUES = ("YES", "v2")  # _HLS_skip: v2 also skips date ranges, of which there are none
 BLOCK_TARGET_DURATIONS = 3  # how long a blocking request may wait, in target durations
 MAX_SEGMENTS_AHEAD = 2  # a blocking request further ahead of the last segment listed is refused (400)
 ADVANCE_TARGET_DURATIONS = 3  # ... and one for a part further ahead than this (the spec's Advance Part Limit)
@@ -130,6 +133,9 @@ async def _hls(request: web.Request) -> web.Response:
     if name == PLAYLIST_NAME:
         if stream.init_segment is None:
             return _not_found(request, "playlist", "stream not ready yet")
+        skip = request.query.get("_HLS_skip")
+        if skip is not None and skip not in _SKIP_VALUES:
+            return _refuse(request, 400, "_HLS_skip must be YES or v2")
         blocking = "_HLS_msn" in request.query or "_HLS_part" in request.query
         if blocking and stream.live and stream.playlist.part_target_us is not None:  # ended: directives ignored
             refusal = await _hold_playlist(request, stream)
@@ -138,7 +144,9 @@ async def _hls(request: web.Request) -> web.Response:
         HTTP_REQUESTS.labels("playlist", "200").inc()
         cache = LIVE_PLAYLIST_CACHE if stream.live else ENDED_PLAYLIST_CACHE
         return web.Response(
-            body=stream.playlist.render().encode(), content_type=PLAYLIST_TYPE, headers=_headers(request, cache)
+            body=stream.playlist.render(delta=skip is not None).encode(),
+            content_type=PLAYLIST_TYPE,
+            headers=_headers(request, cache),
         )
     if name == INIT_NAME:
         if stream.init_segment is None:

@@ -11,6 +11,11 @@ part exists (CAN-BLOCK-RELOAD) and how far behind the live edge to play (PART-HO
 EXT-X-PRELOAD-HINT names the next part. The full segments stay listed, so a player without low-latency support plays
 the same playlist at normal latency. Parts are listed for the segments of the last PART_SEGMENTS_KEPT target
 durations only (the spec lets older ones go).
+
+Delta updates (6.2.5.1, 6.3.7): the window holds up to 900 segments (a quarter of an hour), and a low-latency player
+reloads the playlist every part (160 ms), so it may ask for a delta update (`_HLS_skip=YES`), which replaces the
+segments more than CAN-SKIP-UNTIL (six target durations, the spec's least) before the end with one EXT-X-SKIP tag:
+a few segments instead of hundreds, for the server to send and the player to parse five times a second.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from dataclasses import dataclass, field
 INIT_URI = "init.mp4"
 PART_HOLD_BACK_TARGETS = 3  # the spec's recommended minimum
 PART_SEGMENTS_KEPT_S = 3  # list parts for the segments within three target durations of the end
+SKIP_UNTIL_TARGETS = 6  # CAN-SKIP-UNTIL, in target durations: the spec's minimum
 _UNIX_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
@@ -104,6 +110,7 @@ class LivePlaylist:
         self._next_sequence = 0
         self._ended = False
         self._text: str | None = None
+        self._delta_text: str | None = None
         self.version = 0  # grows with every change (for waiters)
 
     @property
@@ -237,26 +244,61 @@ class LivePlaylist:
 
     def _changed(self) -> None:
         self._text = None
+        self._delta_text = None
         self.version += 1
 
-    def render(self) -> str:
+    @property
+    def skip_until_us(self) -> int:
+        """CAN-SKIP-UNTIL: how much media at the end of the playlist a delta update still lists."""
+        return SKIP_UNTIL_TARGETS * self._target_duration_s * 1_000_000
+
+    def skippable(self) -> int:
+        """How many segments at the front a delta update skips: those that end before the skip boundary
+        (CAN-SKIP-UNTIL before the end of the playlist); none for a playlist without parts or once ended."""
+        if self.part_target_us is None or self._ended or not self._segments:
+            return 0
+        last = self._segments[-1]
+        end_us = last.start_us + last.duration_us
+        if self._open is not None:
+            end_us += sum(part.duration_us for part in self._open.parts)
+        boundary_us = end_us - self.skip_until_us
+        count = 0
+        for segment in self._segments:
+            if segment.start_us + segment.duration_us > boundary_us:
+                break
+            count += 1
+        return count
+
+    def render(self, delta: bool = False) -> str:
+        """The playlist; with `delta` (a player's `_HLS_skip=YES`), the delta update when it skips anything."""
+        if delta and self._delta_text is None and (skipped := self.skippable()) > 0:
+            self._delta_text = self._render(skipped)
+        if delta and self._delta_text is not None:
+            return self._delta_text
         if self._text is None:
-            self._text = self._render()
+            self._text = self._render(0)
         return self._text
 
-    def _render(self) -> str:
-        lines = ["#EXTM3U", "#EXT-X-VERSION:7", f"#EXT-X-TARGETDURATION:{self._target_duration_s}"]
+    def _render(self, skipped: int) -> str:
+        # EXT-X-SKIP needs protocol version 9 (section 7).
+        lines = ["#EXTM3U", f"#EXT-X-VERSION:{9 if skipped else 7}", f"#EXT-X-TARGETDURATION:{self._target_duration_s}"]
         if self.part_target_us is not None:
             hold_back = PART_HOLD_BACK_TARGETS * self.part_target_us
             lines.append(f"#EXT-X-PART-INF:PART-TARGET={format_duration(self.part_target_us)}")
-            lines.append(f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={format_duration(hold_back)}")
+            lines.append(
+                "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,"
+                f"CAN-SKIP-UNTIL={format_duration(self.skip_until_us)},PART-HOLD-BACK={format_duration(hold_back)}"
+            )
         lines += [
             f"#EXT-X-MEDIA-SEQUENCE:{self.media_sequence}",
             "#EXT-X-INDEPENDENT-SEGMENTS",
             f'#EXT-X-MAP:URI="{self.init_uri}"',
         ]
-        start_us = self._segments[0].start_us if self._segments else 0
-        for segment in self._segments:
+        if skipped:
+            lines.append(f"#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}")
+        listed = list(self._segments)[skipped:]
+        start_us = listed[0].start_us if listed else 0
+        for segment in listed:
             lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_program_date_time(self.media_epoch_us + segment.start_us)}")
             lines += [_part_line(part) for part in segment.parts]
             lines.append(f"#EXTINF:{format_duration(segment.duration_us)},")
