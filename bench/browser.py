@@ -42,6 +42,13 @@ from pathlib import Path
 
 import grpc
 
+from bench.delivery import (
+    BUFFER_AHEAD_READER,
+    PART_TIMING_READER,
+    buffer_ahead_report,
+    part_timing_report,
+    requests_before,
+)
 from infinitetalk_live.hls import fetch_playlist
 from infinitetalk_live.ports import StackPorts
 from infinitetalk_live.stack import Supervisor
@@ -189,6 +196,8 @@ class Pass:
     rates: list[list] = field(default_factory=list)  # each playback-rate change: [wall ms, rate]
     unseen: list[list] = field(default_factory=list)  # frames presented that the clock reader missed: [wall ms, n]
     seeks: list[list] = field(default_factory=list)  # each seek by the player: [wall ms, from, to]
+    media_requests: list[list] = field(default_factory=list)  # bench.delivery's PART_TIMING_READER rows
+    buffer_ahead: list[float] = field(default_factory=list)  # ms buffered ahead at each displayed frame
     hls_requests: list[tuple[float, str, str]] = field(default_factory=list)  # (wall ms, asked|done|failed, name)
     console: list[tuple[float, str]] = field(default_factory=list)
     lateness: dict[str, dict[float, float]] = field(default_factory=dict)  # packager: content -> {le: parts}
@@ -281,6 +290,8 @@ async def run_pass(browser, stub, ports: StackPorts, mode: str, runs: int, minut
         epoch_ms = playlist.segments[0].program_date_time.timestamp() * 1000
         await asyncio.sleep(2.0)  # settle at the live edge
         await page.evaluate(CLOCK_READER)
+        await page.evaluate(PART_TIMING_READER)
+        await page.evaluate(BUFFER_AHEAD_READER)
         before = await page.evaluate("() => window.__avatar.playback || {}")
         await page.click("#mode-say")
         started = time.monotonic()
@@ -328,6 +339,8 @@ async def run_pass(browser, stub, ports: StackPorts, mode: str, runs: int, minut
         result.waiting_at = await page.evaluate("() => window.__waitingAt")
         result.rates = await page.evaluate("() => window.__rates")
         result.unseen = await page.evaluate("() => window.__unseen")
+        result.media_requests = await page.evaluate("() => window.__media")
+        result.buffer_ahead = await page.evaluate("() => window.__ahead")
         result.lateness = await asyncio.to_thread(part_lateness, ports)
         result.page_readout = hook["latencies"]
     finally:
@@ -390,6 +403,8 @@ def rebuffer_report(pass_: Pass) -> list[str]:
         since = since_text(pass_, at)
         ahead = [f"{start - current:+.2f}..{end - current:+.2f}" for start, end in ranges if end > current - 0.5]
         out.append(f"{since}; buffered around the playhead: {', '.join(ahead) or 'nothing'}")
+        before = requests_before(pass_.media_requests, at)
+        out.append(f"    the media requests before it (queued/server/transfer ms): {before}")
         if DEBUG_REQUESTS:
             near = [(t - at, text) for t, text in pass_.console if -1800 < t - at < 300 and "m3u8" not in text]
             out += [f"    {dt:+6.0f} ms console {text}" for dt, text in near]
@@ -463,6 +478,9 @@ def print_tables(passes: list[Pass], burned: bool = True) -> None:
         for line in freeze_report(p):
             print(f"{MODES[p.mode]}: freeze at {line}")
         print(f"{MODES[p.mode]}: playback-rate changes: {len(p.rates)}")
+        print(f"{MODES[p.mode]}: {buffer_ahead_report(p.buffer_ahead)}")
+        for line in part_timing_report(p.media_requests, p.pressed):
+            print(f"{MODES[p.mode]}: {line}")
         print(f"{MODES[p.mode]}: hls.js errors it recovered from: {p.playback.get('recoveredErrors')}")
         seeks = f"{p.playback.get('segmentEndSeeks')} / {p.playback.get('unloadedPartSeeks')}"
         print(f"{MODES[p.mode]}: the page's seeks past a segment's end / to an unloaded part: {seeks}")

@@ -15,6 +15,7 @@ import {
   type PlaylistTiming,
 } from "./playback";
 import { BackBufferTrimmer } from "./back-buffer";
+import { bufferedEndAt } from "./buffered";
 import { Unsticker } from "./unstick";
 
 export type PlayerStatus = "idle" | "loading" | "playing" | "stalled" | "retrying" | "ended";
@@ -190,13 +191,7 @@ export class Player {
     const base = liveSyncSeconds(this.lowLatency, this.timing);
     const relaxed = relaxedTarget(hls.targetLatency, base, performance.now() - this.lastStallAt);
     if (relaxed !== null) hls.targetLatency = relaxed;
-    const buffered = video.buffered;
-    let ahead = 0;
-    for (let i = 0; i < buffered.length; i++) {
-      if (buffered.start(i) <= video.currentTime + 0.1 && buffered.end(i) > video.currentTime) {
-        ahead = buffered.end(i) - video.currentTime;
-      }
-    }
+    const ahead = (bufferedEndAt(video.buffered, video.currentTime, 0.1) ?? video.currentTime) - video.currentTime;
     const rate = catchUpRate(this.latencySeconds, hls.targetLatency, ahead, chunkSeconds(this.lowLatency, this.timing));
     if (video.playbackRate !== rate) video.playbackRate = rate;
   }

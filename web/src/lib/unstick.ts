@@ -3,6 +3,7 @@
 // trim while a part loads: back-buffer.ts); this stays as the fallback for any other. Without it hls.js waits until
 // it is two seconds behind live and jumps there: a two-second freeze and two seconds lost. Rules: playback.ts.
 import type Hls from "hls.js";
+import { bufferedEndAt } from "./buffered";
 import { seekPastSegmentEnd, seekToUnloadedPart, UNLOADED_PARTS_WAIT_MS } from "./playback";
 
 export class Unsticker {
@@ -58,13 +59,6 @@ export class Unsticker {
 
   /** The end of the buffered range the playhead is in (or at), or null. */
   private bufferedEnd(): number | null {
-    const video = this.video;
-    let end: number | null = null;
-    for (let i = 0; i < video.buffered.length; i++) {
-      if (video.buffered.start(i) <= video.currentTime + 0.01 && video.buffered.end(i) >= video.currentTime) {
-        end = video.buffered.end(i);
-      }
-    }
-    return end;
+    return bufferedEndAt(this.video.buffered, this.video.currentTime, 0.01);
   }
 }
