@@ -16,7 +16,10 @@ it is (hls.js lowLatencyMode: 160 ms parts, blocking playlist reload), `plain` i
   events, `waiting` events on the <video> (rebuffers), and player reloads (the page's stall watchdog or fatal
   errors). A freeze followed by a seek to live is both: the viewer saw the picture stop, then lost what was said.
   Frames Chromium presented while the page's clock reader was held up (requestVideoFrameCallback's presentedFrames
-  moved on by more than one) were on screen: they are counted apart, not as freezes or skips.
+  moved on by more than one) were on screen: they are counted apart, not as freezes or skips;
+- how the media reached the page (bench.delivery): what was buffered ahead of the playhead at each displayed frame,
+  and each media request's time queued in the browser, waiting for the first byte and in transfer, around Say (when
+  the stack's CPU use peaks) apart from the rest, and for the requests before each rebuffer.
 
 `--minutes N` makes each pass a long run (N minutes) that mixes short answers, long answers interrupted part-way
 (the page's Stop button) and idle pauses, after the --runs measured answers.
