@@ -48,6 +48,8 @@ def service_env(
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if service_of(service) == "tts":
+        env.update(shared_box_voice_env(env, len(os.sched_getaffinity(0))))
     if service_of(service) == "packager":
         env["HTTP_PORT"] = str(ports.packager_http[service])
     if service == "session":
@@ -62,6 +64,31 @@ def service_env(
         )
     env.update(extra or {})
     return env
+
+
+def shared_box_voice_env(environ: Mapping[str, str], cpus: int) -> dict[str, str]:
+    """TTS_THREADS and TTS_CONCURRENCY for a tts process sharing one box with the whole stack (and often a browser),
+    unless `environ` sets them: the local voice may keep at most half of the `cpus` busy (at least one core; up to two
+    threads per Piper run, as the tts service's own default).
+
+    Why: the tts service's defaults let it take every core of its box, right for a pod of its own. Here the voice's
+    burst when an answer starts (Piper runs far faster than real time) took both cores of a 2-core box for ~0.4 s,
+    just as the first speech parts had to reach the page; the media chain (video worker, packager, Envoy, the
+    browser) then fell ~0.25 s behind and a low-latency player rebuffered. One thread there costs ~20 ms to the
+    first speech on screen (measured, README)."""
+    half = max(1, cpus // 2)
+    out: dict[str, str] = {}
+    threads_set = (environ.get("TTS_THREADS") or "").strip()
+    if not threads_set:
+        threads = min(2, half)
+        out["TTS_THREADS"] = str(threads)
+    elif threads_set.isdigit() and int(threads_set) > 0:
+        threads = int(threads_set)
+    else:
+        return out  # the tts service refuses it, with a sentence saying why
+    if not (environ.get("TTS_CONCURRENCY") or "").strip():
+        out["TTS_CONCURRENCY"] = str(max(1, half // threads))
+    return out
 
 
 def gateway_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -14,7 +14,7 @@ import pytest
 
 from infinitetalk_live import envscope
 from infinitetalk_live.ports import GATEWAY, SERVICE_ORDER, StackPorts, service_of
-from infinitetalk_live.stack import Supervisor
+from infinitetalk_live.stack import Supervisor, shared_box_voice_env
 
 ROOT = Path(__file__).resolve().parent.parent
 OPENAI_KEY = "sk-envtest-OPENAI-0123456789"
@@ -118,6 +118,25 @@ def test_each_service_still_gets_its_ports_peers_and_the_callers_extra_env(monke
     assert session["VIDEO_ADDR"] == ports.addrs("video") and session["LLM_ADDR"] == ports.addr("llm")
     assert session["PUBLIC_HLS_URL"] == ports.gateway_url
     assert supervisor.processes["packager"].env["HTTP_PORT"] == str(ports.http)
+
+
+def test_the_local_voice_keeps_at_most_half_the_box(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On one box with the whole stack, Piper's threads x its sentences at once stay within half the cores."""
+    assert shared_box_voice_env({}, 1) == {"TTS_THREADS": "1", "TTS_CONCURRENCY": "1"}
+    assert shared_box_voice_env({}, 2) == {"TTS_THREADS": "1", "TTS_CONCURRENCY": "1"}
+    assert shared_box_voice_env({}, 4) == {"TTS_THREADS": "2", "TTS_CONCURRENCY": "1"}
+    assert shared_box_voice_env({}, 16) == {"TTS_THREADS": "2", "TTS_CONCURRENCY": "4"}
+    # What the caller sets stands; the other one follows from it.
+    assert shared_box_voice_env({"TTS_THREADS": "2"}, 2) == {"TTS_CONCURRENCY": "1"}
+    assert shared_box_voice_env({"TTS_THREADS": "1"}, 16) == {"TTS_CONCURRENCY": "8"}
+    assert shared_box_voice_env({"TTS_THREADS": "1", "TTS_CONCURRENCY": "3"}, 2) == {}
+    assert shared_box_voice_env({"TTS_THREADS": "lots"}, 2) == {}, "left for the tts service to refuse"
+    monkeypatch.delenv("TTS_THREADS", raising=False)
+    monkeypatch.setenv("TTS_CONCURRENCY", "2")
+    supervisor = Supervisor(StackPorts.free(), report=False, gateway=False)
+    tts = supervisor.processes["tts"].env
+    assert tts["TTS_CONCURRENCY"] == "2" and int(tts["TTS_THREADS"]) in (1, 2)
+    assert "TTS_THREADS" not in supervisor.processes["video"].env
 
 
 _READS = (
