@@ -52,6 +52,7 @@ from bench.delivery import (
     part_timing_report,
     requests_before,
 )
+from bench.stats import percentile
 from infinitetalk_live.hls import fetch_playlist
 from infinitetalk_live.ports import StackPorts
 from infinitetalk_live.stack import Supervisor
@@ -132,11 +133,6 @@ CLOCK_READER = f"""
 PRESS_SEND = (
     "() => { const t = performance.timeOrigin + performance.now(); document.querySelector('#send').click(); return t; }"
 )
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 @dataclass

@@ -13,6 +13,8 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable
 
+from bench.stats import percentile
+
 # Collects every finished media request (parts, segments, playlists) as
 # [wall ms at start, queued ms (start -> request sent), server ms (sent -> first byte), transfer ms, kind].
 PART_TIMING_READER = """
@@ -57,9 +59,7 @@ AROUND_SAY_MS = (0.0, 1500.0)  # a request started this long after a Say counts 
 def _cell(values: list[float]) -> str:
     if not values:
         return "—"
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return f"{statistics.median(values):.0f} / {p95:.0f} / {ordered[-1]:.0f}"
+    return f"{statistics.median(values):.0f} / {percentile(values, 0.95):.0f} / {max(values):.0f}"
 
 
 def around(at_ms: float, says: Iterable[float]) -> bool:
@@ -93,9 +93,7 @@ def buffer_ahead_report(ahead_ms: list[float]) -> str:
     """One line: the buffered media ahead of the playhead over the displayed frames (median, 5th percentile, least)."""
     if not ahead_ms:
         return "buffered ahead of the playhead: —"
-    ordered = sorted(ahead_ms)
-    p5 = ordered[round(0.05 * (len(ordered) - 1))]
     return (
-        f"buffered ahead of the playhead at each displayed frame (ms): median {statistics.median(ordered):.0f}, "
-        f"5th percentile {p5:.0f}, least {ordered[0]:.0f}"
+        f"buffered ahead of the playhead at each displayed frame (ms): median {statistics.median(ahead_ms):.0f}, "
+        f"5th percentile {percentile(ahead_ms, 0.05):.0f}, least {min(ahead_ms):.0f}"
     )

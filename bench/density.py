@@ -28,6 +28,7 @@ from pathlib import Path
 import grpc
 
 from avatar.v1 import video_pb2_grpc
+from bench.stats import percentile
 from infinitetalk_live.client import SessionClient, SpeakResult, control_metadata, playlist_url
 from infinitetalk_live.hls import fetch_playlist
 from infinitetalk_live.ports import SERVICE_ORDER, StackPorts
@@ -41,11 +42,6 @@ SPEECH = (
 )
 LATENCY_TEXT = "Hello there. This is a live avatar speaking, and it answers as soon as it can."  # as bench.pipeline
 SHORT = "Hello there. This is one of several avatars speaking on the same small machine at the same time."
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 @dataclass

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bench.stats import percentile
 from infinitetalk_live.speech_drives import SpokenText, speak
 from services.video.backend import Drive, IdleLoop
 from services.video.drawn import DrawnBackend
@@ -37,11 +38,6 @@ TEXT = (
     "Hello there! I am a photo that talks. Every word you hear moves my lips, my jaw and my cheeks, "
     "and between sentences I blink and breathe."
 )
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 @dataclass

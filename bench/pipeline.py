@@ -24,6 +24,7 @@ import grpc
 import numpy as np
 
 from avatar.v1 import tts_pb2_grpc
+from bench.stats import percentile
 from infinitetalk_live.client import SessionClient, playlist_url
 from infinitetalk_live.hls import PlaylistFollower
 from infinitetalk_live.ports import SERVICE_ORDER, StackPorts
@@ -47,11 +48,6 @@ LONG_TEXT = (
     "the sound of its horn. Each night he climbed the winding stairs and watched the dark water for travellers."
 )
 CHUNK_FRAMES = 12
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def bench_tts(addr: str, text: str) -> tuple[float, float, bytes]:

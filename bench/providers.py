@@ -17,6 +17,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from bench.stats import percentile
 from infinitetalk_live.client import SessionClient
 from infinitetalk_live.ports import StackPorts
 from infinitetalk_live.stack import Supervisor
@@ -25,11 +26,6 @@ from tests.fakes.openai_server import FakeOpenAI, Reply
 
 FIRST_BYTE_DELAY_S = 0.2
 ANSWER = "Here is a short answer. It has a second sentence too."
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def main() -> None:

@@ -45,6 +45,7 @@ from pathlib import Path
 import grpc
 
 from avatar.v1 import tts_pb2_grpc
+from bench.stats import percentile
 from infinitetalk_live.ports import free_port
 from infinitetalk_live.procstats import cpu_seconds
 from infinitetalk_live.stack import check_health
@@ -74,11 +75,6 @@ def thread_count(pid: int) -> int:
             if line.startswith("Threads:"):
                 return int(line.split()[1])
     return 0
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 @dataclass
